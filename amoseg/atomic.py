@@ -1,0 +1,101 @@
+"""Crash-safe writes: every file a later step trusts is written to a temp name, then renamed.
+
+`os.replace` is atomic on POSIX within one filesystem, so a reader sees either the old file
+or the complete new one, never a half-written file, even after kill -9 or a full disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from amoseg.errors import AmosegError
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; rename it onto `target` only on success.
+
+    `suffix` keeps a meaningful extension on the temp name (some writers choose the format
+    from it, e.g. '.nii.gz').
+    """
+    target = Path(target)
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AmosegError(
+            f"cannot create output folder ({exc.strerror})", parent, "choose a writable location"
+        ) from exc
+    suffix = suffix if suffix is not None else "".join(target.suffixes)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise AmosegError(
+            f"could not write ({exc.strerror})", target, "check free disk space and permissions"
+        ) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `target`; it becomes `target` only when complete."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        raise AmosegError(
+            f"cannot create output folder ({exc.strerror})",
+            target.parent,
+            "choose a writable location",
+        ) from exc
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise AmosegError(
+            f"could not write ({exc.strerror})", target, "check free disk space and permissions"
+        ) from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_bytes(target: str | Path, data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(target: str | Path, text: str) -> None:
+    write_bytes(target, text.encode("utf-8"))
+
+
+def write_json(target: str | Path, obj: Any) -> None:
+    write_text(target, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """Read JSON with a clear one-line error for missing or broken files."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise AmosegError(f"{what} not found", path) from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AmosegError(
+            f"{what} is not valid JSON ({exc})", path, "fix or regenerate it"
+        ) from exc

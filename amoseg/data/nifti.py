@@ -1,0 +1,109 @@
+"""Reading and writing NIfTI volumes with one-line errors for every way a file can be bad.
+
+Real AMOS files vary: int16/int32/float images, uint8 or uint16 labels, LAS or RAS
+orientations. We validate once, at the edge, so the rest of amoseg receives clean arrays.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from amoseg.atomic import atomic_path
+from amoseg.errors import AmosegError
+from amoseg.labels import NUM_CLASSES
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def is_nifti_path(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(NIFTI_SUFFIXES)
+
+
+def case_id_of(path: Path) -> str:
+    """'amos_0001' from '.../amos_0001.nii.gz'."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def load_nifti(path: str | Path, what: str = "image") -> nib.Nifti1Image:
+    """Open a 3D NIfTI and read its voxels now, so truncation is caught here, not later.
+
+    A 4D file with a single volume (X, Y, Z, 1) is accepted and squeezed to 3D.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AmosegError(f"{what} file not found", path)
+    if path.is_dir():
+        raise AmosegError(f"{what} path is a folder, expected a .nii/.nii.gz file", path)
+    if path.stat().st_size == 0:
+        raise AmosegError(f"{what} file is empty (0 bytes)", path, "re-download or re-export it")
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise AmosegError(
+            f"{what} file is truncated or corrupt ({type(exc).__name__})", path, "re-download it"
+        ) from exc
+    except nib.filebasedimages.ImageFileError as exc:
+        raise AmosegError(f"{what} file is not a NIfTI image", path) from exc
+    except (OSError, ValueError) as exc:
+        raise AmosegError(f"{what} file cannot be read ({exc})", path, "re-download it") from exc
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise AmosegError(f"{what} file is not a NIfTI image", path)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise AmosegError(
+            f"{what} must be a 3D volume, got {data.ndim}D with shape {tuple(data.shape)}",
+            path,
+            "amoseg segments single 3D scans",
+        )
+    out = nib.Nifti1Image(np.asarray(data), img.affine, img.header)
+    out.set_qform(img.get_qform(), code=int(img.header["qform_code"]))
+    out.set_sform(img.get_sform(), code=int(img.header["sform_code"]))
+    return out
+
+
+def image_array(img: nib.Nifti1Image, path: str | Path | None = None) -> np.ndarray:
+    """The image voxels as float32, refusing NaN/Inf (they would poison normalisation)."""
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise AmosegError(f"image has {bad} NaN/Inf voxels", path, "fix or exclude this scan")
+    return data
+
+
+def label_array(img: nib.Nifti1Image, path: str | Path | None = None) -> np.ndarray:
+    """Label voxels as uint8 AMOS ids 0..15 (AMOS ships uint16 on disk; cast once here)."""
+    raw = np.asarray(img.dataobj)
+    if np.issubdtype(raw.dtype, np.floating):
+        if not np.isfinite(raw).all() or not np.array_equal(raw, np.round(raw)):
+            raise AmosegError(
+                "label map holds non-integer values", path, "labels must be ids 0..15"
+            )
+    if raw.size:
+        lo, hi = raw.min(), raw.max()
+        if lo < 0 or hi >= NUM_CLASSES:
+            raise AmosegError(
+                f"label ids outside 0..{NUM_CLASSES - 1} (found {lo}..{hi})",
+                path,
+                "is this an AMOS label map?",
+            )
+    return raw.astype(np.uint8)
+
+
+def save_nifti(img: nib.Nifti1Image, target: str | Path) -> None:
+    """Write atomically (temp name + rename) so a crash never leaves a half-written file."""
+    target = Path(target)
+    suffix = ".nii.gz" if target.name.lower().endswith(".gz") else ".nii"
+    with atomic_path(target, suffix=suffix) as tmp:
+        nib.save(img, str(tmp))

@@ -1,0 +1,1 @@
+"""Model families behind one interface (fit / predict / save / load), registered by name."""

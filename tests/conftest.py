@@ -1,0 +1,18 @@
+"""Shared fixtures. Real AMOS samples live in ../shared/realdata beside the checkout (tests and
+CI only; never committed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REALDATA = REPO.parent / "shared" / "realdata"
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    if not REALDATA.exists():
+        pytest.skip(f"real samples not found at {REALDATA}")
+    return REALDATA
