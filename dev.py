@@ -38,7 +38,7 @@ def _run(cmd: list[str]) -> int:
 
 def setup() -> None:
     """Create .venv and install amoseg (editable) with pinned dependencies, if stale."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be run by an older python3
         sys.exit(f"amoseg needs Python >= 3.11; this is {sys.version.split()[0]}")
     if not (BIN / "python").exists():
         print(f"creating virtual environment at {VENV}", flush=True)

@@ -85,11 +85,10 @@ def image_array(img: nib.Nifti1Image, path: str | Path | None = None) -> np.ndar
 def label_array(img: nib.Nifti1Image, path: str | Path | None = None) -> np.ndarray:
     """Label voxels as uint8 AMOS ids 0..15 (AMOS ships uint16 on disk; cast once here)."""
     raw = np.asarray(img.dataobj)
-    if np.issubdtype(raw.dtype, np.floating):
-        if not np.isfinite(raw).all() or not np.array_equal(raw, np.round(raw)):
-            raise AmosegError(
-                "label map holds non-integer values", path, "labels must be ids 0..15"
-            )
+    if np.issubdtype(raw.dtype, np.floating) and (
+        not np.isfinite(raw).all() or not np.array_equal(raw, np.round(raw))
+    ):
+        raise AmosegError("label map holds non-integer values", path, "labels must be ids 0..15")
     if raw.size:
         lo, hi = raw.min(), raw.max()
         if lo < 0 or hi >= NUM_CLASSES:
