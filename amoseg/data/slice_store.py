@@ -14,6 +14,8 @@ its RAM does not grow with the number of cases.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -46,9 +48,85 @@ def write_case(
     return target
 
 
+class CaseWriter:
+    """Streams one case's slices to disk chunk by chunk (see `case_writer`), so the resized
+    stack never has to sit in RAM: at 640² it can outweigh the scan it came from."""
+
+    def __init__(self, folder: Path, case_id: str, n_slices: int, size: int):
+        self.folder, self.case_id, self.n_slices, self.written = folder, case_id, n_slices, 0
+        self._files = {}
+        for name, dtype in (("image", np.int16), ("label", np.uint8)):
+            fh = open(folder / f"{name}.npy", "wb")  # noqa: SIM115 - closed in finish/close
+            self._files[name] = fh
+            header = {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                "fortran_order": False,
+                "shape": (n_slices, size, size),
+            }
+            np.lib.format.write_array_header_1_0(fh, header)  # the header np.save writes
+        self._size = size
+        self.finished = False
+
+    def append(self, image: np.ndarray, label: np.ndarray) -> None:
+        """Add (k, S, S) image (int16) and label (uint8) slices after those written so far."""
+        if image.shape != label.shape or image.shape[1:] != (self._size, self._size):
+            raise ValueError(f"chunk shapes {image.shape}/{label.shape} do not fit the case")
+        if self.written + image.shape[0] > self.n_slices:
+            raise ValueError(f"more than the {self.n_slices} slices announced")
+        self._files["image"].write(memoryview(np.ascontiguousarray(image, dtype=np.int16)))
+        self._files["label"].write(memoryview(np.ascontiguousarray(label, dtype=np.uint8)))
+        self.written += image.shape[0]
+
+    def finish(self, meta: dict[str, Any]) -> None:
+        """Close the arrays and write meta.json; the case becomes visible when the
+        `case_writer` block ends."""
+        if self.written != self.n_slices:
+            raise ValueError(f"wrote {self.written} of {self.n_slices} slices")
+        self.close()
+        write_json(
+            self.folder / "meta.json",
+            {"case_id": self.case_id, "n_slices": self.n_slices, **meta},
+        )
+        self.finished = True
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+
+
+@contextlib.contextmanager
+def case_writer(root: str | Path, case_id: str, n_slices: int, size: int) -> Iterator[CaseWriter]:
+    """Like `write_case`, but streaming: `append` chunks, then `finish(meta)`; the case folder
+    appears atomically at the end of the block, or not at all."""
+    with atomic_dir(Path(root) / "cases" / case_id) as tmp:
+        writer = CaseWriter(tmp, case_id, n_slices, size)
+        try:
+            yield writer
+        finally:
+            writer.close()
+        if not writer.finished:
+            raise ValueError("case_writer block ended without finish(meta)")
+
+
 def case_done(root: str | Path, case_id: str) -> bool:
     """A case folder exists only once complete (atomic rename), so existence means done."""
     return (Path(root) / "cases" / case_id / "meta.json").exists()
+
+
+def _open_array(path: Path) -> np.ndarray:
+    """Memory-map a case array; a damaged file (edited, copied half-way) is a user error."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except FileNotFoundError as exc:
+        raise AmosegError(
+            "store case file is missing", path, "re-run `amoseg prepare` on the same folder"
+        ) from exc
+    except (ValueError, OSError, EOFError) as exc:
+        raise AmosegError(
+            f"store case file is truncated or corrupt ({' '.join(str(exc).split())[:120]})",
+            path,
+            "delete its case folder and re-run `amoseg prepare` on the same folder",
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -87,11 +165,11 @@ class SliceStore:
 
     def image(self, case_id: str) -> np.ndarray:
         """(N, S, S) int16, memory-mapped."""
-        return np.load(self.root / "cases" / case_id / "image.npy", mmap_mode="r")
+        return _open_array(self.root / "cases" / case_id / "image.npy")
 
     def label(self, case_id: str) -> np.ndarray:
         """(N, S, S) uint8, memory-mapped."""
-        return np.load(self.root / "cases" / case_id / "label.npy", mmap_mode="r")
+        return _open_array(self.root / "cases" / case_id / "label.npy")
 
     def n_slices(self, case_id: str) -> int:
         return int(self.meta(case_id)["n_slices"])

@@ -1,0 +1,71 @@
+"""`amoseg prepare`: turn an AMOS22 folder into the slice store that training streams from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prepare")(prepare)
+
+
+def prepare(
+    amos_root: Path = typer.Argument(..., help="AMOS22 folder (dataset.json, imagesTr, ...)."),
+    out: Path = typer.Argument(..., help="Output slice store folder."),
+    size: int = typer.Option(640, "--size", help="Slices are resized to size×size."),
+    split: str = typer.Option(
+        "0.70,0.15,0.15", "--split", help="train,val,test fractions (by scan)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the train/val/test split."),
+    keep: str = typer.Option(
+        "organ", "--keep", help="organ: only slices with an organ voxel; all: every slice."
+    ),
+    modality: str = typer.Option("all", "--modality", help="ct, mr or all."),
+    workers: int = typer.Option(1, "--workers", help="Cases prepared in parallel."),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad", help="Skip unreadable or inconsistent cases and list them at the end."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Rebuild a store that was made with other settings."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Split AMOS scans by patient, slice them axially and store size×size slices + labels."""
+    from rich.console import Console
+
+    from amoseg.data.prepare import prepare_dataset, summary_table
+    from amoseg.data.splits import parse_fractions
+
+    summary = prepare_dataset(
+        amos_root,
+        out,
+        size=size,
+        split=parse_fractions(split),
+        seed=seed,
+        keep=keep,
+        modality=modality,
+        workers=workers,
+        skip_bad=skip_bad,
+        progress=not quiet,
+        overwrite=overwrite,
+    )
+    console = Console()
+    err = Console(stderr=True)
+    for note in summary["warnings"]:
+        err.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
+    console.print(summary_table(summary))
+    background = {n: s["class_share"][0] for n, s in summary["splits"].items() if s["slices"]}
+    if background:
+        shares = ", ".join(f"{n} {100 * v:.1f} %" for n, v in background.items())
+        console.print(f"background pixel share: {shares}", highlight=False)
+    console.print(
+        f"{summary['prepared_now']} case(s) prepared, {summary['reused']} already done, "
+        f"{len(summary['skipped'])} skipped in {summary['seconds']:.1f} s → {out}",
+        highlight=False,
+    )
+    if summary["skipped"]:
+        err.print(f"[red]skipped {len(summary['skipped'])} case(s):[/red]")
+        for entry in summary["skipped"]:
+            err.print(f"  {entry['case_id']}: {entry['reason']}", highlight=False, soft_wrap=True)

@@ -1,0 +1,475 @@
+"""`prepare`: AMOS22 volumes → split by scan → canonical axial slices → filtered → size×size store.
+
+Crash safety: each case folder appears atomically; `store.pending.json` records the settings
+while a run is in progress, and `store.json` (which `SliceStore` requires) is written last,
+so a later step never trusts an incomplete store. A rerun with the same settings skips the
+finished cases; a rerun with other settings is refused unless `overwrite=True`.
+
+Memory: a worker holds one case at a time: the image in its file dtype and the uint8 label
+(int16 CT: under one float32 volume); reorientation is a view, and slices are resized and
+streamed to disk in chunks. Slices that will be dropped are never resized.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import warnings
+from collections.abc import Generator, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+from amoseg.atomic import read_json, write_json
+from amoseg.data.amos import AmosCase, check_case_files, check_same_grid, find_cases
+from amoseg.data.geometry import CANONICAL, canonical_spacing, volume_to_slices
+from amoseg.data.nifti import image_array, label_array, load_nifti
+from amoseg.data.slice_store import SPLITS, STORE_VERSION, case_done, case_writer
+from amoseg.data.splits import check_fractions, split_cases
+from amoseg.errors import AmosegError
+from amoseg.labels import CLASS_NAMES, NUM_CLASSES
+
+KEEP_CHOICES = ("organ", "all")
+MODALITY_CHOICES = ("ct", "mr", "all")
+PENDING_FILE = "store.pending.json"
+# Settings that must match for a rerun to reuse an existing store.
+SETTING_KEYS = ("size", "keep", "modality", "seed", "split")
+RESIZE_CHUNK = 16  # slices resized at once: bounds the float32 working set
+INT16_MIN, INT16_MAX = np.iinfo(np.int16).min, np.iinfo(np.int16).max
+MAX_SIZE = 4096
+
+
+def prepare_case(case: AmosCase, out: str | Path, size: int, keep: str) -> dict[str, Any]:
+    """Read, check, reorient, filter, resize and store one case; returns its meta.json."""
+    # The label first, cast to uint8 and its file array dropped before the image is read:
+    # AMOS labels are uint16 on disk, as large as an int16 image.
+    label_nii = load_nifti(case.label, "label")
+    label_shape, label_affine = label_nii.shape, label_nii.affine
+    label = label_array(label_nii, case.label)
+    del label_nii
+    image_nii = load_nifti(case.image, "image")
+    check_same_grid(case, image_nii.shape, image_nii.affine, label_shape, label_affine)
+    affine = np.asarray(image_nii.affine, dtype=np.float64)
+    zooms = tuple(float(z) for z in image_nii.header.get_zooms()[:3])
+    original_shape = [int(n) for n in image_nii.shape]
+
+    label = canonical_view(label, affine)
+    n_z = label.shape[2]
+    # max, not any: a uint8 reduction needs no full-size bool temporary
+    kept = np.flatnonzero(label.max(axis=(0, 1))) if keep == "organ" else np.arange(n_z)
+
+    raw = np.asarray(image_nii.dataobj)
+    if not np.issubdtype(raw.dtype, np.integer):
+        raw = image_array(image_nii, case.image)  # float voxels: refuse NaN/Inf
+    del image_nii
+    image = canonical_view(raw, affine)
+    canonical_shape = [int(n) for n in image.shape]
+
+    meta = {
+        "modality": case.modality,
+        "original_shape": original_shape,
+        "affine": affine.tolist(),
+        "spacing": list(zooms),
+        "orientation": "".join(nib.aff2axcodes(affine)),
+        "canonical_shape": canonical_shape,
+        "canonical_spacing": list(canonical_spacing(zooms, affine)),
+        "kept_slices": [int(k) for k in kept],
+        "image_file": str(case.image),
+        "label_file": str(case.label),
+        "size": size,
+        "keep": keep,
+    }
+    counts = np.zeros(NUM_CLASSES, dtype=np.int64)
+    with case_writer(out, case.case_id, len(kept), size) as writer:
+        for start in range(0, len(kept), RESIZE_CHUNK):
+            idx = kept[start : start + RESIZE_CHUNK]
+            resized = volume_to_slices(_gather(image, idx), size, is_label=False)
+            np.clip(np.rint(resized, out=resized), INT16_MIN, INT16_MAX, out=resized)
+            labels = volume_to_slices(_gather(label, idx), size, is_label=True)
+            counts += np.bincount(labels.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
+            writer.append(resized.astype(np.int16), labels)
+        meta["class_pixels"] = [int(c) for c in counts]
+        writer.finish(meta)
+    return {"case_id": case.case_id, "n_slices": len(kept), **meta}
+
+
+def canonical_view(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """`geometry.to_canonical` without its contiguous copy: a flipped/permuted view.
+
+    NIfTI voxels load Fortran-ordered, so making the whole canonical volume C-contiguous is a
+    slow strided copy (it cost more than decompressing the file); only kept slices are
+    gathered, one contiguous (X, Y) plane at a time.
+    """
+    xform = ornt_transform(io_orientation(affine), axcodes2ornt(CANONICAL))
+    return apply_orientation(data, xform)
+
+
+def _gather(volume: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Axial planes `idx` of an (X, Y, Z) view as an (X, Y, k) array whose slices are
+    contiguous, which `volume_to_slices` then uses without another copy."""
+    planes = np.empty((len(idx), *volume.shape[:2]), dtype=volume.dtype)
+    for j, z in enumerate(idx):
+        planes[j] = volume[:, :, z]
+    return np.moveaxis(planes, 0, 2)
+
+
+def prepare_dataset(
+    root: str | Path,
+    out: str | Path,
+    *,
+    size: int = 640,
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    keep: str = "organ",
+    modality: str = "all",
+    workers: int = 1,
+    skip_bad: bool = False,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Build (or finish) a slice store in `out` from the AMOS22 folder `root`; returns the
+    summary (also written to OUT/summary.json)."""
+    started = time.perf_counter()
+    root, out = Path(root), Path(out)
+    fractions = check_fractions(split)
+    _check_options(size, keep, modality, workers)
+
+    cases = find_cases(root)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = split_cases(
+            [c.case_id for c in cases], [c.modality for c in cases], fractions, seed
+        )
+    notes = [str(w.message) for w in caught]
+    selected = [c for c in cases if modality in ("all", c.modality)]
+    if not selected:
+        raise AmosegError(
+            f"no {modality.upper()} cases among the {len(cases)} labelled cases",
+            root,
+            "use --modality all",
+        )
+    selected_ids = {c.case_id for c in selected}
+    splits = {name: [c for c in ids if c in selected_ids] for name, ids in splits.items()}
+
+    settings = {
+        "version": STORE_VERSION,
+        "size": size,
+        "keep": keep,
+        "modality": modality,
+        "seed": seed,
+        "split": list(fractions),
+        "source": str(root.resolve()),
+        "num_classes": NUM_CLASSES,
+    }
+    previous = _existing_settings(out)
+    changed = previous is not None and any(previous.get(k) != settings[k] for k in SETTING_KEYS)
+    if changed and not overwrite:
+        diff = ", ".join(
+            f"{k} {previous.get(k)!r} → {settings[k]!r}"
+            for k in SETTING_KEYS
+            if previous.get(k) != settings[k]
+        )
+        raise AmosegError(
+            f"output folder holds a store built with other settings ({diff})",
+            out,
+            "pass --overwrite to rebuild it, or choose another output folder",
+        )
+
+    todo = [c for c in selected if not _case_current(out, c.case_id, size, keep)]
+    skipped: dict[str, str] = {}
+    for case in todo:  # header-only pre-flight: most bad inputs fail before any write
+        try:
+            check_case_files(case)
+        except AmosegError as exc:
+            if not skip_bad:
+                raise
+            skipped[case.case_id] = exc.line()
+    todo = [c for c in todo if c.case_id not in skipped]
+
+    _begin(out, settings, splits, invalidate=changed)
+    reused = len(selected) - len(todo) - len(skipped)
+    for case_id, reason in _run_cases(todo, out, size, keep, workers, skip_bad, progress):
+        skipped[case_id] = reason
+
+    done = [c for c in selected if c.case_id not in skipped]
+    if not done:
+        raise AmosegError(
+            f"none of the {len(selected)} cases could be prepared", root, "see the errors above"
+        )
+    final_splits = {name: [c for c in ids if c not in skipped] for name, ids in splits.items()}
+    if overwrite:
+        _remove_stale_cases(out, {c.case_id for c in done})
+    summary = summarize(out, final_splits)
+    summary["skipped"] = [{"case_id": k, "reason": v} for k, v in sorted(skipped.items())]
+    summary["warnings"] = notes + _empty_case_notes(out, done)
+    write_json(out / "splits.json", final_splits)
+    write_json(out / "summary.json", summary)
+    write_json(out / "store.json", {**settings, "complete": True})
+    (out / PENDING_FILE).unlink(missing_ok=True)
+    summary["prepared_now"] = len(todo) - sum(1 for c in todo if c.case_id in skipped)
+    summary["reused"] = reused
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def _check_options(size: int, keep: str, modality: str, workers: int) -> None:
+    if not isinstance(size, int) or not 1 <= size <= MAX_SIZE:
+        raise AmosegError(f"--size must be 1..{MAX_SIZE}, got {size}")
+    if keep not in KEEP_CHOICES:
+        raise AmosegError(f"--keep must be one of {', '.join(KEEP_CHOICES)}, got '{keep}'")
+    if modality not in MODALITY_CHOICES:
+        raise AmosegError(
+            f"--modality must be one of {', '.join(MODALITY_CHOICES)}, got '{modality}'"
+        )
+    if not isinstance(workers, int) or workers < 1:
+        raise AmosegError(f"--workers must be at least 1, got {workers}")
+
+
+def _existing_settings(out: Path) -> dict[str, Any] | None:
+    """Settings of the store (complete or in progress) already in `out`, if any.
+
+    Refuses a non-empty folder that is not a store, so a typo cannot mix a store into, say,
+    the AMOS download itself.
+    """
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise AmosegError("output path exists and is not a folder", out)
+    for name in ("store.json", PENDING_FILE):
+        if (out / name).exists():
+            return read_json(out / name, name)
+    if any(p for p in out.iterdir() if not p.name.startswith(".")):
+        raise AmosegError(
+            "output folder is not empty and is not an amoseg slice store",
+            out,
+            "choose a new or empty folder",
+        )
+    return None
+
+
+def _case_current(out: Path, case_id: str, size: int, keep: str) -> bool:
+    """A finished case built with this size and keep rule (a rebuild redoes the others)."""
+    if not case_done(out, case_id):
+        return False
+    try:
+        meta = read_json(out / "cases" / case_id / "meta.json", "case meta.json")
+    except AmosegError:
+        return False
+    return meta.get("size") == size and meta.get("keep") == keep
+
+
+def _begin(
+    out: Path, settings: dict[str, Any], splits: dict[str, list[str]], invalidate: bool
+) -> None:
+    """Mark the store as in progress before touching any case.
+
+    A first run has no store.json until the end, so a crash leaves a folder that `SliceStore`
+    refuses and a rerun resumes. A rebuild with other settings removes store.json first. A
+    rerun with the same settings keeps it: its finished cases stay valid, and readers list
+    only finished cases.
+    """
+    _remove_temp_leftovers(out)
+    write_json(out / PENDING_FILE, settings)
+    if invalidate:
+        (out / "store.json").unlink(missing_ok=True)
+    write_json(out / "splits.json", splits)
+
+
+def _remove_temp_leftovers(out: Path) -> None:
+    """Temp files/folders of writes a kill -9 interrupted (atomic writes name them '.*.tmp*')."""
+    for folder in (out, out / "cases"):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if path.name.startswith(".") and ".tmp" in path.name:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+
+
+def _remove_stale_cases(out: Path, keep_ids: set[str]) -> None:
+    cases_dir = out / "cases"
+    if not cases_dir.is_dir():
+        return
+    for path in cases_dir.iterdir():
+        if path.is_dir() and not path.name.startswith(".") and path.name not in keep_ids:
+            shutil.rmtree(path)
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _prepare_or_error(
+    case: AmosCase, out: Path, size: int, keep: str
+) -> tuple[str, tuple[str, str | None, str | None] | None]:
+    """Run in a worker: user errors travel back as (what, path, hint), bugs as exceptions."""
+    try:
+        prepare_case(case, out, size, keep)
+    except AmosegError as exc:
+        return case.case_id, (exc.what, None if exc.path is None else str(exc.path), exc.hint)
+    return case.case_id, None
+
+
+def _run_cases(
+    todo: list[AmosCase],
+    out: Path,
+    size: int,
+    keep: str,
+    workers: int,
+    skip_bad: bool,
+    progress: bool,
+) -> Iterator[tuple[str, str]]:
+    """Prepare cases (in parallel when workers > 1); yields (case_id, reason) for skipped ones.
+
+    Without skip_bad the first bad case stops the run: queued cases are cancelled, running
+    ones finish (each is written atomically), then the error is raised.
+    """
+    if not todo:
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("prepare {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not progress,
+        transient=False,
+    )
+    with bar:
+        task = bar.add_task(todo[0].case_id, total=len(todo))
+        results = _results(todo, out, size, keep, workers)
+        try:
+            for case_id, error in results:
+                bar.update(task, advance=1, description=case_id)
+                if error is None:
+                    continue
+                if not skip_bad or _is_output_error(error, out):
+                    raise AmosegError(*error)  # a full disk is no bad case: never skip it
+                yield case_id, AmosegError(*error).line()
+        finally:
+            results.close()  # stop the pool now, not when the generator is collected
+
+
+def _is_output_error(error: tuple[str, str | None, str | None], out: Path) -> bool:
+    path = error[1]
+    return path is not None and Path(path).resolve().is_relative_to(out.resolve())
+
+
+def _results(
+    todo: list[AmosCase], out: Path, size: int, keep: str, workers: int
+) -> Generator[tuple[str, tuple[str, str | None, str | None] | None], None, None]:
+    if workers == 1 or len(todo) == 1:
+        import torch
+
+        # One thread, as in the workers: prepare scales over cases, and torch's thread pool
+        # costs more than it gains on these small per-chunk ops (4× slower on demo scans).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for case in todo:
+                yield _prepare_or_error(case, out, size, keep)
+        finally:
+            torch.set_num_threads(threads)
+        return
+    # spawn: a forked child inheriting torch's OpenMP pool can hang; workers are long-lived.
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)),
+        mp_context=get_context("spawn"),
+        initializer=_init_worker,
+    )
+    try:
+        pending: set[Future] = {pool.submit(_prepare_or_error, c, out, size, keep) for c in todo}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                try:
+                    yield future.result()
+                except BrokenProcessPool as exc:
+                    raise AmosegError(
+                        "a prepare worker process died (out of memory?)",
+                        hint="retry with fewer --workers; finished cases are kept",
+                    ) from exc
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def summarize(out: str | Path, splits: dict[str, list[str]]) -> dict[str, Any]:
+    """Cases, slices and class pixel shares per split, from the stored cases' meta.json."""
+    out = Path(out)
+    result: dict[str, Any] = {"store": str(out), "class_names": list(CLASS_NAMES), "splits": {}}
+    total = np.zeros(NUM_CLASSES, dtype=np.int64)
+    total_cases = total_slices = 0
+    for name in SPLITS:
+        counts = np.zeros(NUM_CLASSES, dtype=np.int64)
+        n_slices = 0
+        ids = [c for c in splits.get(name, []) if case_done(out, c)]
+        for case_id in ids:
+            meta = read_json(out / "cases" / case_id / "meta.json", "case meta.json")
+            counts += np.asarray(meta["class_pixels"], dtype=np.int64)
+            n_slices += int(meta["n_slices"])
+        result["splits"][name] = _split_entry(len(ids), n_slices, counts)
+        total += counts
+        total_cases += len(ids)
+        total_slices += n_slices
+    result["total"] = _split_entry(total_cases, total_slices, total)
+    return result
+
+
+def _split_entry(cases: int, slices: int, counts: np.ndarray) -> dict[str, Any]:
+    pixels = int(counts.sum())
+    shares = (counts / pixels).round(6).tolist() if pixels else [0.0] * NUM_CLASSES
+    return {
+        "cases": cases,
+        "slices": slices,
+        "class_pixels": [int(c) for c in counts],
+        "class_share": shares,
+    }
+
+
+def _empty_case_notes(out: Path, done: list[AmosCase]) -> list[str]:
+    notes = []
+    for case in done:
+        meta = read_json(out / "cases" / case.case_id / "meta.json", "case meta.json")
+        if int(meta["n_slices"]) == 0:
+            notes.append(f"{case.case_id}: no slice holds an organ label; it adds no slices")
+    return notes
+
+
+def summary_table(summary: dict[str, Any]):
+    """The end-of-run table: cases and slices per split, then each class's pixel share."""
+    from rich.table import Table
+
+    table = Table(title=f"slice store {summary['store']}")
+    table.add_column("")
+    names = [*SPLITS, "total"]
+    for name in names:
+        table.add_column(name, justify="right")
+    entries = [summary["splits"][n] for n in SPLITS] + [summary["total"]]
+    table.add_row("cases", *(str(e["cases"]) for e in entries))
+    table.add_row("slices", *(str(e["slices"]) for e in entries), end_section=True)
+    for cls, cls_name in enumerate(summary["class_names"]):
+        table.add_row(
+            f"{cls:2d} {cls_name}", *(f"{100 * e['class_share'][cls]:.2f} %" for e in entries)
+        )
+    return table
