@@ -9,6 +9,7 @@ Convention: ``matrix[t, p]`` counts pixels with ground truth ``t`` predicted as 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -27,16 +28,31 @@ class ConfusionMatrix:
     def update(self, pred: Any, target: Any) -> ConfusionMatrix:
         """Add one batch; `pred` and `target` are integer label maps of equal shape.
 
-        Stays on the tensors' device with no host sync, so it is safe in a GPU hot loop.
+        On GPU it stays on the tensors' device with no host sync (scatter_add into C*C bins),
+        so it is safe in a hot loop; ids outside 0..C-1 are then the caller's bug. On CPU the
+        ids are range-checked (cheap) and counted with a uint8 bincount when C*C <= 256, which
+        is ~10x faster than building an int64 index.
         """
-        p = torch.as_tensor(pred)
-        t = torch.as_tensor(target)
+        p, t = _as_label_tensor(pred), _as_label_tensor(target)
         if p.shape != t.shape:
             raise ValueError(f"prediction shape {tuple(p.shape)} != target {tuple(t.shape)}")
+        if t.device != p.device:
+            t = t.to(p.device)
         if self._m.device != p.device:
             self._m = self._m.to(p.device)
-        idx = t.reshape(-1).long() * self.num_classes + p.reshape(-1).long()
-        self._m += torch.bincount(idx, minlength=self.num_classes**2)
+        n = self.num_classes
+        if p.device.type == "cpu":
+            _check_ids(p, n, "prediction")
+            _check_ids(t, n, "target")
+            if n * n <= 256:
+                idx = t.to(torch.uint8) * n
+                idx += p.to(torch.uint8)
+            else:
+                idx = t.long() * n + p.long()
+            self._m += torch.bincount(_flat_in_memory_order(idx), minlength=n * n)
+        else:
+            idx = t.reshape(-1).long() * n + p.reshape(-1).long()
+            self._m.scatter_add_(0, idx, torch.ones_like(idx))
         return self
 
     def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
@@ -57,6 +73,51 @@ class ConfusionMatrix:
     @property
     def matrix(self) -> np.ndarray:
         return self._m.view(self.num_classes, self.num_classes).cpu().numpy().copy()
+
+
+def _as_label_tensor(x: Any) -> torch.Tensor:
+    """A tensor view of a label map; numpy arrays are shared, not copied, where torch allows."""
+    if isinstance(x, torch.Tensor):
+        return x
+    a = np.asarray(x)
+    if a.dtype in (np.uint16, np.uint32, np.uint64):
+        # AMOS ships uint16 labels; torch has few ops for wide unsigned ints, so cast (to
+        # uint8 when the ids fit, else int64; the range check then still sees large ids).
+        top = int(a.max()) if a.size else 0
+        if top > np.iinfo(np.int64).max:
+            raise ValueError(f"label id {top} too large")
+        a = a.astype(np.uint8 if top < 256 else np.int64)
+    if any(s < 0 for s in a.strides):
+        a = np.ascontiguousarray(a)
+    with warnings.catch_warnings():
+        # Read-only arrays (memmaps) are shared without a copy; we never write to them.
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.as_tensor(a)
+
+
+def _flat_in_memory_order(x: torch.Tensor) -> torch.Tensor:
+    """A 1D view in storage order; counting ignores order, and a C-order reshape of a
+    Fortran-ordered volume (nibabel's NIfTI arrays) would be a slow strided copy."""
+    order = sorted(range(x.dim()), key=lambda d: -x.stride(d))
+    v = x.permute(order)
+    return v.view(-1) if v.is_contiguous() else x.reshape(-1)
+
+
+def _check_ids(x: torch.Tensor, n: int, what: str) -> None:
+    if x.numel() == 0:
+        return
+    if x.is_floating_point() and not bool(torch.equal(x, torch.round(x))):
+        raise ValueError(f"{what} holds non-integer labels")
+    if x.dtype == torch.bool:
+        return
+    lo, hi = torch.aminmax(_flat_in_memory_order(x))
+    if int(lo) < 0 or int(hi) >= n:
+        raise ValueError(f"{what} label ids {int(lo)}..{int(hi)} outside 0..{n - 1}")
+
+
+def confusion_matrix(pred: Any, target: Any, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """The (C, C) int64 matrix ``[true, pred]`` of one pair of label maps (numpy or torch)."""
+    return ConfusionMatrix(num_classes).update(pred, target).matrix
 
 
 def _as_matrix(cm: ConfusionMatrix | np.ndarray) -> np.ndarray:
