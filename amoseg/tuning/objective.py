@@ -1,0 +1,72 @@
+"""The real trial function: train a model with the trial's parameters, report each epoch.
+
+The value a trial returns is the best validation metric over its epochs, the same quantity
+the run's best checkpoint is chosen by, so `amoseg train --params best_params.json` aims at
+what tuning measured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from amoseg.tuning.study import METRICS, Report, TrialFn
+
+
+def training_objective(
+    model: str,
+    data: Path,
+    *,
+    epochs: int,
+    metric: str = "miou",
+    device: str = "auto",
+    seed: int = 0,
+    hparams: dict[str, Any] | None = None,
+    max_slices_per_epoch: int | None = None,
+) -> TrialFn:
+    """A TrialFn around `amoseg.training.train`; checks the store once, up front."""
+    from amoseg.data.slice_store import SliceStore
+    from amoseg.errors import AmosegError
+    from amoseg.models.registry import train_defaults
+
+    if "lr" not in train_defaults(model):  # also rejects unknown model names
+        raise AmosegError(
+            f"model '{model}' has no optimiser to tune",
+            hint="tune a trained model: logreg-*, mlp, unet-seed or unet",
+        )
+    store = SliceStore(data)  # AmosegError now rather than in every trial
+    store.check_no_leakage()
+    if not store.cases("train") or not store.cases("val"):
+        raise AmosegError(
+            "tuning needs training and validation cases in the store",
+            Path(data) / "splits.json",
+            "re-run `amoseg prepare` with a validation split",
+        )
+    key = METRICS[metric]
+
+    def run_trial(params: dict[str, Any], trial_dir: Path, report: Report) -> float:
+        from amoseg.training import TrainSettings, train
+
+        settings = TrainSettings(
+            epochs=epochs,
+            batch_size=int(params["batch_size"]),
+            lr=float(params["lr"]),
+            weight_decay=float(params["weight_decay"]),
+            device=device,
+            seed=seed,
+            hparams=dict(hparams or {}),
+            max_slices_per_epoch=max_slices_per_epoch,
+        )
+        seen: list[float] = []
+
+        def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
+            value = float(metrics[key])
+            seen.append(value)
+            report(epoch, value)  # may raise optuna.TrialPruned: train lets it through
+
+        summary = train(model, Path(data), Path(trial_dir), settings, on_epoch=on_epoch)
+        if seen:
+            return max(seen)
+        return float(summary["best_val_miou"] if metric == "miou" else summary[key])
+
+    return run_trial

@@ -1,0 +1,193 @@
+"""The hyper-parameter search space: the report's defaults, overridable from a YAML/JSON file.
+
+The space is plain data (a dict of specs) so it can be stored in the study's user attributes
+and compared when another worker joins: two workers sampling different spaces into one study
+would make its TPE model and its best trial meaningless.
+
+File format (every key optional; a key left out keeps its default)::
+
+    lr:           {low: 1.0e-5, high: 1.0e-2, log: true}   # or a number to fix it
+    weight_decay: {low: 1.0e-6, high: 1.0e-2, log: true}
+    batch_size:   [2, 4, 8, 16]                            # or {choices: [...]}, or a number
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from amoseg.errors import AmosegError
+
+FLOAT_PARAMS = ("lr", "weight_decay")
+CHOICE_PARAMS = ("batch_size",)
+PARAM_NAMES = (*FLOAT_PARAMS, *CHOICE_PARAMS)
+
+# The report's space: log-uniform learning rate and weight decay, batch size from a short list.
+DEFAULT_SPACE: dict[str, dict[str, Any]] = {
+    "lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+    "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+    "batch_size": {"type": "categorical", "choices": [2, 4, 8, 16]},
+}
+
+_FLOAT_KEYS = ("low", "high", "log")
+
+
+def default_space() -> dict[str, dict[str, Any]]:
+    return copy.deepcopy(DEFAULT_SPACE)
+
+
+def load_space(path: str | Path | None) -> dict[str, dict[str, Any]]:
+    """The default space with the entries of `path` (YAML or JSON) replacing the defaults."""
+    space = default_space()
+    if path is None:
+        return space
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise AmosegError("search-space file not found", path) from exc
+    except OSError as exc:
+        raise AmosegError(f"cannot read search-space file ({exc.strerror})", path) from exc
+    raw = _parse(text, path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise AmosegError(
+            "search-space file must be a mapping of parameter names",
+            path,
+            f"allowed keys: {', '.join(PARAM_NAMES)}",
+        )
+    unknown = sorted(str(k) for k in raw if k not in PARAM_NAMES)
+    if unknown:
+        raise AmosegError(
+            f"unknown key(s) {', '.join(unknown)} in search-space file",
+            path,
+            f"allowed keys: {', '.join(PARAM_NAMES)}",
+        )
+    for name, value in raw.items():
+        space[name] = (
+            _float_spec(name, value, path) if name in FLOAT_PARAMS else _choice_spec(value, path)
+        )
+    return space
+
+
+def _parse(text: str, path: Path) -> Any:
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise AmosegError(f"search-space file is not valid JSON ({exc})", path) from exc
+    import yaml  # JSON is also YAML, so any other extension goes through the YAML parser
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AmosegError(f"search-space file is not valid YAML ({first})", path) from exc
+
+
+def _number(name: str, value: Any, path: Path) -> float:
+    if isinstance(value, str):  # PyYAML reads `1e-5` (no dot) as a string
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise AmosegError(f"'{name}' must be a finite number, got {value!r}", path)
+    return float(value)
+
+
+def _float_spec(name: str, value: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        fixed = _number(name, value, path)
+        if fixed <= 0:
+            raise AmosegError(f"'{name}' must be > 0, got {value!r}", path)
+        return {"type": "fixed", "value": fixed}
+    unknown = sorted(str(k) for k in value if k not in _FLOAT_KEYS)
+    if unknown:
+        raise AmosegError(
+            f"unknown key(s) {', '.join(unknown)} under '{name}' in search-space file",
+            path,
+            f"allowed keys under '{name}': {', '.join(_FLOAT_KEYS)}",
+        )
+    default = DEFAULT_SPACE[name]
+    low = _number(f"{name}.low", value.get("low", default["low"]), path)
+    high = _number(f"{name}.high", value.get("high", default["high"]), path)
+    log = value.get("log", default["log"])
+    if not isinstance(log, bool):
+        raise AmosegError(f"'{name}.log' must be true or false, got {log!r}", path)
+    if not low < high:
+        raise AmosegError(f"'{name}': low ({low:g}) must be below high ({high:g})", path)
+    if low <= 0 and (log or name == "lr"):
+        raise AmosegError(f"'{name}.low' must be > 0, got {low:g}", path)
+    if low < 0:
+        raise AmosegError(f"'{name}.low' must be >= 0, got {low:g}", path)
+    return {"type": "float", "low": low, "high": high, "log": log}
+
+
+def _choice_spec(value: Any, path: Path) -> dict[str, Any]:
+    def _size(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise AmosegError(f"batch_size values must be positive integers, got {v!r}", path)
+        return v
+
+    if isinstance(value, dict):
+        unknown = sorted(str(k) for k in value if k != "choices")
+        if unknown:
+            raise AmosegError(
+                f"unknown key(s) {', '.join(unknown)} under 'batch_size' in search-space file",
+                path,
+                "allowed keys under 'batch_size': choices",
+            )
+        value = value.get("choices")
+    if isinstance(value, list):
+        if not value:
+            raise AmosegError("batch_size choices must not be empty", path)
+        choices = sorted({_size(v) for v in value})
+        return {"type": "categorical", "choices": choices}
+    return {"type": "fixed", "value": _size(value)}
+
+
+def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Sample one parameter set from an optuna trial (fixed entries are passed through)."""
+    params: dict[str, Any] = {}
+    for name in PARAM_NAMES:
+        spec = space[name]
+        if spec["type"] == "fixed":
+            params[name] = spec["value"]
+        elif spec["type"] == "float":
+            params[name] = trial.suggest_float(name, spec["low"], spec["high"], log=spec["log"])
+        else:
+            params[name] = trial.suggest_categorical(name, list(spec["choices"]))
+    return params
+
+
+def full_params(space: dict[str, dict[str, Any]], sampled: dict[str, Any]) -> dict[str, Any]:
+    """A trial's sampled params completed with the space's fixed values, in canonical order."""
+    out = {}
+    for name in PARAM_NAMES:
+        spec = space[name]
+        out[name] = spec["value"] if spec["type"] == "fixed" else sampled[name]
+    return out
+
+
+def canonical(space: dict[str, dict[str, Any]]) -> str:
+    """A stable text form of the space, to store in and compare against a study."""
+    return json.dumps(space, sort_keys=True, separators=(",", ":"))
+
+
+def describe(space: dict[str, dict[str, Any]]) -> str:
+    """One line per parameter for the user ('lr: log-uniform 1e-05…0.01')."""
+    parts = []
+    for name in PARAM_NAMES:
+        spec = space[name]
+        if spec["type"] == "fixed":
+            parts.append(f"{name}={spec['value']:g}")
+        elif spec["type"] == "float":
+            kind = "log-uniform" if spec["log"] else "uniform"
+            parts.append(f"{name} {kind} {spec['low']:g}…{spec['high']:g}")
+        else:
+            parts.append(f"{name} in {{{', '.join(str(c) for c in spec['choices'])}}}")
+    return "; ".join(parts)
