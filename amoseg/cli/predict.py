@@ -1,0 +1,91 @@
+"""`amoseg predict`: segment new CT/MR scans (NIfTI files, folders, DICOM series) with a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict)
+
+
+def predict(
+    run_dir: Path = typer.Argument(..., help="Run folder written by `amoseg train`."),
+    inputs: list[Path] = typer.Argument(
+        ..., help="NIfTI files (.nii/.nii.gz), folders of them, or DICOM series folders."
+    ),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Slices per forward pass (default 8 CPU, 32 GPU)."
+    ),
+    postprocess: str = typer.Option(
+        "none", help="none, or lcc: keep each organ's largest 3D connected component."
+    ),
+    overlay: bool = typer.Option(False, "--overlay", help="Also write a PNG montage."),
+    backend: str = typer.Option(
+        "torch", help="torch, or onnx (ONNX Runtime; exports RUNDIR/model.onnx if needed)."
+    ),
+    onnx: Path | None = typer.Option(
+        None, "--onnx", help="With --backend onnx: this ONNX file instead of RUNDIR/model.onnx."
+    ),
+) -> None:
+    """Write <name>_seg.nii.gz (uint8 AMOS ids, the input's exact geometry) and
+    <name>_volumes.csv/.json (organ volumes in mL, mean HU) per scan into OUT."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from amoseg.errors import AmosegError
+    from amoseg.inference.backends import resolve_device
+    from amoseg.inference.predict import collect_inputs, open_backend, predict_many
+
+    if postprocess not in {"none", "lcc"}:
+        raise AmosegError(f"unknown --postprocess {postprocess!r}", None, "use none or lcc")
+    if backend not in {"torch", "onnx"}:
+        raise AmosegError(f"unknown --backend {backend!r}", None, "use torch or onnx")
+    resolve_device(device)  # a bad --device fails before any model is loaded
+    console = Console(stderr=False)
+    scorer = open_backend(run_dir, backend=backend, device=device, onnx_path=onnx)  # type: ignore[arg-type]
+    items, failures = collect_inputs(list(inputs))
+    if len(inputs) == 1 and failures:
+        raise failures[0][1]
+    if not items and not failures:
+        raise AmosegError("no scans found in the inputs", inputs[0])
+
+    with Progress(
+        TextColumn("[bold]predict"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        disable=not console.is_terminal,
+    ) as progress:
+        task = progress.add_task("", total=len(items))
+
+        def done(item, outcome) -> None:
+            if isinstance(outcome, AmosegError):
+                progress.console.print(f"[red]failed[/red] {item.path}")
+            else:
+                progress.console.print(f"{outcome.seg_path}  {outcome.seconds:.1f} s")
+            progress.advance(task)
+
+        results, scan_failures = predict_many(
+            scorer, items, out,
+            batch_size=batch_size, postprocess=postprocess,  # type: ignore[arg-type]
+            overlay=overlay, on_done=done,
+        )  # fmt: skip
+    total = len(items) + len(failures)  # scans found + inputs that could not be expanded
+    failures += scan_failures
+    if len(inputs) == 1 and len(items) == 1 and failures:
+        raise failures[0][1]
+    if failures:
+        typer.echo(f"{len(failures)} input(s) failed:", err=True)
+        for _path, exc in failures:
+            typer.echo(f"  error: {exc.line()}", err=True)
+        raise AmosegError(
+            f"{len(failures)} of {total} inputs failed, {len(results)} scan(s) segmented",
+            out,
+            "see the list above",
+        )

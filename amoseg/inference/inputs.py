@@ -1,0 +1,79 @@
+"""What `amoseg predict` accepts: NIfTI files, folders of them, and DICOM series folders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import nibabel as nib
+import numpy as np
+
+from amoseg.data.dicom import load_dicom_series
+from amoseg.data.nifti import case_id_of, image_array, is_nifti_path, load_nifti
+from amoseg.errors import AmosegError
+
+
+@dataclass(frozen=True)
+class ScanInput:
+    """One scan to segment: a NIfTI file or a DICOM series folder; `name` names the outputs."""
+
+    path: Path
+    kind: Literal["nifti", "dicom"]
+    name: str
+
+
+@dataclass
+class Scan:
+    """A loaded scan: the image (header and affine kept for the output) and its voxels in
+    their stored dtype (int16 CT stays int16: half the bytes to move to a GPU)."""
+
+    source: ScanInput
+    image: nib.Nifti1Image
+    data: np.ndarray
+
+
+def expand_input(path: str | Path) -> list[ScanInput]:
+    """A file → itself; a folder → its .nii/.nii.gz files (not recursive), or else the DICOM
+    series it holds. Raises AmosegError for a missing path, an empty folder or another file."""
+    path = Path(path)
+    if not path.exists():
+        raise AmosegError("input not found", path)
+    if path.is_file():
+        if not is_nifti_path(path):
+            raise AmosegError(
+                "input is not a .nii/.nii.gz file",
+                path,
+                "pass NIfTI files, folders of them, or a DICOM series folder",
+            )
+        return [ScanInput(path, "nifti", case_id_of(path))]
+    entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    if not entries:
+        raise AmosegError("input folder is empty", path)
+    niftis = [p for p in entries if p.is_file() and is_nifti_path(p)]
+    if niftis:
+        return [ScanInput(p, "nifti", case_id_of(p)) for p in niftis]
+    return [ScanInput(path, "dicom", path.resolve().name)]
+
+
+def unique_names(items: list[ScanInput]) -> list[ScanInput]:
+    """Suffix repeated names (`ct`, `ct_2`, ...) so no scan overwrites another's outputs."""
+    seen: dict[str, int] = {}
+    out = []
+    for item in items:
+        n = seen.get(item.name, 0) + 1
+        seen[item.name] = n
+        out.append(item if n == 1 else ScanInput(item.path, item.kind, f"{item.name}_{n}"))
+    return out
+
+
+def load_scan(item: ScanInput) -> Scan:
+    """Read and validate one scan (3D, finite voxels)."""
+    loader = load_dicom_series if item.kind == "dicom" else load_nifti
+    image = loader(item.path)
+    data = np.asanyarray(image.dataobj)
+    if not np.issubdtype(data.dtype, np.integer):
+        data = image_array(image, item.path)  # float voxels: refuse NaN/Inf
+    if min(data.shape) < 1:
+        raise AmosegError(f"image has an empty axis {data.shape}", item.path)
+    return Scan(item, image, data)

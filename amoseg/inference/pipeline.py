@@ -1,0 +1,159 @@
+"""Slice-wise segmentation of one canonical (RAS+) volume, timed by stage.
+
+Mirrors `prepare` exactly on the way in (antialiased bilinear resize of each axial slice to
+S×S, rounded as the int16 store does). On the way back, when the scan is finer than the
+model, per-class scores (not labels) are resized bilinearly before the argmax, so organ
+borders come out smooth at the scan's resolution instead of blocky at the model's. All of it
+runs on the backend's device, so on a GPU only the uint8 label volume crosses back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+from amoseg.data.geometry import CANONICAL
+from amoseg.inference.backends import ScoreBackend
+
+INT16_MIN, INT16_MAX = -32768.0, 32767.0
+TORCH_DTYPES = tuple(
+    np.dtype(t) for t in (np.uint8, np.int8, np.int16, np.int32, np.int64, np.float32, np.float64)
+)
+
+
+class StageTimes:
+    """Wall-clock seconds per pipeline stage (GPU work is synchronised at stage edges)."""
+
+    def __init__(self, device: torch.device | None = None):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._sync = device is not None and device.type == "cuda"
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self._sync:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self._sync:
+                torch.cuda.synchronize()
+            self.seconds[name] += time.perf_counter() - start
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.seconds.values()))
+
+
+def apply_orientation_tensor(t: torch.Tensor, ornt: np.ndarray) -> torch.Tensor:
+    """`nibabel.orientations.apply_orientation` for a torch tensor (any device)."""
+    for axis, flip in enumerate(ornt[:, 1]):
+        if flip == -1:
+            t = t.flip(axis)
+    return t.permute(*[int(a) for a in np.argsort(ornt[:, 0])])
+
+
+def as_tensor(data: np.ndarray) -> torch.Tensor:
+    """The voxels as a CPU tensor, without a copy when torch can hold them as they are
+    (nibabel hands out Fortran-ordered arrays: torch keeps the strides, no transpose-copy)."""
+    if not (data.dtype.isnative and data.dtype in TORCH_DTYPES):
+        data = data.astype(np.float32)
+    if any(stride < 0 for stride in data.strides):
+        data = np.ascontiguousarray(data)
+    return torch.from_numpy(data)
+
+
+def to_canonical_tensor(t: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
+    """`amoseg.data.geometry.to_canonical` on the device: (X, Y, Z) file order → RAS+."""
+    return apply_orientation_tensor(
+        t, ornt_transform(io_orientation(affine), axcodes2ornt(CANONICAL))
+    )
+
+
+def from_canonical_tensor(t: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
+    """`amoseg.data.geometry.from_canonical` on the device: RAS+ → the file's axis order."""
+    return apply_orientation_tensor(
+        t, ornt_transform(axcodes2ornt(CANONICAL), io_orientation(affine))
+    )
+
+
+def resize_slices(volume: torch.Tensor, size: int) -> torch.Tensor:
+    """(X, Y, Z) canonical volume (any dtype) → (Z, size, size) float32, as `prepare` stores it.
+
+    Same interpolation as `amoseg.data.geometry.volume_to_slices`, plus the int16 rounding
+    of the store, done on whatever device `volume` lives on.
+    """
+    slices = volume.permute(2, 0, 1)[:, None].float()
+    out = F.interpolate(
+        slices, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )[:, 0]
+    return out.round_().clamp_(INT16_MIN, INT16_MAX)
+
+
+def scores_to_labels(scores: torch.Tensor, shape_xy: tuple[int, int]) -> torch.Tensor:
+    """(B, C, S, S) scores → (B, X, Y) uint8 labels on the scan's in-plane grid.
+
+    When the scan is finer than the model (S < X or Y), scores are interpolated bilinearly
+    before the argmax (smooth borders; on AMOS labels the round trip 512→256→512 keeps
+    organ Dice 0.987 instead of 0.952 with nearest labels). When the model grid is at least
+    as fine, labels are picked by nearest neighbour: it loses nothing there (Dice 1.000 for
+    512→640→512) and avoids resizing 16 score channels, the costliest step on a CPU.
+    """
+    size = scores.shape[-1]
+    if size < max(shape_xy):
+        scores = F.interpolate(scores.float(), size=shape_xy, mode="bilinear", align_corners=False)
+    labels = channel_argmax(scores)
+    if labels.shape[-2:] != tuple(shape_xy):
+        labels = F.interpolate(labels[:, None], size=shape_xy, mode="nearest-exact")[:, 0]
+    return labels
+
+
+def channel_argmax(scores: torch.Tensor) -> torch.Tensor:
+    """argmax over classes as uint8, the fast way for the layout: on a channels-last tensor
+    it reduces a contiguous last axis; for an NCHW tensor on the CPU (ONNX Runtime's output)
+    NumPy's argmax is ~3× faster than torch's."""
+    if scores.device.type == "cpu" and not scores.is_contiguous(memory_format=torch.channels_last):
+        return torch.from_numpy(np.argmax(scores.numpy(), axis=1).astype(np.uint8))
+    return scores.permute(0, 2, 3, 1).argmax(-1).to(torch.uint8)
+
+
+def segment_volume(
+    backend: ScoreBackend,
+    data: np.ndarray,
+    affine: np.ndarray,
+    batch_size: int = 8,
+    times: StageTimes | None = None,
+) -> np.ndarray:
+    """(X, Y, Z) raw intensities in file order → uint8 AMOS ids of the same shape and order.
+
+    The raw array (int16 for most CT: half the bytes of float32) goes to the device once;
+    reorientation, resizing, scoring and the way back all happen there.
+    """
+    times = times if times is not None else StageTimes(backend.device)
+    device = backend.device
+    size = backend.input_size
+    with times.stage("preprocess"):
+        raw = as_tensor(data).to(device)
+        volume = to_canonical_tensor(raw, affine)
+        nx, ny, nz = volume.shape
+        slices = resize_slices(volume, size)
+        del raw, volume
+        offsets = torch.arange(-backend.context, backend.context + 1, device=device)
+        out = torch.empty((nz, nx, ny), dtype=torch.uint8, device=device)
+    for start in range(0, nz, batch_size):
+        stop = min(start + batch_size, nz)
+        idx = (torch.arange(start, stop, device=device)[:, None] + offsets).clamp_(0, nz - 1)
+        with times.stage("forward"):
+            scores = backend.scores(slices[idx])
+        with times.stage("resize_back"):
+            out[start:stop] = scores_to_labels(scores.to(device), (nx, ny))
+    with times.stage("resize_back"):
+        labels = from_canonical_tensor(out.permute(1, 2, 0), affine).contiguous().cpu().numpy()
+    return labels

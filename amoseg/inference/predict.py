@@ -1,0 +1,211 @@
+"""Segment new scans with a trained run: label maps in each scan's own geometry + volumes.
+
+Per scan: load → reorient to RAS+ → resize slices to the model's S×S (as `prepare` did) →
+scores in batches → resize scores back, argmax → restore orientation → optional largest-
+component clean-up → `<name>_seg.nii.gz` (uint8, the input's exact header geometry),
+`<name>_volumes.csv/.json` and optionally `<name>_overlay.png`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import nibabel as nib
+import numpy as np
+
+from amoseg.data.geometry import to_canonical
+from amoseg.data.nifti import save_nifti
+from amoseg.errors import AmosegError
+from amoseg.inference.backends import OnnxBackend, ScoreBackend, backend_for_model
+from amoseg.inference.inputs import ScanInput, expand_input, load_scan, unique_names
+from amoseg.inference.overlay import write_overlay
+from amoseg.inference.pipeline import StageTimes, segment_volume
+from amoseg.inference.postprocess import largest_component_per_organ
+from amoseg.inference.volumes import organ_volumes, voxel_volume_ml, write_volumes
+
+Postprocess = Literal["none", "lcc"]
+CHECKPOINTS = ("checkpoint_best.pt", "checkpoint_latest.pt")
+RUN_ONNX = "model.onnx"
+
+
+@dataclass
+class Prediction:
+    """What one scan produced, and how long each stage took."""
+
+    name: str
+    source: Path
+    seg_path: Path
+    volumes_csv: Path
+    volumes_json: Path
+    overlay: Path | None
+    seconds: float
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+def default_batch_size(backend: ScoreBackend) -> int:
+    return 32 if backend.device.type == "cuda" else 8
+
+
+def load_model(run_dir: str | Path, device: str = "auto") -> Any:
+    """The run's best model (AmosegError for a folder that is not a finished run)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise AmosegError("run folder not found", run_dir, "pass the OUT folder of `amoseg train`")
+    from amoseg.training import load_run
+
+    return load_run(run_dir, device=device, which="best")
+
+
+def run_onnx_path(run_dir: str | Path) -> Path:
+    """RUNDIR/model.onnx, (re)exported when missing or older than the run's checkpoints."""
+    from amoseg.inference.export import export_onnx
+
+    run_dir = Path(run_dir)
+    target = run_dir / RUN_ONNX
+    stamps = [(run_dir / c).stat().st_mtime for c in CHECKPOINTS if (run_dir / c).exists()]
+    if not target.exists() or (stamps and target.stat().st_mtime < max(stamps)):
+        export_onnx(load_model(run_dir, device="cpu"), target)
+    return target
+
+
+def open_backend(
+    run_dir: str | Path,
+    backend: Literal["torch", "onnx"] = "torch",
+    device: str = "auto",
+    onnx_path: str | Path | None = None,
+) -> ScoreBackend:
+    """The scoring backend for a run: its torch model on `device`, or its ONNX export."""
+    if backend == "onnx":
+        return OnnxBackend(onnx_path or run_onnx_path(run_dir), device=device)
+    if backend != "torch":
+        raise AmosegError(f"unknown backend {backend!r}", None, "use torch or onnx")
+    return backend_for_model(load_model(run_dir, device=device), device=device)
+
+
+def label_image_like(labels: np.ndarray, reference: nib.Nifti1Image) -> nib.Nifti1Image:
+    """uint8 label image carrying the reference's header geometry unchanged: same affine,
+    qform and sform matrices and codes, voxel sizes and units."""
+    header = reference.header.copy()
+    img = nib.Nifti1Image(labels.astype(np.uint8, copy=False), reference.affine, header)
+    img.set_data_dtype(np.uint8)
+    img.set_qform(reference.get_qform(), code=int(reference.header["qform_code"]))
+    img.set_sform(reference.get_sform(), code=int(reference.header["sform_code"]))
+    img.header.set_slope_inter(1.0, 0.0)
+    img.header["cal_min"], img.header["cal_max"] = 0, 15
+    img.header["descrip"] = b"amoseg organ labels (AMOS ids)"
+    img.header.set_intent("label")
+    return img
+
+
+def segment_scan(
+    backend: ScoreBackend,
+    data: np.ndarray,
+    affine: np.ndarray,
+    *,
+    batch_size: int | None = None,
+    postprocess: Postprocess = "none",
+    times: StageTimes | None = None,
+) -> np.ndarray:
+    """(X, Y, Z) voxels in file order → uint8 labels of exactly the same shape and order."""
+    times = times if times is not None else StageTimes(backend.device)
+    labels = segment_volume(backend, data, affine, batch_size or default_batch_size(backend), times)
+    if postprocess == "lcc":
+        with times.stage("postprocess"):
+            labels = largest_component_per_organ(labels)
+    elif postprocess != "none":
+        raise AmosegError(f"unknown postprocess {postprocess!r}", None, "use none or lcc")
+    return labels
+
+
+def predict_scan(
+    backend: ScoreBackend,
+    item: ScanInput,
+    out_dir: str | Path,
+    *,
+    batch_size: int | None = None,
+    postprocess: Postprocess = "none",
+    overlay: bool = False,
+) -> Prediction:
+    """Segment one scan and write its label map, volume table and (optionally) overlay."""
+    out_dir = Path(out_dir)
+    times = StageTimes(backend.device)
+    start = time.perf_counter()
+    with times.stage("load"):
+        scan = load_scan(item)
+    affine = scan.image.affine
+    labels = segment_scan(
+        backend, scan.data, affine, batch_size=batch_size, postprocess=postprocess, times=times
+    )
+    seg_path = out_dir / f"{item.name}_seg.nii.gz"
+    csv_path = out_dir / f"{item.name}_volumes.csv"
+    json_path = out_dir / f"{item.name}_volumes.json"
+    with times.stage("write"):
+        save_nifti(label_image_like(labels, scan.image), seg_path)
+        meta = {
+            "input": str(item.path),
+            "input_kind": item.kind,
+            "segmentation": seg_path.name,
+            "shape": list(labels.shape),
+            "voxel_volume_ml": voxel_volume_ml(affine),
+            "postprocess": postprocess,
+        }
+        write_volumes(organ_volumes(labels, scan.data, affine), csv_path, json_path, meta)
+    png = None
+    if overlay:
+        with times.stage("overlay"):
+            png = write_overlay(
+                to_canonical(scan.data, affine),
+                to_canonical(labels, affine),
+                out_dir / f"{item.name}_overlay.png",
+                title=item.name,
+            )
+    return Prediction(
+        item.name, item.path, seg_path, csv_path, json_path, png,
+        time.perf_counter() - start, dict(times.seconds),
+    )  # fmt: skip
+
+
+def collect_inputs(
+    paths: list[str | Path],
+) -> tuple[list[ScanInput], list[tuple[Path, AmosegError]]]:
+    """Expand every INPUT; a bad one becomes a failure instead of stopping the others."""
+    items: list[ScanInput] = []
+    failures: list[tuple[Path, AmosegError]] = []
+    for path in paths:
+        try:
+            items.extend(expand_input(path))
+        except AmosegError as exc:
+            failures.append((Path(path), exc))
+    return unique_names(items), failures
+
+
+def predict_many(
+    backend: ScoreBackend,
+    items: list[ScanInput],
+    out_dir: str | Path,
+    *,
+    batch_size: int | None = None,
+    postprocess: Postprocess = "none",
+    overlay: bool = False,
+    on_done: Callable[[ScanInput, Prediction | AmosegError], None] | None = None,
+) -> tuple[list[Prediction], list[tuple[Path, AmosegError]]]:
+    """Segment each scan; a user error on one scan is recorded and the rest still run."""
+    results: list[Prediction] = []
+    failures: list[tuple[Path, AmosegError]] = []
+    for item in items:
+        try:
+            outcome: Prediction | AmosegError = predict_scan(
+                backend, item, out_dir,
+                batch_size=batch_size, postprocess=postprocess, overlay=overlay,
+            )  # fmt: skip
+            results.append(outcome)
+        except AmosegError as exc:
+            outcome = exc
+            failures.append((item.path, exc))
+        if on_done is not None:
+            on_done(item, outcome)
+    return results, failures
