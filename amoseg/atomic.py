@@ -18,6 +18,37 @@ from typing import Any
 from amoseg.errors import AmosegError
 
 
+def _process_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp create owner-only entries (0o600/0o700); give results the modes a plain
+# open()/mkdir() would, so other users of a shared store can read it.
+_UMASK = _process_umask()
+_FILE_MODE = 0o666 & ~_UMASK
+_DIR_MODE = 0o777 & ~_UMASK
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp create 0600/0700 entries; without this every output (predictions,
+# checkpoints, store cases) would end up private to the writing user whatever the umask.
+_UMASK = _umask()
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
+
+
+def _reason(exc: OSError) -> str:
+    """errno text when there is one; numpy's short-write OSError carries only a message."""
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only on success.
@@ -31,18 +62,21 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AmosegError(
-            f"cannot create output folder ({exc.strerror})", parent, "choose a writable location"
+            f"cannot create output folder ({_reason(exc)})", parent, "choose a writable location"
         ) from exc
     suffix = suffix if suffix is not None else "".join(target.suffixes)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=parent)
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, target)
     except OSError as exc:
         raise AmosegError(
-            f"could not write ({exc.strerror})", target, "check free disk space and permissions"
+            f"could not write ({_reason(exc)})", target, "check free disk space and permissions"
         ) from exc
     finally:
         tmp.unlink(missing_ok=True)
@@ -55,20 +89,22 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        tmp.chmod(DIR_MODE)
     except OSError as exc:
         raise AmosegError(
-            f"cannot create output folder ({exc.strerror})",
+            f"cannot create output folder ({_reason(exc)})",
             target.parent,
             "choose a writable location",
         ) from exc
     try:
         yield tmp
+        os.chmod(tmp, _DIR_MODE)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
     except OSError as exc:
         raise AmosegError(
-            f"could not write ({exc.strerror})", target, "check free disk space and permissions"
+            f"could not write ({_reason(exc)})", target, "check free disk space and permissions"
         ) from exc
     finally:
         if tmp.exists():
@@ -99,3 +135,5 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
         raise AmosegError(
             f"{what} is not valid JSON ({exc})", path, "fix or regenerate it"
         ) from exc
+    except OSError as exc:  # a folder, no permission, I/O error
+        raise AmosegError(f"{what} cannot be read ({_reason(exc)})", path) from exc
