@@ -31,22 +31,23 @@ _FILE_MODE = 0o666 & ~_UMASK
 _DIR_MODE = 0o777 & ~_UMASK
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp/mkdtemp create 0600/0700 entries; without this every output (predictions,
-# checkpoints, store cases) would end up private to the writing user whatever the umask.
-_UMASK = _umask()
-FILE_MODE = 0o666 & ~_UMASK
-DIR_MODE = 0o777 & ~_UMASK
-
-
 def _reason(exc: OSError) -> str:
     """errno text when there is one; numpy's short-write OSError carries only a message."""
     return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _disk_full_error(exc: Exception, folder: Path, target: Path) -> AmosegError | None:
+    """Some writers report a full disk as another exception (torch.save: RuntimeError
+    'unexpected pos ...'); if the folder's disk is (nearly) full, say so in one line."""
+    if isinstance(exc, AmosegError):
+        return None
+    try:
+        full = shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        return None
+    if not full:
+        return None
+    return AmosegError("could not write (no space left on device)", target, "free some disk space")
 
 
 @contextlib.contextmanager
@@ -66,7 +67,6 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         ) from exc
     suffix = suffix if suffix is not None else "".join(target.suffixes)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=parent)
-    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -78,6 +78,11 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         raise AmosegError(
             f"could not write ({_reason(exc)})", target, "check free disk space and permissions"
         ) from exc
+    except Exception as exc:
+        error = _disk_full_error(exc, parent, target)
+        if error is None:
+            raise
+        raise error from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -89,7 +94,6 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-        tmp.chmod(DIR_MODE)
     except OSError as exc:
         raise AmosegError(
             f"cannot create output folder ({_reason(exc)})",
@@ -106,6 +110,11 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         raise AmosegError(
             f"could not write ({_reason(exc)})", target, "check free disk space and permissions"
         ) from exc
+    except Exception as exc:
+        error = _disk_full_error(exc, target.parent, target)
+        if error is None:
+            raise
+        raise error from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -22,9 +22,15 @@ class AmosegError(Exception):
         super().__init__(self.line())
 
     def line(self) -> str:
-        text = self.what
+        text = _one_line(self.what)
         if self.path is not None:
             text += f": {self.path}"
         if self.hint:
-            text += f" ({self.hint})"
+            text += f" ({_one_line(self.hint)})"
         return text
+
+
+def _one_line(text: str) -> str:
+    """Library messages wrapped into `what` (nibabel, SimpleITK) may span lines; the CLI
+    promises exactly one."""
+    return " ".join(text.split()) if "\n" in text or "\r" in text else text

@@ -77,10 +77,11 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # usage errors arrive here in non-standalone mode
+        # typer >= 0.2x vendors click (typer._click, no `click` package); its usage errors
+        # are TyperException subclasses with .show(). Older typer raises click's own.
+        usage = getattr(typer, "TyperException", ())
+        if isinstance(exc, usage) or type(exc).__module__.startswith("click"):
             exc.show()
             sys.exit(exc.exit_code)
         raise

@@ -53,11 +53,35 @@ def dicom_series_files(folder: str | Path) -> list[str]:
             "put each series in its own folder and pass the folders",
         )
     files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0]))
+    stray = _unreadable_dicom_files(folder, files)
+    if stray:
+        raise AmosegError(
+            f"{len(stray)} DICOM file(s) in the folder cannot be read as part of the series",
+            stray[0],
+            "the file may be truncated or damaged; re-copy or re-export the series",
+        )
     if len(files) < 2:
         raise AmosegError(
             f"DICOM series has {len(files)} slice(s)", folder, "amoseg needs a 3D series"
         )
     return files
+
+
+def _unreadable_dicom_files(folder: Path, series: list[str]) -> list[Path]:
+    """DICOM files (preamble 'DICM') that GDCM left out of the series. GDCM silently skips
+    a truncated or damaged slice, so without this check the scan would lose a slice."""
+    in_series = {Path(f).resolve() for f in series}
+    stray = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.name.upper() == "DICOMDIR" or not path.is_file():
+            continue
+        if path.resolve() in in_series:
+            continue
+        with path.open("rb") as fh:
+            fh.seek(128)
+            if fh.read(4) == b"DICM":
+                stray.append(path)
+    return stray
 
 
 def _check_slice_positions(reader, image, folder: Path) -> None:

@@ -48,17 +48,38 @@ def load_nifti(path: str | Path, what: str = "image") -> nib.Nifti1Image:
         raise AmosegError(f"{what} file is empty (0 bytes)", path, "re-download or re-export it")
     try:
         img = nib.load(str(path))
+        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+            raise AmosegError(f"{what} file is not a NIfTI image", path)
+        _check_header(img, path, what)
         data = np.asanyarray(img.dataobj)
+        affine = img.affine
+    except AmosegError:
+        raise
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise AmosegError(
-            f"{what} file is truncated or corrupt ({type(exc).__name__})", path, "re-download it"
+            f"{what} file is truncated or corrupt (bad gzip stream)", path, "re-download it"
         ) from exc
     except nib.filebasedimages.ImageFileError as exc:
+        problem = _gzip_problem(path)
+        if problem:
+            raise AmosegError(f"{what} file {problem}", path, "re-download it") from exc
         raise AmosegError(f"{what} file is not a NIfTI image", path) from exc
-    except (OSError, ValueError) as exc:
-        raise AmosegError(f"{what} file cannot be read ({exc})", path, "re-download it") from exc
-    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
-        raise AmosegError(f"{what} file is not a NIfTI image", path)
+    except OSError as exc:  # nibabel: "Expected N bytes, got M bytes ..." = short data block
+        reason = " ".join(str(exc).split())[:200]
+        raise AmosegError(
+            f"{what} file is truncated or corrupt ({reason})", path, "re-download it"
+        ) from exc
+    except MemoryError as exc:
+        raise AmosegError(f"{what} file is too large to load into memory", path) from exc
+    except Exception as exc:  # any other parse failure of external bytes is a bad file, not a bug
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise AmosegError(f"{what} file cannot be read ({reason})", path, "re-download it") from exc
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise AmosegError(
+            f"{what} file has an invalid orientation matrix (NaN or zero voxel size)",
+            path,
+            "fix the header (qform/sform) or re-export it",
+        )
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -67,10 +88,57 @@ def load_nifti(path: str | Path, what: str = "image") -> nib.Nifti1Image:
             path,
             "amoseg segments single 3D scans",
         )
-    out = nib.Nifti1Image(np.asarray(data), img.affine, img.header)
+    out = nib.Nifti1Image(np.asarray(data), affine, img.header)
     out.set_qform(img.get_qform(), code=int(img.header["qform_code"]))
     out.set_sform(img.get_sform(), code=int(img.header["sform_code"]))
     return out
+
+
+def _check_header(img: nib.Nifti1Image, path: Path, what: str) -> None:
+    """Refuse a header that promises more voxels than the file can hold, before allocating.
+
+    A corrupt or truncated header can claim e.g. 30000^3 voxels; reading it would try to
+    allocate terabytes or fail late. Deflate cannot compress better than ~1032:1, so a .nii.gz
+    of N bytes never holds more than ~1100*N bytes of voxels; a plain .nii must hold them all.
+    """
+    header = img.header
+    shape = tuple(int(n) for n in header.get_data_shape())
+    dtype = header.get_data_dtype()
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        raise AmosegError(
+            f"{what} has unsupported voxel type {dtype}", path, "expected integer or float voxels"
+        )
+    if not shape or min(shape) <= 0:
+        raise AmosegError(f"{what} file has an empty volume (shape {shape})", path)
+    nbytes = dtype.itemsize * int(np.prod(shape, dtype=object))
+    size = path.stat().st_size
+    if path.name.lower().endswith(".gz"):
+        limit = 1100 * size + (1 << 20)
+    else:
+        limit = size - int(header.get_data_offset())
+    if nbytes > limit:
+        raise AmosegError(
+            f"{what} file is truncated or its header is corrupt (header promises shape {shape}, "
+            f"{nbytes} bytes of voxels; the file is {size} bytes)",
+            path,
+            "re-download or re-export it",
+        )
+
+
+def _gzip_problem(path: Path) -> str | None:
+    """Why a .gz file's stream cannot be decompressed, or None if it can (or is not .gz)."""
+    if not path.name.lower().endswith(".gz"):
+        return None
+    with path.open("rb") as fh:
+        if fh.read(2) != b"\x1f\x8b":
+            return "is not gzip-compressed although its name ends in .gz"
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error):
+        return "is truncated or corrupt (bad gzip stream)"
+    return None
 
 
 def image_array(img: nib.Nifti1Image, path: str | Path | None = None) -> np.ndarray:

@@ -346,14 +346,15 @@ def _run_cases(
         TimeRemainingColumn,
     )
 
+    console = Console(stderr=True)
     bar = Progress(
         TextColumn("prepare {task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not progress,
+        console=console,
+        disable=not progress or not console.is_terminal,  # no bar text in logs and pipes
         transient=False,
     )
     with bar:

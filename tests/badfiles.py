@@ -1,0 +1,662 @@
+"""Manufacture the bad inputs of the reliability matrix (docs/reliability.md).
+
+Every builder writes tiny files (a few KB) into a given folder, so the matrix runs in seconds.
+`MATRIX` lists every row (bad input x command); tests/test_bad_inputs.py runs each row as a
+subprocess, and `python -m tests.badfiles --markdown` prints the table of the messages the
+user actually sees, for docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPE = (24, 24, 6)  # X, Y, Z of the tiny synthetic scans
+SIZE = 16  # slice-store size used by the matrix (keeps prepare/train instant)
+GOOD_IDS = ("amos_0001", "amos_0002", "amos_0003", "amos_0004", "amos_0005")
+BAD_ID = "amos_0099"
+TRAIN_FAST = ("--epochs", "1", "--workers", "0", "--device", "cpu", "--seed", "0")
+
+
+# --- single files -------------------------------------------------------------------------
+
+
+def affine(spacing: float = 1.5) -> np.ndarray:
+    a = np.diag([spacing, spacing, 3.0, 1.0])
+    a[:3, 3] = (-10.0, -20.0, 30.0)
+    return a
+
+
+def write_nifti(path: Path, data: np.ndarray, aff: np.ndarray | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(data, affine() if aff is None else aff)
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    nib.save(img, str(path))
+    return path
+
+
+def good_image(seed: int = 0, shape: tuple[int, ...] = SHAPE) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(-1000, 400, size=shape).astype(np.int16)
+
+
+def good_label(seed: int = 0, shape: tuple[int, ...] = SHAPE) -> np.ndarray:
+    """A couple of box 'organs' in every slice so prepare's organ filter keeps slices."""
+    lab = np.zeros(shape, dtype=np.uint8)
+    x, y = shape[0], shape[1]
+    lab[x // 4 : x // 2, y // 4 : y // 2] = 1 + seed % 15
+    lab[x // 2 : 3 * x // 4, y // 2 : 3 * y // 4] = 6
+    return lab
+
+
+def good_pair(
+    folder: Path, case_id: str, seed: int = 0, shape: tuple[int, ...] = SHAPE
+) -> tuple[Path, Path]:
+    image = write_nifti(folder / "imagesTr" / f"{case_id}.nii.gz", good_image(seed, shape))
+    label = write_nifti(folder / "labelsTr" / f"{case_id}.nii.gz", good_label(seed, shape))
+    return image, label
+
+
+def truncate(path: Path, keep: float = 0.5) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: max(1, int(len(data) * keep))])
+    return path
+
+
+def make_truncated(path: Path, label: bool = False) -> Path:
+    write_nifti(path, good_label() if label else good_image())
+    return truncate(path, 0.6)
+
+
+def make_zero_byte(path: Path, label: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    return path
+
+
+def make_text(path: Path, label: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("this is not an image, just a note someone saved as .nii.gz\n" * 20)
+    return path
+
+
+def make_2d(path: Path, label: bool = False) -> Path:
+    return write_nifti(path, (good_label() if label else good_image())[:, :, 0])
+
+
+def make_4d(path: Path, label: bool = False) -> Path:
+    vol = good_label() if label else good_image()
+    return write_nifti(path, np.stack([vol, vol], axis=3))
+
+
+def make_nan_image(path: Path, label: bool = False) -> Path:
+    data = good_image().astype(np.float32)
+    data[3, 4, 2] = np.nan
+    data[5, 6, 1] = np.inf
+    return write_nifti(path, data)
+
+
+def make_label_over_15(path: Path, label: bool = True) -> Path:
+    lab = good_label().astype(np.uint16)
+    lab[1, 1, 1] = 16
+    lab[2, 2, 2] = 200
+    return write_nifti(path, lab)
+
+
+def make_negative_label(path: Path, label: bool = True) -> Path:
+    lab = good_label().astype(np.int16)
+    lab[1, 1, 1] = -1
+    return write_nifti(path, lab)
+
+
+def make_float_label(path: Path, label: bool = True) -> Path:
+    lab = good_label().astype(np.float32)
+    lab[1, 1, 1] = 2.5
+    return write_nifti(path, lab)
+
+
+def make_shape_mismatch(path: Path, label: bool = False) -> Path:
+    """A volume one slice shorter than its partner."""
+    vol = good_label() if label else good_image()
+    return write_nifti(path, vol[:, :, :-1])
+
+
+def make_affine_mismatch(path: Path, label: bool = False) -> Path:
+    """Same shape, but the grid is shifted by 5 mm (label drawn on another scan)."""
+    a = affine()
+    a[0, 3] += 5.0
+    return write_nifti(path, good_label() if label else good_image(), a)
+
+
+# name -> (builder, which file of a case it corrupts)
+BAD_NIFTI: dict[str, tuple[Callable[..., Path], str]] = {
+    "truncated .nii.gz": (make_truncated, "label"),
+    "zero-byte file": (make_zero_byte, "image"),
+    "text file named .nii.gz": (make_text, "image"),
+    "image/label shape mismatch": (make_shape_mismatch, "image"),
+    "image/label affine mismatch": (make_affine_mismatch, "label"),
+    "label ids > 15": (make_label_over_15, "label"),
+    "negative labels": (make_negative_label, "label"),
+    "float labels": (make_float_label, "label"),
+    "NaN/Inf voxels": (make_nan_image, "image"),
+    "2D NIfTI": (make_2d, "image"),
+    "4D NIfTI": (make_4d, "image"),
+}
+
+
+# --- folders ------------------------------------------------------------------------------
+
+
+def amos_root(
+    folder: Path,
+    ids: tuple[str, ...] = GOOD_IDS,
+    extra: tuple[str, ...] = (),
+    shape: tuple[int, ...] = SHAPE,
+) -> Path:
+    """An AMOS22-layout folder of tiny good cases with a dataset.json listing `ids + extra`."""
+    for n, case_id in enumerate(ids):
+        good_pair(folder, case_id, seed=n, shape=shape)
+    entries = [
+        {"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"}
+        for c in (*ids, *extra)
+    ]
+    spec = {"name": "AMOS", "labels": {str(i): f"c{i}" for i in range(16)}, "training": entries}
+    (folder / "dataset.json").write_text(json.dumps(spec, indent=1))
+    return folder
+
+
+def amos_root_with_bad(folder: Path, bad: str) -> Path:
+    """Good cases plus one case (BAD_ID) whose image or label is the named bad file."""
+    builder, which = BAD_NIFTI[bad]
+    amos_root(folder, extra=(BAD_ID,))
+    image, label = good_pair(folder, BAD_ID, seed=9)
+    target = label if which == "label" else image
+    target.unlink()
+    builder(target, label=which == "label")
+    return target
+
+
+def unwritable_dir(folder: Path) -> Path:
+    """An output path nobody can create, even root: its parent is a regular file."""
+    blocker = folder / "not_a_folder"
+    blocker.write_text("a file where a folder is expected\n")
+    return blocker / "out"
+
+
+def can_mount_tmpfs() -> bool:
+    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    with tempfile.TemporaryDirectory() as probe:
+        ok = _run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", probe]).returncode == 0
+        if ok:
+            _run(["umount", probe])
+        return ok
+
+
+@contextlib.contextmanager
+def tiny_tmpfs(folder: Path, size: str = "48k", readonly: bool = False) -> Iterator[Path]:
+    """A real small filesystem (disk full for real) or a read-only one; root on Linux only."""
+    folder.mkdir(parents=True, exist_ok=True)
+    opts = f"size={size}" + (",ro" if readonly else "")
+    res = _run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(folder)])
+    if res.returncode != 0:
+        raise RuntimeError(f"mount failed: {res.stderr}")
+    try:
+        yield folder
+    finally:
+        _run(["umount", "-l", str(folder)])
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+
+def enospc(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+# --- running the CLI ----------------------------------------------------------------------
+
+
+def amoseg(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "NO_COLOR": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "amoseg", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def amoseg_inprocess(*args: str | Path) -> subprocess.CompletedProcess:
+    """Same as `amoseg(...)` through the same entry point (amoseg.cli.main.main), but in this
+    process: ~50x faster than a fresh interpreter, so the whole matrix fits the test budget.
+    An exception escaping main() is rendered as the traceback the user would see."""
+    import io
+    import traceback
+
+    from amoseg.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code: int | str | None = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+        except BaseException:
+            traceback.print_exc(file=err)
+            code = 1
+    code = code if isinstance(code, int) else (0 if code is None else 1)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def leftovers(folder: Path | None) -> list[Path]:
+    """Temp files/folders that a crashed or failed write left behind."""
+    if folder is None or not folder.exists():
+        return []
+    return [p for p in folder.rglob("*") if ".tmp" in p.name]
+
+
+# --- the matrix ---------------------------------------------------------------------------
+
+
+class NotHere(Exception):
+    """This row cannot run on this machine (e.g. mounting a tmpfs needs root on Linux)."""
+
+
+@dataclass
+class Case:
+    """One run of the CLI that must fail cleanly."""
+
+    argv: list[str]
+    names: str  # text the error line must contain (the offending file or folder)
+    out: Path | None = None  # where a partial output must not be left
+    cleanup: Callable[[], None] | None = None  # e.g. unmount a tmpfs after the run
+
+
+class Fixtures:
+    """Expensive shared inputs (a prepared store, a trained run), built once, lazily."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        self._store: Path | None = None
+        self._run: Path | None = None
+
+    def store(self) -> Path:
+        if self._store is None:
+            root = amos_root(self.base / "good_root")
+            store = self.base / "good_store"
+            res = amoseg_inprocess("prepare", root, store, "--size", SIZE, "--quiet")
+            if res.returncode != 0:
+                raise RuntimeError(f"prepare failed on good data:\n{res.stderr}")
+            self._store = store
+        return self._store
+
+    def run(self) -> Path:
+        if self._run is None:
+            run = self.base / "good_run"
+            res = amoseg_inprocess(
+                "train", "prior", "--data", self.store(), "--out", run, *TRAIN_FAST
+            )
+            if res.returncode != 0:
+                raise RuntimeError(f"train failed on good data:\n{res.stderr}")
+            self._run = run
+        return self._run
+
+
+def _prepare_bad(bad: str) -> Callable[[Path, Fixtures], Case]:
+    def build(tmp: Path, fx: Fixtures) -> Case:
+        target = amos_root_with_bad(tmp / "root", bad)
+        out = tmp / "store"
+        return Case(["prepare", str(tmp / "root"), str(out), "--size", str(SIZE)], target.name, out)
+
+    return build
+
+
+def _prepare_missing(tmp: Path, fx: Fixtures) -> Case:
+    amos_root(tmp / "root", extra=(BAD_ID,))
+    out = tmp / "store"
+    return Case(["prepare", str(tmp / "root"), str(out)], f"{BAD_ID}.nii.gz", out)
+
+
+def _prepare_empty(tmp: Path, fx: Fixtures) -> Case:
+    (tmp / "empty").mkdir()
+    out = tmp / "store"
+    return Case(["prepare", str(tmp / "empty"), str(out)], "empty", out)
+
+
+def _prepare_unwritable(tmp: Path, fx: Fixtures) -> Case:
+    root = amos_root(tmp / "root")
+    out = unwritable_dir(tmp)
+    return Case(["prepare", str(root), str(out), "--size", str(SIZE)], "not_a_folder", None)
+
+
+def _score_bad(bad: str) -> Callable[[Path, Fixtures], Case]:
+    """PRED holds one bad prediction; GT is good (or the GT side is bad for label rows)."""
+
+    def build(tmp: Path, fx: Fixtures) -> Case:
+        builder, _which = BAD_NIFTI[bad]
+        pred, gt = tmp / "pred", tmp / "gt"
+        for n, case_id in enumerate(GOOD_IDS[:2]):
+            write_nifti(pred / f"{case_id}.nii.gz", good_label(n))
+            write_nifti(gt / f"{case_id}.nii.gz", good_label(n))
+        target = pred / f"{GOOD_IDS[1]}.nii.gz"
+        target.unlink()
+        builder(target, label=True)
+        return Case(["score", str(pred), str(gt)], target.name, None)
+
+    return build
+
+
+def _score_missing(tmp: Path, fx: Fixtures) -> Case:
+    pred, gt = tmp / "pred", tmp / "gt"
+    for n, case_id in enumerate(GOOD_IDS[:2]):
+        write_nifti(gt / f"{case_id}.nii.gz", good_label(n))
+    write_nifti(pred / f"{GOOD_IDS[0]}.nii.gz", good_label(0))
+    return Case(["score", str(pred), str(gt)], GOOD_IDS[1], None)
+
+
+def _score_empty(tmp: Path, fx: Fixtures) -> Case:
+    (tmp / "pred").mkdir()
+    write_nifti(tmp / "gt" / f"{GOOD_IDS[0]}.nii.gz", good_label(0))
+    return Case(["score", str(tmp / "pred"), str(tmp / "gt")], "pred", None)
+
+
+def _predict_bad(bad: str) -> Callable[[Path, Fixtures], Case]:
+    def build(tmp: Path, fx: Fixtures) -> Case:
+        builder, _which = BAD_NIFTI[bad]
+        scan = builder(tmp / "scan.nii.gz", label=False)
+        out = tmp / "out"
+        return Case(["predict", str(fx.run()), str(scan), "-o", str(out)], scan.name, out)
+
+    return build
+
+
+def _predict_missing(tmp: Path, fx: Fixtures) -> Case:
+    out = tmp / "out"
+    return Case(["predict", str(fx.run()), str(tmp / "nope.nii.gz"), "-o", str(out)], "nope", out)
+
+
+def _predict_empty(tmp: Path, fx: Fixtures) -> Case:
+    (tmp / "dicom").mkdir()
+    out = tmp / "out"
+    return Case(["predict", str(fx.run()), str(tmp / "dicom"), "-o", str(out)], "dicom", out)
+
+
+def _predict_non_image(tmp: Path, fx: Fixtures) -> Case:
+    scan = tmp / "notes.txt"
+    scan.write_text("not an image\n")
+    out = tmp / "out"
+    return Case(["predict", str(fx.run()), str(scan), "-o", str(out)], "notes.txt", out)
+
+
+def _predict_unwritable(tmp: Path, fx: Fixtures) -> Case:
+    scan = write_nifti(tmp / "scan.nii.gz", good_image())
+    out = unwritable_dir(tmp)
+    return Case(["predict", str(fx.run()), str(scan), "-o", str(out)], "not_a_folder", None)
+
+
+def _predict_no_checkpoint(tmp: Path, fx: Fixtures) -> Case:
+    run = tmp / "run"
+    run.mkdir()
+    scan = write_nifti(tmp / "scan.nii.gz", good_image())
+    out = tmp / "out"
+    return Case(["predict", str(run), str(scan), "-o", str(out)], "run", out)
+
+
+REALDATA = REPO.parent / "shared" / "realdata"
+
+
+def _predict_torn_dicom(tmp: Path, fx: Fixtures) -> Case:
+    """A real 3-slice DICOM series whose middle file was cut short (interrupted copy)."""
+    source = REALDATA / "example_ct" / "dicom"
+    if not source.is_dir():
+        raise NotHere(f"real DICOM samples not found at {source}")
+    series = tmp / "series"
+    series.mkdir()
+    for n, src in enumerate(sorted(source.iterdir())[:3]):
+        data = src.read_bytes()
+        (series / src.name).write_bytes(data[: len(data) // 2] if n == 1 else data)
+    out = tmp / "out"
+    return Case(["predict", str(fx.run()), str(series), "-o", str(out)], "series", out)
+
+
+def _train_with_store(mutate: Callable[[Path], str]) -> Callable[[Path, Fixtures], Case]:
+    """Copy the good store, break it with `mutate` (which returns the file to name), train."""
+
+    def build(tmp: Path, fx: Fixtures) -> Case:
+        store = tmp / "store"
+        shutil.copytree(fx.store(), store)
+        names = mutate(store)
+        out = tmp / "run"
+        return Case(
+            ["train", "prior", "--data", str(store), "--out", str(out), *TRAIN_FAST],
+            names,
+            out,
+        )
+
+    return build
+
+
+def _leak(store: Path) -> str:
+    splits = json.loads((store / "splits.json").read_text())
+    splits["test"] = [*splits["test"], splits["train"][0]]
+    (store / "splits.json").write_text(json.dumps(splits))
+    return "splits.json"
+
+
+def _no_store(store: Path) -> str:
+    (store / "store.json").unlink()
+    return "store"
+
+
+def _broken_store_json(store: Path) -> str:
+    truncate(store / "store.json", 0.5)
+    return "store.json"
+
+
+def _truncated_case(store: Path) -> str:
+    splits = json.loads((store / "splits.json").read_text())
+    case = store / "cases" / splits["train"][0] / "label.npy"
+    truncate(case, 0.5)
+    return "label.npy"
+
+
+def _train_unwritable(tmp: Path, fx: Fixtures) -> Case:
+    out = unwritable_dir(tmp)
+    return Case(
+        ["train", "prior", "--data", str(fx.store()), "--out", str(out), *TRAIN_FAST],
+        "not_a_folder",
+        None,
+    )
+
+
+def _score_unwritable(tmp: Path, fx: Fixtures) -> Case:
+    pred, gt = tmp / "pred", tmp / "gt"
+    write_nifti(pred / f"{GOOD_IDS[0]}.nii.gz", good_label(0))
+    write_nifti(gt / f"{GOOD_IDS[0]}.nii.gz", good_label(0))
+    target = unwritable_dir(tmp) / "report.json"
+    return Case(["score", str(pred), str(gt), "--json", str(target)], "not_a_folder", None)
+
+
+def _full_disk(tmp: Path, free: int) -> tuple[Path, Callable[[], None]]:
+    """A mounted tmpfs with about `free` bytes left: later writes hit a real ENOSPC."""
+    if not can_mount_tmpfs():
+        raise NotHere("needs root and tmpfs (Linux) to make a real full disk")
+    disk = tmp / "disk"
+    ctx = tiny_tmpfs(disk, size="256k")
+    ctx.__enter__()
+    with contextlib.suppress(OSError), (disk / ".filler").open("wb") as fh:
+        fh.write(b"\0" * (256 * 1024 - free))
+    return disk, lambda: ctx.__exit__(None, None, None)
+
+
+def _readonly_disk(tmp: Path) -> tuple[Path, Callable[[], None]]:
+    if not can_mount_tmpfs():
+        raise NotHere("needs root and tmpfs (Linux) to mount a read-only folder")
+    disk = tmp / "ro"
+    ctx = tiny_tmpfs(disk, size="64k", readonly=True)
+    ctx.__enter__()
+    return disk, lambda: ctx.__exit__(None, None, None)
+
+
+def _prepare_disk_full(tmp: Path, fx: Fixtures) -> Case:
+    root = amos_root(tmp / "root")
+    disk, cleanup = _full_disk(tmp, free=12 * 1024)
+    out = disk / "store"
+    return Case(["prepare", str(root), str(out), "--size", "32"], str(disk), out, cleanup)
+
+
+def _prepare_readonly(tmp: Path, fx: Fixtures) -> Case:
+    root = amos_root(tmp / "root")
+    disk, cleanup = _readonly_disk(tmp)
+    out = disk / "store"
+    return Case(["prepare", str(root), str(out), "--size", str(SIZE)], str(disk), out, cleanup)
+
+
+def _predict_disk_full(tmp: Path, fx: Fixtures) -> Case:
+    scan = write_nifti(tmp / "scan.nii.gz", good_image(shape=(64, 64, 24)))
+    run = fx.run()
+    disk, cleanup = _full_disk(tmp, free=8 * 1024)
+    out = disk / "out"
+    return Case(["predict", str(run), str(scan), "-o", str(out)], str(disk), out, cleanup)
+
+
+def _train_disk_full(tmp: Path, fx: Fixtures) -> Case:
+    store = fx.store()
+    disk, cleanup = _full_disk(tmp, free=8 * 1024)
+    out = disk / "run"
+    argv = ["train", "prior", "--data", str(store), "--out", str(out), *TRAIN_FAST]
+    return Case(argv, str(disk), out, cleanup)
+
+
+def _evaluate_leak(tmp: Path, fx: Fixtures) -> Case:
+    store = tmp / "store"
+    shutil.copytree(fx.store(), store)
+    _leak(store)
+    return Case(["evaluate", str(fx.run()), "--data", str(store)], "splits.json", None)
+
+
+# (input, command) -> builder.  Order = order of the table in docs/reliability.md.
+MATRIX: dict[tuple[str, str], Callable[[Path, Fixtures], Case]] = {}
+for _bad in BAD_NIFTI:
+    MATRIX[(_bad, "prepare")] = _prepare_bad(_bad)
+MATRIX[("dataset.json entry without its file", "prepare")] = _prepare_missing
+MATRIX[("empty folder", "prepare")] = _prepare_empty
+MATRIX[("unwritable output folder", "prepare")] = _prepare_unwritable
+for _bad in BAD_NIFTI:
+    if _bad != "NaN/Inf voxels":
+        MATRIX[(_bad, "score")] = _score_bad(_bad)
+MATRIX[("prediction missing for a case", "score")] = _score_missing
+MATRIX[("empty folder", "score")] = _score_empty
+for _bad in BAD_NIFTI:
+    if "label" not in _bad:
+        MATRIX[(_bad, "predict")] = _predict_bad(_bad)
+MATRIX[("non-image file", "predict")] = _predict_non_image
+MATRIX[("input file missing", "predict")] = _predict_missing
+MATRIX[("empty folder", "predict")] = _predict_empty
+MATRIX[("unwritable output folder", "predict")] = _predict_unwritable
+MATRIX[("run folder without a checkpoint", "predict")] = _predict_no_checkpoint
+MATRIX[("DICOM series with a truncated slice", "predict")] = _predict_torn_dicom
+MATRIX[("not a prepared store", "train")] = _train_with_store(_no_store)
+MATRIX[("truncated store.json", "train")] = _train_with_store(_broken_store_json)
+MATRIX[("truncated case label.npy", "train")] = _train_with_store(_truncated_case)
+MATRIX[("test cases overlap training cases", "train")] = _train_with_store(_leak)
+MATRIX[("test cases overlap training cases", "evaluate")] = _evaluate_leak
+MATRIX[("unwritable output folder", "train")] = _train_unwritable
+MATRIX[("unwritable --json report path", "score")] = _score_unwritable
+MATRIX[("read-only output folder (ro tmpfs)", "prepare")] = _prepare_readonly
+MATRIX[("disk full mid-write (tiny tmpfs)", "prepare")] = _prepare_disk_full
+MATRIX[("disk full mid-write (tiny tmpfs)", "predict")] = _predict_disk_full
+MATRIX[("disk full mid-write (tiny tmpfs)", "train")] = _train_disk_full
+
+
+def run_row(
+    key: tuple[str, str], tmp: Path, fx: Fixtures, subprocess_run: bool = False
+) -> tuple[Case, subprocess.CompletedProcess, list[Path]]:
+    """Build the row's input, run the command; returns (case, result, temp leftovers)."""
+    case = MATRIX[key](tmp, fx)
+    try:
+        res = amoseg(*case.argv) if subprocess_run else amoseg_inprocess(*case.argv)
+        left = leftovers(case.out)
+    finally:
+        if case.cleanup is not None:
+            case.cleanup()
+    return case, res, left
+
+
+def problems(
+    key: tuple[str, str], case: Case, res: subprocess.CompletedProcess, left: list[Path]
+) -> list[str]:
+    """Every way this run breaks the matrix contract (empty = the row passes)."""
+    found = []
+    if "Traceback" in res.stderr:
+        found.append("traceback")
+    if res.returncode != 2:
+        found.append(f"exit code {res.returncode}, expected 2")
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    if len(errors) != 1:
+        found.append(f"{len(errors)} `error:` lines")
+    elif case.names not in errors[0]:
+        found.append(f"the error line does not name {case.names}")
+    if len(lines) > len(errors) and "Traceback" not in res.stderr:
+        found.append("other text on stderr (e.g. a progress bar)")
+    if left:
+        found.append(f"temp files left: {', '.join(p.name for p in left)}")
+    if key[1] == "prepare" and case.out is not None and (case.out / "store.json").exists():
+        found.append("failed store has store.json (looks complete)")
+    return found
+
+
+def markdown(base: Path) -> str:
+    """Run every row and render the table of what the user sees."""
+    fx = Fixtures(base)
+    lines = [
+        "| bad input | command | exit | message the user sees | contract |",
+        "|---|---|---|---|---|",
+    ]
+    for n, key in enumerate(MATRIX):
+        tmp = base / f"row{n:02d}"
+        tmp.mkdir()
+        try:
+            case, res, left = run_row(key, tmp, fx)
+            errors = [x for x in res.stderr.splitlines() if x.startswith("error: ")]
+            tail = res.stderr.strip().splitlines()
+            msg = errors[0] if errors else (tail[-1] if tail else "(no message)")
+            msg = msg.replace(str(tmp), "…").replace(str(base), "…")
+            exit_code = str(res.returncode)
+            verdict = "; ".join(problems(key, case, res, left)) or "ok"
+        except NotHere as exc:
+            msg, exit_code, verdict = f"(not run here: {exc})", "-", "skipped"
+        except Exception as exc:  # a missing command or a broken fixture: show it, go on
+            msg, exit_code = f"(not run: {' '.join(str(exc).split())[:150]})", "-"
+            verdict = "not run"
+        msg = msg.replace("|", "\\|")
+        lines.append(f"| {key[0]} | `{key[1]}` | {exit_code} | `{msg}` | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if "--markdown" in sys.argv:
+        with tempfile.TemporaryDirectory(prefix="amoseg_matrix_") as d:
+            print(markdown(Path(d)), end="")
+    else:
+        print("usage: python -m tests.badfiles --markdown")
