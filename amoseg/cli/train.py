@@ -1,0 +1,117 @@
+"""`amoseg train MODEL --data PREPARED --out RUNDIR`: thin shell over amoseg.training.train.
+
+Also the DDP entry: `torchrun --nproc_per_node N -m amoseg train ...` runs this same command
+in N processes; amoseg.training picks the process group up from torchrun's environment.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from amoseg.errors import AmosegError
+
+#: keys of a tune best.json that map onto TrainSettings fields.
+PARAM_KEYS = ("lr", "weight_decay", "batch_size")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+
+
+def _params_file(path: Path) -> dict:
+    from amoseg.atomic import read_json
+
+    params = read_json(path, "params file")
+    if not isinstance(params, dict):
+        raise AmosegError(
+            "params file must hold a JSON object",
+            path,
+            'e.g. {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 8}',
+        )
+    return params
+
+
+def train(
+    model: str = typer.Argument(
+        ..., help="prior, logreg-pixel, logreg-3x3, logreg-5x5, mlp, unet-seed or unet."
+    ),
+    data: Path = typer.Option(..., "--data", help="Prepared slice store (amoseg prepare)."),
+    out: Path = typer.Option(..., "--out", help="Run folder to write (checkpoints, logs)."),
+    epochs: int = typer.Option(10, "--epochs", min=1, help="Epochs to train (in total)."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Default: the model recipe's."
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Default: the model recipe's."),
+    weight_decay: float | None = typer.Option(
+        None, "--weight-decay", help="Default: the model recipe's."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    params: Path | None = typer.Option(
+        None,
+        "--params",
+        help="best.json from `amoseg tune` (lr, weight_decay, batch_size); explicit flags win.",
+    ),
+    context: int | None = typer.Option(
+        None, "--context", min=0, help="unet only: adjacent slices per side (2.5D)."
+    ),
+    hparams: str | None = typer.Option(
+        None, "--hparams", help="Model hyper-parameters as JSON, e.g. '{\"base\": 16}'."
+    ),
+    workers: int = typer.Option(2, "--workers", min=0, help="DataLoader worker processes."),
+    max_slices: int | None = typer.Option(
+        None, "--max-slices", min=1, help="Random slices per epoch (short budgets)."
+    ),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the network."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (initialisation, order, aug)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from checkpoint_latest.pt."),
+) -> None:
+    """Train a model on a prepared store; validates every epoch, keeps latest + best."""
+    import os
+
+    from amoseg.training import TrainSettings
+    from amoseg.training import train as run_train
+
+    values = {"lr": lr, "weight_decay": weight_decay, "batch_size": batch_size}
+    hp: dict = {}
+    if params is not None:
+        loaded = _params_file(params)
+        for key in PARAM_KEYS:
+            if values[key] is None and loaded.get(key) is not None:
+                values[key] = loaded[key]
+        hp.update(loaded.get("hparams") or {})
+    if hparams:
+        try:
+            extra = json.loads(hparams)
+        except json.JSONDecodeError as exc:
+            raise AmosegError(
+                f"--hparams is not valid JSON ({exc})", hint="e.g. --hparams '{\"base\": 16}'"
+            ) from exc
+        if not isinstance(extra, dict):
+            raise AmosegError("--hparams must be a JSON object", hint="e.g. '{\"base\": 16}'")
+        hp.update(extra)
+    if context is not None:
+        hp["context"] = context
+    if values["batch_size"] is not None:
+        values["batch_size"] = int(values["batch_size"])
+    settings = TrainSettings(
+        epochs=epochs,
+        device=device,
+        seed=seed,
+        num_workers=workers,
+        max_slices_per_epoch=max_slices,
+        hparams=hp,
+        compile=compile,
+        progress=os.environ.get("RANK", "0") == "0",
+        **values,
+    )
+    summary = run_train(model, data, out, settings, resume=resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(
+            f"{model}: epoch {summary['epoch']}, train loss {summary['train_loss']:.4f}, "
+            f"val mIoU {summary['val_miou']:.4f} (best {summary['best_val_miou']:.4f} at epoch "
+            f"{summary['best_epoch']}), {summary['n_params']:,} parameters, "
+            f"{summary['train_seconds']:.1f} s → {out}"
+        )

@@ -1,0 +1,169 @@
+"""The torch networks behind the gradient-trained models, and their intensity normalisers.
+
+Every network here maps *normalised* inputs (B, C, S, S) to logits (B, 16, S, S). `SegNet`
+puts the model's own normaliser in front, so the exported module takes raw stored
+intensities (HU for CT) and ONNX users need no pre-processing code.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from amoseg.labels import NUM_CLASSES
+
+
+class WindowNorm(nn.Module):
+    """Clip to a fixed intensity window and map it linearly onto [-1, 1] (CT windowing)."""
+
+    def __init__(self, lo: float = -1000.0, hi: float = 1000.0):
+        super().__init__()
+        self.lo, self.hi = float(lo), float(hi)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centre, half = (self.hi + self.lo) / 2, (self.hi - self.lo) / 2
+        return (x.clamp(self.lo, self.hi) - centre) / half
+
+
+class ZScoreNorm(nn.Module):
+    """Clip, then z-score each image on its own statistics (MR has no absolute scale)."""
+
+    def __init__(self, lo: float = -1000.0, hi: float = 3000.0):
+        super().__init__()
+        self.lo, self.hi = float(lo), float(hi)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.clamp(self.lo, self.hi)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True)
+        return (x - mean) / (std + 1e-5)
+
+
+class MaxAbsNorm(nn.Module):
+    """The report's scaling: divide each input image by its own maximum absolute intensity,
+    so every slice lands in [-1, 1] (per slice, because the report normalised each image it
+    loaded; no dataset statistic is needed at inference)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        peak = x.abs().amax(dim=(1, 2, 3), keepdim=True)
+        return x / peak.clamp_min(1e-6)
+
+
+def make_norm(mode: str, window: tuple[float, float] | list[float]) -> nn.Module:
+    if mode == "window":
+        return WindowNorm(*window)
+    if mode == "zscore":
+        return ZScoreNorm(*window)
+    if mode == "maxabs":
+        return MaxAbsNorm()
+    raise ValueError(f"unknown intensity normalisation '{mode}'")
+
+
+class SegNet(nn.Module):
+    """normaliser → core network. `normalised=True` skips the normaliser (training applies it
+    itself so augmentation can work in the normalised intensity space)."""
+
+    def __init__(self, norm: nn.Module, core: nn.Module):
+        super().__init__()
+        self.norm = norm
+        self.core = core
+
+    def forward(self, x: torch.Tensor, normalised: bool = False) -> torch.Tensor:
+        return self.core(x if normalised else self.norm(x))
+
+
+class PatchLogReg(nn.Module):
+    """One k×k convolution with 16 outputs: softmax over its outputs is exactly multinomial
+    logistic regression on the pixel's zero-padded k×k neighbourhood (k=1: the pixel alone),
+    with one weight vector + bias per class shared by all positions."""
+
+    def __init__(self, in_channels: int, kernel: int, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, num_classes, kernel, padding=kernel // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class DenseSegNet(nn.Module):
+    """Fully connected net: image resized to work×work → flat → hidden layers → work×work×16
+    logits, resized back to the input size. No convolution anywhere (the report's FC net)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        work_size: int = 220,
+        hidden: tuple[int, ...] = (64,),
+        num_classes: int = NUM_CLASSES,
+    ):
+        super().__init__()
+        self.work_size = work_size
+        self.num_classes = num_classes
+        dims = [in_channels * work_size * work_size, *hidden]
+        layers: list[nn.Module] = []
+        for a, b in itertools.pairwise(dims):
+            layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
+        layers.append(nn.Linear(dims[-1], num_classes * work_size * work_size))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        w = self.work_size
+        small = F.interpolate(x, size=(w, w), mode="bilinear", align_corners=False)
+        logits = self.mlp(small.flatten(1)).view(-1, self.num_classes, w, w)
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class UNet2d(nn.Module):
+    """Plain 2D U-Net: (conv-BN-ReLU)×2 blocks, max-pool down, transposed-conv up, skip
+    concatenation. base=32, depth=4 gives 5 levels (32..512 channels), 7.8 M parameters.
+    Inputs whose side is not a multiple of 2**depth are padded and the logits cropped back."""
+
+    def __init__(
+        self, in_channels: int, num_classes: int = NUM_CLASSES, base: int = 32, depth: int = 4
+    ):
+        super().__init__()
+        chans = [base * 2**i for i in range(depth + 1)]
+        self.depth = depth
+        self.enc = nn.ModuleList(
+            [_block(in_channels, chans[0])] + [_block(chans[i], chans[i + 1]) for i in range(depth)]
+        )
+        self.up = nn.ModuleList(
+            nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth))
+        )
+        self.dec = nn.ModuleList(_block(2 * chans[i], chans[i]) for i in reversed(range(depth)))
+        self.head = nn.Conv2d(chans[0], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        m = 2**self.depth
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        skips = []
+        for i, block in enumerate(self.enc):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        x = skips.pop()
+        for up, dec in zip(self.up, self.dec, strict=True):
+            x = dec(torch.cat([up(x), skips.pop()], dim=1))
+        x = self.head(x)
+        return x[..., :h, :w] if (ph or pw) else x
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

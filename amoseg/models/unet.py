@@ -1,0 +1,91 @@
+"""`unet`: the modern 2D U-Net recipe (the default model for `predict`).
+
+Same network family as `unet-seed`, trained the way a 2020s baseline would be:
+- intensities: CT-only stores get a fixed HU window (clip to [-1000, 1000] → [-1, 1]); stores
+  with MR get a per-image z-score (MR has no absolute scale);
+- 2.5D input: `context` adjacent slices on each side as extra channels (default 1 → 3 ch);
+- Dice + cross-entropy loss; batch augmentation on the device (rotation, scaling, elastic,
+  contrast/brightness, gamma, noise — never left/right flips);
+- AdamW with linear warm-up then cosine decay; bf16 autocast and channels_last on GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from amoseg.models.networks import UNet2d
+from amoseg.models.torch_model import TorchModel, warmup_cosine
+from amoseg.training.augment import augment_batch
+
+
+def store_is_ct_only(store: Any) -> bool:
+    from amoseg.labels import modality_of
+
+    cases = store.cases("train")
+    return all(
+        str(store.meta(c).get("modality", modality_of(c))).lower().startswith("ct") for c in cases
+    )
+
+
+class UNetModern(TorchModel):
+    name = "unet"
+    TRAIN_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "lr": 2e-3,
+        "weight_decay": 1e-4,
+        "batch_size": 8,
+    }
+    HPARAMS: ClassVar[dict[str, Any]] = {
+        "base": 32,
+        "depth": 4,
+        "context": 1,
+        "norm": None,  # "window" (CT-only store) or "zscore" (MR present), chosen from the store
+        "window": None,
+        "augment": True,
+        "lambda_dice": 1.0,
+        "lambda_ce": 1.0,
+        "warmup": 0.05,
+    }
+    optimizer_name = "adamw"
+    fast_gpu = True
+
+    _loss: nn.Module | None = None
+
+    def build_norm(self) -> nn.Module:
+        from amoseg.models.networks import make_norm
+
+        mode = self.hparams.get("norm") or "window"
+        window = self.hparams.get("window") or (
+            [-1000.0, 1000.0] if mode == "window" else [-32768.0, 32767.0]
+        )
+        return make_norm(mode, window)
+
+    def build_core(self, in_channels: int) -> nn.Module:
+        return UNet2d(in_channels, base=int(self.hparams["base"]), depth=int(self.hparams["depth"]))
+
+    @classmethod
+    def store_hparams(cls, store: Any, hparams: dict[str, Any]) -> dict[str, Any]:
+        if hparams.get("norm"):
+            return {}
+        if store_is_ct_only(store):
+            return {"norm": "window", "window": [-1000.0, 1000.0]}
+        return {"norm": "zscore", "window": [-32768.0, 32767.0]}
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self._loss is None:  # built on first use: inference never imports MONAI
+            from amoseg.training.losses import DiceCE
+
+            h = self.hparams
+            self._loss = DiceCE(float(h["lambda_dice"]), float(h["lambda_ce"]))
+        return self._loss(logits, target)
+
+    def augment(self, x, y, gen):
+        if not self.hparams["augment"]:
+            return x, y
+        return augment_batch(x, y, gen)
+
+    def lr_lambda(self, total_steps: int) -> Callable[[int], float]:
+        return warmup_cosine(total_steps, warmup=float(self.hparams["warmup"]))

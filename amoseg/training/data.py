@@ -1,0 +1,103 @@
+"""Streaming training slices from the prepared store.
+
+`SliceDataset` reads each sample's rows straight from the case's .npy file (header offset
+known, one `np.fromfile` per sample): nothing is cached, no file stays mapped, so a worker's
+RAM does not grow with the number of cases. Samples stay compact (int16 image, uint8 label)
+until they reach the device, where they become float32 / int64 — 4× less host→device traffic.
+
+`EpochSampler` is torch's DistributedSampler (rank sharding, padding to equal length) plus an
+optional per-epoch cap on the number of slices (a fresh random subset each epoch). The order
+depends only on (seed, epoch), so a resumed run replays exactly the same batches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+
+class SliceDataset(Dataset):
+    """Item i → (x int16 (1+2c, S, S) with edge slices repeated, y uint8 (S, S))."""
+
+    def __init__(self, store: Any, split: str = "train", context: int = 0):
+        self.context = context
+        self.size = store.size
+        self.cases: list[tuple[str, int, str, int, int]] = []  # image, offset, label, offset, n
+        self.index: list[tuple[int, int]] = []
+        for case in store.cases(split):
+            img, lab = store.image(case), store.label(case)
+            n = int(img.shape[0])
+            self.cases.append(
+                (str(img.filename), int(img.offset), str(lab.filename), int(lab.offset), n)
+            )
+            self.index += [(len(self.cases) - 1, i) for i in range(n)]
+            del img, lab
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _rows(self, path: str, offset: int, dtype: Any, lo: int, hi: int) -> np.ndarray:
+        plane = self.size * self.size
+        itemsize = np.dtype(dtype).itemsize
+        flat = np.fromfile(
+            path, dtype=dtype, count=(hi - lo) * plane, offset=offset + lo * plane * itemsize
+        )
+        return flat.reshape(hi - lo, self.size, self.size)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ci, z = self.index[i]
+        img_path, img_off, lab_path, lab_off, n = self.cases[ci]
+        lo, hi = max(0, z - self.context), min(n, z + self.context + 1)
+        rows = self._rows(img_path, img_off, np.int16, lo, hi)
+        want = np.clip(np.arange(z - self.context, z + self.context + 1), 0, n - 1) - lo
+        x = torch.from_numpy(np.ascontiguousarray(rows[want]))
+        y = torch.from_numpy(self._rows(lab_path, lab_off, np.uint8, z, z + 1)[0].copy())
+        return x, y
+
+
+class EpochSampler(DistributedSampler):
+    """DistributedSampler with an optional cap on slices per epoch (across all ranks)."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        seed: int = 0,
+        cap: int | None = None,
+    ):
+        super().__init__(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        n = len(dataset)  # type: ignore[arg-type]
+        self.per_epoch = min(n, cap) if cap else n
+        self.num_samples = math.ceil(self.per_epoch / world)
+        self.total_size = self.num_samples * world
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.dataset), generator=g)[: self.per_epoch].tolist()
+        order += order[: self.total_size - len(order)]  # pad so every rank has equal steps
+        return iter(order[self.rank : self.total_size : self.num_replicas])
+
+
+def make_loader(
+    dataset: Dataset, sampler: EpochSampler, batch_size: int, workers: int, pin_memory: bool
+) -> DataLoader:
+    """Workers read ahead (prefetch 4 batches each) and stay alive across epochs; pinned
+    memory lets the host→GPU copy overlap compute (non_blocking)."""
+    drop_last = len(sampler) >= batch_size  # BatchNorm needs > 1 sample per batch
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        drop_last=drop_last,
+    )

@@ -1,0 +1,363 @@
+"""The one training loop for every gradient-trained model, plus per-epoch bookkeeping.
+
+Per epoch: stream shuffled slices (optionally capped) → normalise → augment → forward (bf16
+on GPU for the modern recipe) → loss → step; the loss is summed on the device and read once
+per epoch (no host sync per step). Then every rank validates its shard of the val volumes
+into one confusion matrix, all-reduced, → val mIoU / Dice / accuracy; rank 0 writes
+checkpoint_best.pt (on a new best val mIoU), checkpoint_latest.pt (full training state),
+log.csv, and calls `on_epoch`.
+
+Resume is exact by construction: batch order depends only on (seed, epoch), augmentation
+draws from a generator seeded by (seed, epoch, rank), and the checkpoint restores weights,
+optimiser and scheduler state.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from amoseg.atomic import write_json, write_text
+from amoseg.errors import AmosegError
+from amoseg.metrics.confusion import ConfusionMatrix, mean_dice, mean_iou, pixel_accuracy
+from amoseg.training import distributed
+from amoseg.training.checkpoint import rng_state, save_atomic, set_rng_state
+from amoseg.training.data import EpochSampler, SliceDataset, make_loader
+
+LOG_FIELDS = ("epoch", "train_loss", "val_miou", "val_dice", "val_acc", "lr", "seconds")
+#: set to a folder to make every rank write a hash of its final weights there (DDP tests).
+DUMP_ENV = "AMOSEG_DUMP_WEIGHTS_HASH"
+
+
+def validate(model: Any, store: Any, cases: list[str], batch_size: int = 16) -> ConfusionMatrix:
+    """Confusion matrix of `model` over whole volumes (all slices of each case), on the
+    model's device; the matrix stays there (callers all-reduce, then read it once)."""
+    cm = ConfusionMatrix(device=getattr(model, "device", "cpu"))
+    for case in cases:
+        image, label = store.image(case), store.label(case)
+        for start in range(0, image.shape[0], batch_size):
+            stop = min(start + batch_size, image.shape[0])
+            pred = model.predict_labels(model.context_stack(image, start, stop))
+            target = torch.from_numpy(np.array(label[start:stop])).to(pred.device)
+            cm.update(pred, target)
+        del image, label
+    return cm
+
+
+def metrics_of(cm: ConfusionMatrix) -> dict[str, float]:
+    m = cm.matrix
+    return {"val_miou": mean_iou(m), "val_dice": mean_dice(m), "val_acc": pixel_accuracy(m)}
+
+
+def state_hash(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class EpochReporter:
+    """Validation, logging, checkpoints and the on_epoch callback, shared by all models."""
+
+    def __init__(
+        self,
+        model: Any,
+        store: Any,
+        settings: Any,
+        run_dir: Path,
+        *,
+        resume: bool = False,
+        on_epoch: Callable[[int, dict], None] | None = None,
+        dist: distributed.DistContext | None = None,
+        config: dict[str, Any] | None = None,
+    ):
+        self.model, self.store, self.settings, self.run_dir = model, store, settings, run_dir
+        self.on_epoch = on_epoch
+        self.dist = dist or distributed.DistContext(device=model.device)
+        self.config = config or {}
+        self.history: list[dict[str, Any]] = []
+        self.best = -math.inf
+        self.best_epoch = 0
+        self.train_seconds = 0.0
+        self._tb: Any = None
+        val = store.cases("val")
+        if not val:
+            raise AmosegError(
+                "the store has no validation cases",
+                store.root / "splits.json",
+                "re-run `amoseg prepare` with a non-zero validation fraction",
+            )
+        self.val_shard = val[self.dist.rank :: self.dist.world]
+
+    def validate(self) -> dict[str, float]:
+        cm = validate(self.model, self.store, self.val_shard, self.settings.val_batch_size)
+        cm.all_reduce()
+        return metrics_of(cm)
+
+    def record(
+        self,
+        epoch: int,
+        train_loss: float,
+        lr: float,
+        seconds: float,
+        metrics: dict[str, float],
+        training_state: dict[str, Any] | None,
+    ) -> dict:
+        """Write best/latest checkpoints and log.csv (rank 0), then call on_epoch."""
+        self.train_seconds += seconds
+        row = {"epoch": epoch, "train_loss": train_loss, **metrics, "lr": lr, "seconds": seconds}
+        self.history.append(row)
+        improved = metrics["val_miou"] > self.best or self.best_epoch == 0
+        if improved:
+            self.best, self.best_epoch = metrics["val_miou"], epoch
+        if self.dist.is_main:
+            base = self.model.checkpoint_payload()
+            meta = {"epoch": epoch, "metrics": row, "config": self.config}
+            if improved:
+                save_atomic({**base, **meta}, self.run_dir / "checkpoint_best.pt")
+            save_atomic(
+                {
+                    **base,
+                    **meta,
+                    **(training_state or {}),
+                    "history": self.history,
+                    "best": self.best,
+                    "best_epoch": self.best_epoch,
+                    "train_seconds": self.train_seconds,
+                    "rng": rng_state(),
+                },
+                self.run_dir / "checkpoint_latest.pt",
+            )
+            self.write_log()
+            self.write_tensorboard(row)
+        if self.on_epoch is not None and self.dist.is_main:
+            self.on_epoch(epoch, {k: row[k] for k in LOG_FIELDS[:5]})
+        return row
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        self.history = list(ckpt.get("history", []))
+        self.best = float(ckpt.get("best", -math.inf))
+        self.best_epoch = int(ckpt.get("best_epoch", 0))
+        self.train_seconds = float(ckpt.get("train_seconds", 0.0))
+
+    def write_log(self) -> None:
+        """log.csv rewritten whole from the history each epoch, so it always matches the
+        latest checkpoint (a crash between the two can not leave an extra row)."""
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.history)
+        write_text(self.run_dir / "log.csv", buf.getvalue())
+
+    def write_tensorboard(self, row: dict[str, Any]) -> None:
+        """Scalars to RUNDIR/tensorboard when TensorBoard is installed (optional extra)."""
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard not installed: log.csv is the log
+                self._tb = False
+                return
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=row["epoch"])
+        if self._tb:
+            for key in LOG_FIELDS[1:6]:
+                self._tb.add_scalar(key, row[key], row["epoch"])
+            self._tb.flush()
+
+    def summary(self) -> dict[str, Any]:
+        last = self.history[-1]
+        out = {k: last[k] for k in LOG_FIELDS[:5]}
+        out.update(
+            model=self.model.name,
+            best_val_miou=self.best,
+            best_epoch=self.best_epoch,
+            train_seconds=round(self.train_seconds, 3),
+            n_params=int(self.model.n_params),
+            device=str(self.model.device),
+            world_size=self.dist.world,
+        )
+        if self.dist.is_main:
+            write_json(self.run_dir / "summary.json", out)
+        return out
+
+    def finish_single_pass(self, train_loss: float, seconds: float) -> dict[str, Any]:
+        """For models fitted in one pass (the prior): one 'epoch', then the summary."""
+        t0 = time.perf_counter()
+        metrics = self.validate()
+        self.record(1, train_loss, 0.0, seconds + time.perf_counter() - t0, metrics, None)
+        return self.summary()
+
+
+def _progress(enabled: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def run_epoch(
+    model: Any,
+    fwd: Any,
+    batches: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    gen: torch.Generator,
+    on_step: Callable[[], None] | None = None,
+) -> tuple[torch.Tensor, int]:
+    """The hot loop: (x int16, y uint8) batches → optimiser steps. Returns the summed loss
+    as a device tensor (read it once, after the loop) and the number of steps."""
+    net, device, fast = model.net, model.device, model.use_fast_gpu
+    net.train()
+    loss_sum = torch.zeros((), device=device)
+    steps = 0
+    for x, y in batches:
+        x = x.to(device, non_blocking=True).float()
+        y = y.to(device, non_blocking=True).long()
+        xn, y = model.augment(net.norm(x), y, gen)
+        if fast:
+            xn = xn.contiguous(memory_format=torch.channels_last)
+        with model.autocast():
+            logits = fwd(xn, normalised=True)
+        loss = model.loss(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach()
+        steps += 1
+        if on_step is not None:
+            on_step()
+    return loss_sum, steps
+
+
+def fit_torch(
+    model: Any,
+    store: Any,
+    settings: Any,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    dist: distributed.DistContext | None = None,
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    ctx = dist or distributed.DistContext(device=distributed.resolve_device(settings.device))
+    model.to(ctx.device)
+    device = model.device
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    reporter = EpochReporter(
+        model, store, settings, run_dir, resume=resume, on_epoch=on_epoch, dist=ctx, config=config
+    )
+
+    dataset = SliceDataset(store, "train", model.context)
+    if len(dataset) == 0:
+        raise AmosegError("the store has no training slices", store.root / "splits.json")
+    sampler = EpochSampler(
+        dataset,
+        rank=ctx.rank,
+        world=ctx.world,
+        seed=settings.seed,
+        cap=settings.max_slices_per_epoch,
+    )
+    loader = make_loader(
+        dataset,
+        sampler,
+        int(settings.batch_size),
+        settings.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    steps_per_epoch = len(loader)
+    optimizer = model.make_optimizer(float(settings.lr), float(settings.weight_decay))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, model.lr_lambda(steps_per_epoch * settings.epochs)
+    )
+
+    start_epoch = 1
+    if resume:
+        from amoseg.models.torch_model import load_checkpoint
+
+        ckpt = load_checkpoint(run_dir / "checkpoint_latest.pt")
+        model.net.load_state_dict(ckpt["state"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        reporter.restore(ckpt)
+        start_epoch = int(ckpt["epoch"]) + 1
+
+    net = model.net
+    fwd: Any = net
+    if ctx.active:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        fwd = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if settings.compile:
+        fwd = torch.compile(fwd)
+    if ctx.is_main and start_epoch == 1:
+        print(
+            f"{model.name}: {model.n_params:,} parameters, {len(dataset)} training slices, "
+            f"{steps_per_epoch} steps/epoch on {device}"
+            + (f" × {ctx.world} ranks" if ctx.active else "")
+        )
+
+    total_steps = steps_per_epoch * max(0, settings.epochs - start_epoch + 1)
+    show = bool(settings.progress) and ctx.is_main
+    with _progress(show) as bar:
+        task = bar.add_task(model.name, total=total_steps)
+        for epoch in range(start_epoch, settings.epochs + 1):
+            t0 = time.perf_counter()
+            sampler.set_epoch(epoch)
+            gen = torch.Generator(device=device)
+            gen.manual_seed(settings.seed * 1_000_003 + epoch * 7919 + ctx.rank)
+            lr = optimizer.param_groups[0]["lr"]
+            loss_sum, _ = run_epoch(
+                model, fwd, loader, optimizer, scheduler, gen, on_step=lambda: bar.advance(task)
+            )
+            distributed.all_reduce_sum(loss_sum, ctx)
+            train_loss = float(loss_sum) / max(1, steps_per_epoch * ctx.world)  # one sync
+            distributed.broadcast_buffers(net, ctx)
+            metrics = reporter.validate()
+            row = reporter.record(
+                epoch,
+                train_loss,
+                lr,
+                time.perf_counter() - t0,
+                metrics,
+                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+            )
+            bar.update(
+                task,
+                description=f"{model.name} epoch {epoch}/{settings.epochs} "
+                f"loss {row['train_loss']:.4f} val mIoU {row['val_miou']:.4f}",
+            )
+    dump = os.environ.get(DUMP_ENV)
+    if dump:
+        write_text(Path(dump) / f"weights_rank{ctx.rank}.sha256", state_hash(net) + "\n")
+    return reporter.summary()
