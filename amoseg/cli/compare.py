@@ -1,0 +1,29 @@
+"""`amoseg compare`: the report's comparison table from evaluated runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare")(compare)
+
+
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Evaluated run folders."),
+    out: Path = typer.Option(..., "-o", "--out", help="Folder for comparison.{md,csv,png}."),
+    split: str = typer.Option("test", "--split", help="Which eval_<split> to read."),
+) -> None:
+    """Write comparison.md, comparison.csv and a bar chart (mIoU and Dice per model)."""
+    from rich.console import Console
+
+    from amoseg.reports.compare import compare_runs
+
+    result = compare_runs(run_dirs, out, split=split)
+    console = Console()
+    console.print(result["markdown"].read_text(encoding="utf-8").split("\n\nAccuracy")[0])
+    console.print(
+        f"wrote {result['markdown']}, {result['csv']}, {result['chart']}", highlight=False
+    )

@@ -1,0 +1,40 @@
+"""`amoseg evaluate`: score a trained run on a split of a prepared store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)
+
+
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="Run folder written by `amoseg train`."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Prepared store (default: the one the run was trained on)."
+    ),
+    split: str = typer.Option("test", "--split", help="train, val or test."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Slices per forward pass."),
+) -> None:
+    """Write RUNDIR/eval_SPLIT/metrics.json, a confusion-matrix PNG and an overlay figure."""
+    from rich.console import Console
+
+    from amoseg.reports.evaluate import eval_dir, evaluate_run
+
+    m = evaluate_run(run_dir, data, split=split, device=device, batch_size=batch_size)
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.2f} %"
+
+    out = eval_dir(run_dir, split)
+    Console().print(
+        f"[bold]{m['model']}[/bold] on {split} ({m['n_cases']} volumes, {m['n_slices']} slices): "
+        f"accuracy {pct(m['accuracy'])}, mIoU {pct(m['miou'])}, "
+        f"mean organ Dice {pct(m['mean_dice'])}, {m['slices_per_s'] or 0:.1f} slices/s\n"
+        f"wrote {out / 'metrics.json'}, {out / 'confusion_matrix.png'}, {out / 'overlay.png'}",
+        highlight=False,
+    )

@@ -1,0 +1,1 @@
+"""Turning trained runs into numbers and pictures: evaluate one run, compare many, run the demo."""

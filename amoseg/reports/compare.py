@@ -1,0 +1,231 @@
+"""The report's comparison table, generated from evaluated run folders.
+
+Each row comes from one run: config.json (model), summary.json (parameters, training time) and
+eval_test/metrics.json (accuracy, mIoU, Dice, inference speed). Percentages in the CSV and the
+Markdown are on the 0-100 scale, like the report's table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amoseg.atomic import atomic_path, read_json, write_text
+from amoseg.errors import AmosegError
+
+COLUMNS = (
+    "model",
+    "run",
+    "accuracy",
+    "mIoU",
+    "mIoU_organs",
+    "dice",
+    "params",
+    "train_seconds",
+    "slices_per_s",
+    "epochs",
+    "test_slices",
+)
+HEADERS = {
+    "model": "model",
+    "run": "run",
+    "accuracy": "accuracy %",
+    "mIoU": "mIoU % (16 cl.)",
+    "mIoU_organs": "mIoU % (organs)",
+    "dice": "mean organ Dice %",
+    "params": "parameters",
+    "train_seconds": "training time",
+    "slices_per_s": "inference slices/s",
+    "epochs": "epochs",
+    "test_slices": "test slices",
+}
+
+# The report's published test-set numbers on real AMOS data, for reference only.
+REPORT_NUMBERS: tuple[tuple[str, float, float], ...] = (
+    ("position prior", 95.42, 5.96),
+    ("logistic regression, pixel", 85.3, 6.54),
+    ("logistic regression, 3×3", 85.8, 6.63),
+    ("logistic regression, 5×5", 85.5, 6.60),
+    ("fully connected net (220×220)", 50.5, 11.2),
+    ("U-Net (report recipe)", 83.5, 72.6),
+)
+
+
+def _pct(x: Any) -> float | None:
+    return None if x is None else round(100.0 * float(x), 2)
+
+
+def load_row(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
+    """One table row from a run folder; clear errors for a folder that is not an evaluated run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise AmosegError("run folder not found", run_dir)
+    if not (run_dir / "config.json").exists():
+        raise AmosegError(
+            "not a run folder (no config.json)", run_dir, "pass folders written by `amoseg train`"
+        )
+    config = read_json(run_dir / "config.json", "run config.json")
+    metrics_path = run_dir / f"eval_{split}" / "metrics.json"
+    if not metrics_path.exists():
+        raise AmosegError(
+            f"run has not been evaluated on the {split} split",
+            metrics_path,
+            f"run `amoseg evaluate {run_dir} --data PREPARED --split {split}` first",
+        )
+    metrics = read_json(metrics_path, "metrics.json")
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        raise AmosegError(
+            "run has no summary.json (training did not finish)",
+            summary_path,
+            f"finish it with `amoseg train ... --out {run_dir} --resume`",
+        )
+    summary = read_json(summary_path, "summary.json")
+    settings = config.get("settings") or {}
+    return {
+        "model": str(config.get("model") or metrics.get("model") or run_dir.name),
+        "run": run_dir.name,
+        "accuracy": _pct(metrics.get("accuracy")),
+        "mIoU": _pct(metrics.get("miou")),
+        "mIoU_organs": _pct(metrics.get("miou_organs")),
+        "dice": _pct(metrics.get("mean_dice")),
+        "params": summary.get("n_params"),
+        "train_seconds": None
+        if summary.get("train_seconds") is None
+        else round(float(summary["train_seconds"]), 1),
+        "slices_per_s": metrics.get("slices_per_s"),
+        "epochs": settings.get("epochs"),
+        "test_slices": metrics.get("n_slices"),
+        "store": metrics.get("store"),
+    }
+
+
+def _fmt(key: str, value: Any) -> str:
+    if value is None:
+        return "–"
+    if key in {"accuracy", "mIoU", "mIoU_organs", "dice"}:
+        return f"{value:.2f}"
+    if key == "params":
+        return f"{int(value):,}"
+    if key == "train_seconds":
+        v = float(value)
+        return f"{v:.1f} s" if v < 120 else f"{v / 60:.1f} min"
+    if key == "slices_per_s":
+        return f"{float(value):.1f}"
+    return str(value)
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(
+        buf, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n"
+    )
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
+    return buf.getvalue()
+
+
+def to_markdown(rows: list[dict[str, Any]], chart_name: str | None = None) -> str:
+    """The comparison table (best mIoU and Dice in bold), then the report's numbers."""
+    best = {
+        k: max((r[k] for r in rows if r.get(k) is not None), default=None) for k in ("mIoU", "dice")
+    }
+    lines = [
+        "# Model comparison (test split)",
+        "",
+        "| " + " | ".join(HEADERS[k] for k in COLUMNS) + " |",
+        "|" + "|".join("---" if k in {"model", "run"} else "---:" for k in COLUMNS) + "|",
+    ]
+    for row in rows:
+        cells = []
+        for k in COLUMNS:
+            text = _fmt(k, row.get(k))
+            if k in best and row.get(k) is not None and row[k] == best[k]:
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    stores = sorted({str(r.get("store")) for r in rows if r.get("store")})
+    lines += [
+        "",
+        "Accuracy = pixel accuracy; mIoU (16 cl.) = mean IoU over background + 15 organs present "
+        "(the report's definition); mean organ Dice over the organs present. All from one "
+        "confusion matrix over every test slice.",
+    ]
+    if len(stores) > 1:
+        lines += [
+            "",
+            "**Warning:** these runs were evaluated on different stores, so their rows are not "
+            "comparable: " + ", ".join(f"`{s}`" for s in stores),
+        ]
+    elif stores:
+        lines += ["", f"Test split of `{stores[0]}`."]
+    if chart_name:
+        lines += ["", f"![mIoU and Dice per model]({chart_name})"]
+    lines += [
+        "",
+        "## For reference: the report's published numbers (real AMOS data, not ours)",
+        "",
+        "These are the original report's test-set results on real AMOS22 scans. They are not "
+        "produced by this table's runs and are not comparable with results on synthetic data.",
+        "",
+        "| report model | accuracy % | mIoU % |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {name} | {acc:.2f} | {miou:.2f} |" for name, acc, miou in REPORT_NUMBERS]
+    return "\n".join(lines) + "\n"
+
+
+def save_bar_chart(rows: list[dict[str, Any]], target: Path) -> Path:
+    """Grouped bars: mIoU and mean organ Dice per run."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    labels = [r["run"] if r["run"] != r["model"] else r["model"] for r in rows]
+    x = np.arange(len(rows))
+    width = 0.38
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.2), dpi=110)
+    for offset, key, name in (
+        (-width / 2, "mIoU", "mIoU (16 classes)"),
+        (width / 2, "dice", "mean organ Dice"),
+    ):
+        values = [r.get(key) or 0.0 for r in rows]
+        bars = ax.bar(x + offset, values, width, label=name)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 105)
+    ax.set_title("Test split: mIoU and Dice per model")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        with atomic_path(target, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return target
+
+
+def compare_runs(
+    run_dirs: list[str | Path], out_dir: str | Path, split: str = "test"
+) -> dict[str, Any]:
+    """Write OUT/comparison.{md,csv} and OUT/comparison.png; returns the rows and paths."""
+    if not run_dirs:
+        raise AmosegError("no run folders given", hint="pass one or more RUNDIRs")
+    rows = [load_row(r, split) for r in run_dirs]
+    out = Path(out_dir)
+    chart = save_bar_chart(rows, out / "comparison.png")
+    write_text(out / "comparison.csv", to_csv(rows))
+    write_text(out / "comparison.md", to_markdown(rows, chart.name))
+    return {
+        "rows": rows,
+        "markdown": out / "comparison.md",
+        "csv": out / "comparison.csv",
+        "chart": chart,
+    }

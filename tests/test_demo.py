@@ -1,0 +1,57 @@
+"""demo: a miniature end-to-end run honours the interface contract and reuses finished stages."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from amoseg.cli.main import main
+from amoseg.models.registry import MODEL_NAMES
+
+MINI = ["--cases", "6", "--size", "32", "--epochs-scale", "0.01", "--max-slices", "16"]
+MINI += ["--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    main(["demo", "--out", str(out), *MINI])
+    return out
+
+
+def _comparison_rows(out):
+    (path,) = list(out.rglob("comparison.csv"))
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_contract_csv_and_one_run_folder_per_model(demo_dir):
+    rows = _comparison_rows(demo_dir)
+    assert {"model", "mIoU"} <= set(rows[0])
+    assert sorted(r["model"] for r in rows) == sorted(MODEL_NAMES)
+    for row in rows:
+        assert 0.0 <= float(row["mIoU"]) <= 100.0
+    run_names = [p.name for p in (demo_dir / "runs").iterdir() if p.is_dir()]
+    for model in MODEL_NAMES:
+        assert any(model in name for name in run_names), model
+        assert (demo_dir / "runs" / model / "eval_test" / "overlay.png").exists()
+
+
+def test_rerun_reuses_every_finished_stage(demo_dir, capsys):
+    main(["demo", "--out", str(demo_dir), *MINI])
+    timings = json.loads((demo_dir / "report" / "timings.json").read_text())
+    stages = {k: v for k, v in timings["stages"].items() if k != "compare"}
+    assert len(stages) == 2 + len(MODEL_NAMES)
+    assert all(v["reused"] for v in stages.values()), stages
+    assert "reused" in capsys.readouterr().out
+
+
+def test_refuses_to_write_into_a_foreign_folder(tmp_path, capsys):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--out", str(tmp_path), "--fresh", *MINI])
+    assert exc.value.code == 2
+    assert "not a demo folder" in capsys.readouterr().err
+    assert (tmp_path / "mine.txt").exists()
