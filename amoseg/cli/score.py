@@ -32,14 +32,15 @@ def score(
 
     from amoseg.metrics.score import (
         match_cases,
-        progress_bar,
         score_pairs,
         write_report_csv,
         write_report_json,
     )
 
     pairs = match_cases(pred, gt, subset=subset)
-    with progress_bar() as bar:
+    from amoseg.progress import progress_bar
+
+    with progress_bar("score", transient=True) as bar:
         task = bar.add_task("cases", total=len(pairs))
         report = score_pairs(
             pairs, tolerance, on_case=lambda case: bar.update(task, advance=1, description=case)

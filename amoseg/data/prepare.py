@@ -336,27 +336,9 @@ def _run_cases(
     """
     if not todo:
         return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from amoseg.progress import progress_bar
 
-    console = Console(stderr=True)
-    bar = Progress(
-        TextColumn("prepare {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not progress or not console.is_terminal,  # no bar text in logs and pipes
-        transient=False,
-    )
+    bar = progress_bar("prepare", enabled=progress)
     with bar:
         task = bar.add_task(todo[0].case_id, total=len(todo))
         results = _results(todo, out, size, keep, workers)

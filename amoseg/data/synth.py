@@ -26,6 +26,7 @@ from amoseg.data.synth_anatomy import Patient, render, sample_patient
 from amoseg.data.synth_shapes import Canvas, SmoothField
 from amoseg.errors import AmosegError
 from amoseg.labels import AMOS_DATASET_LABELS, MRI_ID_THRESHOLD
+from amoseg.progress import progress_bar
 
 PRESETS = ("demo", "full")
 SPLIT_FOLDERS = {
@@ -254,7 +255,7 @@ def generate_dataset(
     lists: dict[str, list[dict[str, str]]] = {k: [] for k in SPLIT_FOLDERS}
     for folder in (f for pair in SPLIT_FOLDERS.values() for f in pair):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    with _progress(progress) as bar:
+    with progress_bar(enabled=progress, transient=True) as bar:
         task = bar.add_task("synthesising", total=cases)
         for i in range(cases):
             name = f"amos_{ids[i]:04d}.nii.gz"
@@ -289,24 +290,3 @@ def generate_dataset(
         },
     )
     return out
-
-
-def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=True,
-    )

@@ -181,3 +181,44 @@ def mean_dice(cm: ConfusionMatrix | np.ndarray, organs_only: bool = True) -> flo
     if organs_only:
         dice = dice[1:]
     return float(np.nanmean(dice)) if np.isfinite(dice).any() else float("nan")
+
+
+def json_number(x: float) -> float | None:
+    """JSON has no NaN/inf: undefined (absent) and infinite values become null."""
+    return round(float(x), 6) if np.isfinite(x) else None
+
+
+def matrix_summary(cm: ConfusionMatrix | np.ndarray) -> dict[str, Any]:
+    """Headline metrics and a per-class table from one matrix, JSON-ready (NaN → None).
+
+    Shared by `amoseg evaluate` (slices of a store) and `amoseg score` (NIfTI label maps),
+    so both report the same quantities under the same names.
+    """
+    from amoseg.labels import CLASS_NAMES
+
+    m = _as_matrix(cm)
+    iou, dice = iou_per_class(m), dice_per_class(m)
+    prec, rec = precision_per_class(m), recall_per_class(m)
+    truth, pred = m.sum(axis=1), m.sum(axis=0)
+    per_class = [
+        {
+            "id": c,
+            "name": CLASS_NAMES[c] if c < len(CLASS_NAMES) else str(c),
+            # absent = in neither truth nor prediction: excluded from the means.
+            "absent": bool(truth[c] == 0 and pred[c] == 0),
+            "gt_voxels": int(truth[c]),
+            "pred_voxels": int(pred[c]),
+            "iou": json_number(iou[c]),
+            "dice": json_number(dice[c]),
+            "precision": json_number(prec[c]),
+            "recall": json_number(rec[c]),
+        }
+        for c in range(m.shape[0])
+    ]
+    return {
+        "accuracy": json_number(pixel_accuracy(m)),
+        "miou": json_number(mean_iou(m)),
+        "miou_organs": json_number(mean_iou(m, organs_only=True)),
+        "mean_dice": json_number(mean_dice(m)),
+        "per_class": per_class,
+    }

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +27,11 @@ from amoseg.metrics.confusion import (
     confusion_matrix,
     dice_per_class,
     iou_per_class,
+    json_number,
+    matrix_summary,
     mean_dice,
     mean_iou,
     pixel_accuracy,
-    precision_per_class,
-    recall_per_class,
 )
 from amoseg.metrics.surface import volume_metrics
 
@@ -57,11 +56,6 @@ class CasePair:
     case_id: str
     pred: Path
     gt: Path
-
-
-def _num(x: float) -> float | None:
-    """JSON has no NaN/inf: undefined (absent) and infinite (one mask empty) become null."""
-    return round(float(x), 6) if math.isfinite(x) else None
 
 
 def _strip_pred_suffix(case_id: str) -> str:
@@ -173,10 +167,10 @@ def _case_record(pair: CasePair, m: np.ndarray, spacing, per_class) -> dict[str,
                 "absent": bool(truth_px[c] == 0 and pred_px[c] == 0),
                 "gt_voxels": int(truth_px[c]),
                 "pred_voxels": int(pred_px[c]),
-                "iou": _num(iou[c]),
-                "dice": _num(dice[c]),
-                "nsd": _num(row.get("nsd", math.nan)),
-                "hd95_mm": _num(row.get("hd95", math.nan)),
+                "iou": json_number(iou[c]),
+                "dice": json_number(dice[c]),
+                "nsd": json_number(row.get("nsd", math.nan)),
+                "hd95_mm": json_number(row.get("hd95", math.nan)),
             }
         )
     organ = [per_class[c] for c in ORGAN_IDS]
@@ -185,12 +179,12 @@ def _case_record(pair: CasePair, m: np.ndarray, spacing, per_class) -> dict[str,
         "pred": str(pair.pred),
         "gt": str(pair.gt),
         "spacing_mm": [round(s, 6) for s in spacing],
-        "accuracy": _num(pixel_accuracy(m)),
-        "miou": _num(mean_iou(m)),
-        "miou_organs": _num(mean_iou(m, organs_only=True)),
-        "mean_dice": _num(mean_dice(m)),
-        "mean_nsd": _num(_nanmean([r["nsd"] for r in organ])),
-        "mean_hd95_mm": _num(_finite_mean([r["hd95"] for r in organ])),
+        "accuracy": json_number(pixel_accuracy(m)),
+        "miou": json_number(mean_iou(m)),
+        "miou_organs": json_number(mean_iou(m, organs_only=True)),
+        "mean_dice": json_number(mean_dice(m)),
+        "mean_nsd": json_number(_nanmean([r["nsd"] for r in organ])),
+        "mean_hd95_mm": json_number(_finite_mean([r["hd95"] for r in organ])),
         "per_class": classes,
     }
 
@@ -207,46 +201,32 @@ def _finite_mean(values: list[float]) -> float:
 
 def summarize(total: np.ndarray, cases: list[dict[str, Any]], tolerance_mm: float) -> dict:
     """The report: dataset-matrix metrics, per-class values and the per-case records."""
-    iou, dice = iou_per_class(total), dice_per_class(total)
-    prec, rec = precision_per_class(total), recall_per_class(total)
-    truth_px, pred_px = total.sum(axis=1), total.sum(axis=0)
-    per_class = []
-    for c in range(NUM_CLASSES):
+    headline = matrix_summary(total)
+    per_class = headline["per_class"]
+    for c, entry in enumerate(per_class):
         rows = [case["per_class"][c] for case in cases if not case["per_class"][c]["absent"]]
-        entry: dict[str, Any] = {
-            "id": c,
-            "name": CLASS_NAMES[c],
-            "absent": bool(truth_px[c] == 0 and pred_px[c] == 0),
-            "gt_voxels": int(truth_px[c]),
-            "pred_voxels": int(pred_px[c]),
-            "iou": _num(iou[c]),
-            "dice": _num(dice[c]),
-            "precision": _num(prec[c]),
-            "recall": _num(rec[c]),
-            "n_cases": len(rows),
-        }
+        entry["n_cases"] = len(rows)
         if c in ORGAN_IDS:
             hd = [r["hd95_mm"] for r in rows]
             entry.update(
                 {
-                    "case_dice": _num(_nanmean([r["dice"] for r in rows])),
-                    "nsd": _num(_nanmean([r["nsd"] for r in rows])),
-                    "hd95_mm": _num(_finite_mean([h for h in hd if h is not None])),
+                    "case_dice": json_number(_nanmean([r["dice"] for r in rows])),
+                    "nsd": json_number(_nanmean([r["nsd"] for r in rows])),
+                    "hd95_mm": json_number(_finite_mean([h for h in hd if h is not None])),
                     "n_hd95_infinite": sum(h is None for h in hd),
                 }
             )
-        per_class.append(entry)
     organs = [e for e in per_class if e["id"] in ORGAN_IDS]
     return {
         "n_cases": len(cases),
         "tolerance_mm": tolerance_mm,
-        "accuracy": _num(pixel_accuracy(total)),
-        "miou": _num(mean_iou(total)),
-        "miou_organs": _num(mean_iou(total, organs_only=True)),
-        "mean_dice": _num(mean_dice(total)),
-        "mean_case_dice": _num(_nanmean([_nan(e["case_dice"]) for e in organs])),
-        "mean_nsd": _num(_nanmean([_nan(e["nsd"]) for e in organs])),
-        "mean_hd95_mm": _num(_nanmean([_nan(e["hd95_mm"]) for e in organs])),
+        "accuracy": headline["accuracy"],
+        "miou": headline["miou"],
+        "miou_organs": headline["miou_organs"],
+        "mean_dice": headline["mean_dice"],
+        "mean_case_dice": json_number(_nanmean([_nan(e["case_dice"]) for e in organs])),
+        "mean_nsd": json_number(_nanmean([_nan(e["nsd"]) for e in organs])),
+        "mean_hd95_mm": json_number(_nanmean([_nan(e["hd95_mm"]) for e in organs])),
         "definitions": {
             "accuracy, miou, miou_organs, mean_dice, iou, dice": "from one confusion matrix "
             "summed over all voxels of all cases; miou over the 16 classes (report's definition), "
@@ -319,18 +299,3 @@ def write_report_csv(report: dict[str, Any], target: str | Path) -> None:
                 ]
             )
     write_text(target, buf.getvalue())
-
-
-def progress_bar(enabled: bool = True):
-    """A transient rich bar on stderr, off when stderr is not a terminal."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    return Progress(
-        TextColumn("[bold]score[/bold] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        transient=True,
-        console=Console(stderr=True),
-        disable=not (enabled and sys.stderr.isatty()),
-    )

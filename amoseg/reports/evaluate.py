@@ -9,7 +9,6 @@ resized to S×S, only the slices `prepare` kept), not on the scan's original vox
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,11 @@ from amoseg.labels import CLASS_NAMES, NUM_CLASSES, modality_of
 from amoseg.metrics.confusion import (
     ConfusionMatrix,
     dice_per_class,
-    iou_per_class,
+    json_number,
+    matrix_summary,
     mean_dice,
-    mean_iou,
-    pixel_accuracy,
-    precision_per_class,
-    recall_per_class,
 )
+from amoseg.progress import progress_bar
 from amoseg.reports.figures import OverlaySample, save_confusion_png, save_overlay_png
 
 METRICS_FILE = "metrics.json"
@@ -45,36 +42,12 @@ def eval_dir(run_dir: str | Path, split: str = "test") -> Path:
     return Path(run_dir) / f"eval_{split}"
 
 
-def _num(x: float) -> float | None:
-    """JSON has no NaN: an undefined metric (class absent everywhere) is written as null."""
-    return None if not np.isfinite(x) else round(float(x), 6)
-
-
 def _overlay_score(truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per slice: number of distinct organs, organ pixel count. Chosen from ground truth only,
     so every model is shown on the same slices."""
     flat = truth.reshape(truth.shape[0], -1)
     organs = np.stack([(flat == c).any(axis=1) for c in range(1, NUM_CLASSES)], axis=1).sum(axis=1)
     return organs, (flat > 0).sum(axis=1)
-
-
-def _progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-        disable=not (enabled and sys.stderr.isatty()),
-    )
 
 
 def evaluate_model(
@@ -108,7 +81,7 @@ def evaluate_model(
     candidates: list[tuple[int, int, OverlaySample]] = []
     seconds = 0.0
     n_slices = 0
-    with _progress(progress) as bar:
+    with progress_bar(enabled=progress, transient=True) as bar:
         task = bar.add_task(f"evaluate {split}", total=len(cases))
         for case in cases:
             image = store.image(case)  # memory-mapped (N, S, S) int16
@@ -127,8 +100,8 @@ def evaluate_model(
                 {
                     "case_id": case,
                     "n_slices": int(truth.shape[0]),
-                    "mean_dice": _num(mean_dice(volume)),
-                    "dice": {CLASS_NAMES[c]: _num(dice[c]) for c in range(NUM_CLASSES)},
+                    "mean_dice": json_number(mean_dice(volume)),
+                    "dice": {CLASS_NAMES[c]: json_number(dice[c]) for c in range(NUM_CLASSES)},
                 }
             )
             organs, pixels = _overlay_score(truth)
@@ -156,36 +129,20 @@ def evaluate_model(
 def summarize(cm: ConfusionMatrix, per_volume: list[dict[str, Any]]) -> dict[str, Any]:
     """The metrics.json body for one dataset matrix and the per-volume records."""
     m = cm.matrix
-    iou, dice = iou_per_class(m), dice_per_class(m)
-    prec, rec = precision_per_class(m), recall_per_class(m)
-    truth_px, pred_px = m.sum(axis=1), m.sum(axis=0)
-    per_class = [
-        {
-            "id": c,
-            "name": CLASS_NAMES[c],
-            "iou": _num(iou[c]),
-            "dice": _num(dice[c]),
-            "precision": _num(prec[c]),
-            "recall": _num(rec[c]),
-            "truth_pixels": int(truth_px[c]),
-            "pred_pixels": int(pred_px[c]),
-            # absent = in neither truth nor prediction: excluded from the means.
-            "absent": bool(truth_px[c] == 0 and pred_px[c] == 0),
-            "absent_in_truth": bool(truth_px[c] == 0),
-        }
-        for c in range(NUM_CLASSES)
-    ]
+    headline = matrix_summary(m)
+    for row in headline["per_class"]:
+        row["absent_in_truth"] = row["gt_voxels"] == 0
     vol_means = [v["mean_dice"] for v in per_volume if v["mean_dice"] is not None]
     return {
-        "accuracy": _num(pixel_accuracy(m)),
-        "miou": _num(mean_iou(m)),
+        "accuracy": headline["accuracy"],
+        "miou": headline["miou"],
         "miou_definition": "mean IoU over the 16 classes (background included) present in truth "
         "or prediction: the report's definition",
-        "miou_organs": _num(mean_iou(m, organs_only=True)),
-        "mean_dice": _num(mean_dice(m)),
+        "miou_organs": headline["miou_organs"],
+        "mean_dice": headline["mean_dice"],
         "mean_dice_definition": "mean Dice over the 15 organs present, from the dataset matrix",
-        "mean_volume_dice": _num(float(np.mean(vol_means))) if vol_means else None,
-        "per_class": per_class,
+        "mean_volume_dice": json_number(float(np.mean(vol_means))) if vol_means else None,
+        "per_class": headline["per_class"],
         "per_volume": per_volume,
         "per_volume_dice_note": DICE_3D_NOTE,
         "confusion_matrix": m.tolist(),

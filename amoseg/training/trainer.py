@@ -30,6 +30,7 @@ import torch
 from amoseg.atomic import write_json, write_text
 from amoseg.errors import AmosegError
 from amoseg.metrics.confusion import ConfusionMatrix, mean_dice, mean_iou, pixel_accuracy
+from amoseg.progress import progress_bar
 from amoseg.training import distributed
 from amoseg.training.checkpoint import rng_state, save_atomic, set_rng_state
 from amoseg.training.data import EpochSampler, SliceDataset, make_loader
@@ -198,28 +199,6 @@ class EpochReporter:
         return self.summary()
 
 
-def _progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=False,
-    )
-
-
 def run_epoch(
     model: Any,
     fwd: Any,
@@ -329,7 +308,7 @@ def fit_torch(
 
     total_steps = steps_per_epoch * max(0, settings.epochs - start_epoch + 1)
     show = bool(settings.progress) and ctx.is_main
-    with _progress(show) as bar:
+    with progress_bar(enabled=show) as bar:
         task = bar.add_task(model.name, total=total_steps)
         for epoch in range(start_epoch, settings.epochs + 1):
             t0 = time.perf_counter()
@@ -352,11 +331,13 @@ def fit_torch(
                 metrics,
                 {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
             )
-            bar.update(
-                task,
-                description=f"{model.name} epoch {epoch}/{settings.epochs} "
-                f"loss {row['train_loss']:.4f} val mIoU {row['val_miou']:.4f}",
+            line = (
+                f"{model.name} epoch {epoch}/{settings.epochs} "
+                f"loss {row['train_loss']:.4f} val mIoU {row['val_miou']:.4f}"
             )
+            bar.update(task, description=line)
+            if show and bar.disable:  # no terminal (a log file): one line per epoch instead
+                print(line, flush=True)
     dump = os.environ.get(DUMP_ENV)
     if dump:
         write_text(Path(dump) / f"weights_rank{ctx.rank}.sha256", state_hash(net) + "\n")

@@ -1,0 +1,40 @@
+"""One progress bar for every long task (synth, prepare, train, evaluate, score).
+
+Bars go to stderr so stdout stays clean for tables and paths, and they are hidden when stderr
+is not a terminal, so logs and pipes get no bar redraws.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+def progress_bar(
+    label: str = "", *, enabled: bool = True, transient: bool = False, eta: bool = True
+) -> Progress:
+    """A rich bar: 'label description ━━━ n/N elapsed [ETA remaining]'."""
+    console = Console(stderr=True)
+    prefix = f"[bold]{label}[/bold] " if label else ""
+    columns: list[ProgressColumn | str] = [
+        TextColumn(prefix + "{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
+    if eta:
+        columns += [TextColumn("ETA"), TimeRemainingColumn()]
+    return Progress(
+        *columns,
+        console=console,
+        transient=transient,
+        disable=not (enabled and console.is_terminal),
+    )
