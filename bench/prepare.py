@@ -27,9 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from amoseg.data.amos import AmosCase, find_cases  # noqa: E402
-from amoseg.data.geometry import volume_to_slices  # noqa: E402
+from amoseg.data.geometry import canonical_view, volume_to_slices  # noqa: E402
 from amoseg.data.nifti import label_array, load_nifti  # noqa: E402
-from amoseg.data.prepare import _gather, canonical_view, prepare_dataset  # noqa: E402
+from amoseg.data.prepare import _gather, prepare_dataset  # noqa: E402
 
 
 def build_dataset(root: Path, cases: int, seed: int, preset: str, shape: tuple[int, ...]) -> str:

@@ -367,8 +367,7 @@ def test_interrupt_then_rerun_equals_uninterrupted_run(tmp_path, monkeypatch):
 def test_canonical_view_matches_to_canonical(codes):
     from nibabel.orientations import axcodes2ornt, inv_ornt_aff
 
-    from amoseg.data.geometry import to_canonical
-    from amoseg.data.prepare import canonical_view
+    from amoseg.data.geometry import canonical_view, to_canonical
 
     data = np.arange(5 * 6 * 7, dtype=np.int16).reshape(5, 6, 7, order="F")
     ornt = axcodes2ornt(tuple(codes))

@@ -15,10 +15,28 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 CANONICAL = ("R", "A", "S")
 
 
+def to_canonical_ornt(affine: np.ndarray) -> np.ndarray:
+    """The axis permutation/flips (nibabel orientation array) from file order to RAS+."""
+    return ornt_transform(io_orientation(affine), axcodes2ornt(CANONICAL))
+
+
+def from_canonical_ornt(affine: np.ndarray) -> np.ndarray:
+    """The inverse of `to_canonical_ornt`: RAS+ back to the file's axis order."""
+    return ornt_transform(axcodes2ornt(CANONICAL), io_orientation(affine))
+
+
+def canonical_view(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """`to_canonical` as a flipped/permuted view, without a copy.
+
+    NIfTI voxels load Fortran-ordered, so making a whole canonical volume C-contiguous is a slow
+    strided copy; callers that need only some slices gather those from the view.
+    """
+    return apply_orientation(data, to_canonical_ornt(affine))
+
+
 def to_canonical(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Permute/flip voxel axes so the array is RAS+ (axis 2 = axial slices)."""
-    xform = ornt_transform(io_orientation(affine), axcodes2ornt(CANONICAL))
-    return np.ascontiguousarray(apply_orientation(data, xform))
+    return np.ascontiguousarray(canonical_view(data, affine))
 
 
 def from_canonical(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -26,8 +44,7 @@ def from_canonical(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
     Extra leading axes are not supported: pass (X, Y, Z) arrays only.
     """
-    xform = ornt_transform(axcodes2ornt(CANONICAL), io_orientation(affine))
-    return np.ascontiguousarray(apply_orientation(data, xform))
+    return np.ascontiguousarray(apply_orientation(data, from_canonical_ornt(affine)))
 
 
 def canonical_spacing(zooms: tuple[float, ...], affine: np.ndarray) -> tuple[float, float, float]:

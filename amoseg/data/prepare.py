@@ -24,11 +24,10 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from amoseg.atomic import read_json, write_json
 from amoseg.data.amos import AmosCase, check_case_files, check_same_grid, find_cases
-from amoseg.data.geometry import CANONICAL, canonical_spacing, volume_to_slices
+from amoseg.data.geometry import canonical_spacing, canonical_view, volume_to_slices
 from amoseg.data.nifti import image_array, label_array, load_nifti
 from amoseg.data.slice_store import SPLITS, STORE_VERSION, case_done, case_writer
 from amoseg.data.splits import check_fractions, split_cases
@@ -97,17 +96,6 @@ def prepare_case(case: AmosCase, out: str | Path, size: int, keep: str) -> dict[
         meta["class_pixels"] = [int(c) for c in counts]
         writer.finish(meta)
     return {"case_id": case.case_id, "n_slices": len(kept), **meta}
-
-
-def canonical_view(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """`geometry.to_canonical` without its contiguous copy: a flipped/permuted view.
-
-    NIfTI voxels load Fortran-ordered, so making the whole canonical volume C-contiguous is a
-    slow strided copy (it cost more than decompressing the file); only kept slices are
-    gathered, one contiguous (X, Y) plane at a time.
-    """
-    xform = ornt_transform(io_orientation(affine), axcodes2ornt(CANONICAL))
-    return apply_orientation(data, xform)
 
 
 def _gather(volume: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -17,9 +17,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
-from amoseg.data.geometry import CANONICAL
+from amoseg.data.geometry import from_canonical_ornt, to_canonical_ornt
 from amoseg.inference.backends import ScoreBackend
 
 INT16_MIN, INT16_MAX = -32768.0, 32767.0
@@ -72,16 +71,12 @@ def as_tensor(data: np.ndarray) -> torch.Tensor:
 
 def to_canonical_tensor(t: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
     """`amoseg.data.geometry.to_canonical` on the device: (X, Y, Z) file order → RAS+."""
-    return apply_orientation_tensor(
-        t, ornt_transform(io_orientation(affine), axcodes2ornt(CANONICAL))
-    )
+    return apply_orientation_tensor(t, to_canonical_ornt(affine))
 
 
 def from_canonical_tensor(t: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
     """`amoseg.data.geometry.from_canonical` on the device: RAS+ → the file's axis order."""
-    return apply_orientation_tensor(
-        t, ornt_transform(axcodes2ornt(CANONICAL), io_orientation(affine))
-    )
+    return apply_orientation_tensor(t, from_canonical_ornt(affine))
 
 
 def resize_slices(volume: torch.Tensor, size: int) -> torch.Tensor:
