@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from amoseg.data.geometry import from_canonical_ornt, to_canonical_ornt
+from amoseg.data.geometry import from_canonical_ornt, needs_antialias, to_canonical_ornt
 from amoseg.inference.backends import ScoreBackend
 
 INT16_MIN, INT16_MAX = -32768.0, 32767.0
@@ -87,7 +87,11 @@ def resize_slices(volume: torch.Tensor, size: int) -> torch.Tensor:
     """
     slices = volume.permute(2, 0, 1)[:, None].float()
     out = F.interpolate(
-        slices, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        slices,
+        size=(size, size),
+        mode="bilinear",
+        antialias=needs_antialias(volume.shape, size),
+        align_corners=False,
     )[:, 0]
     return out.round_().clamp_(INT16_MIN, INT16_MAX)
 
