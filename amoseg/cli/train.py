@@ -6,7 +6,6 @@ in N processes; amoseg.training picks the process group up from torchrun's envir
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -71,6 +70,7 @@ def train(
     """Train a model on a prepared store; validates every epoch, keeps latest + best."""
     import os
 
+    from amoseg.cli._options import parse_hparams
     from amoseg.training import TrainSettings
     from amoseg.training import train as run_train
 
@@ -82,16 +82,7 @@ def train(
             if values[key] is None and loaded.get(key) is not None:
                 values[key] = loaded[key]
         hp.update(loaded.get("hparams") or {})
-    if hparams:
-        try:
-            extra = json.loads(hparams)
-        except json.JSONDecodeError as exc:
-            raise AmosegError(
-                f"--hparams is not valid JSON ({exc})", hint="e.g. --hparams '{\"base\": 16}'"
-            ) from exc
-        if not isinstance(extra, dict):
-            raise AmosegError("--hparams must be a JSON object", hint="e.g. '{\"base\": 16}'")
-        hp.update(extra)
+    hp.update(parse_hparams(hparams))
     if context is not None:
         hp["context"] = context
     if values["batch_size"] is not None:

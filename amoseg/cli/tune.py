@@ -58,12 +58,11 @@ def tune(
 ) -> None:
     """Maximise validation mIoU (or Dice) over lr, weight decay and batch size; write
     OUT/best_params.json for `amoseg train --params`."""
-    import json
 
     import torch
     from rich.console import Console
 
-    from amoseg.errors import AmosegError
+    from amoseg.cli._options import parse_hparams
     from amoseg.tuning import (
         TuneConfig,
         best_params,
@@ -77,16 +76,7 @@ def tune(
     from amoseg.tuning.search_space import describe
 
     console = Console(highlight=False)
-    hp: dict = {}
-    if hparams:
-        try:
-            hp = json.loads(hparams)
-        except json.JSONDecodeError as exc:
-            raise AmosegError(
-                f"--hparams is not valid JSON ({exc})", hint="e.g. --hparams '{\"base\": 16}'"
-            ) from exc
-        if not isinstance(hp, dict):
-            raise AmosegError("--hparams must be a JSON object", hint="e.g. '{\"base\": 16}'")
+    hp = parse_hparams(hparams)
     out = out if out is not None else Path("runs") / f"tune-{model}"
     config = TuneConfig(
         model=model,

@@ -1,0 +1,23 @@
+"""Option parsing shared by several commands (not a command itself: main.py skips `_` modules)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from amoseg.errors import AmosegError
+
+
+def parse_hparams(text: str | None) -> dict[str, Any]:
+    """`--hparams '{"base": 16}'` → dict, with a one-line error for anything else."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AmosegError(
+            f"--hparams is not valid JSON ({exc})", hint="e.g. --hparams '{\"base\": 16}'"
+        ) from exc
+    if not isinstance(value, dict):
+        raise AmosegError("--hparams must be a JSON object", hint="e.g. '{\"base\": 16}'")
+    return value
