@@ -26,8 +26,6 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-_state = {"debug": False}
-
 
 def _version(value: bool) -> None:
     if value:
@@ -42,7 +40,7 @@ def _root(
     ),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
 ) -> None:
-    _state["debug"] = debug
+    """--debug is read by `main()` before the app runs (errors are handled there)."""
 
 
 def _register_commands() -> None:
