@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from amoseg.atomic import atomic_path
 from amoseg.data.geometry import display_slice
 from amoseg.labels import CLASS_COLORS, CLASS_NAMES, NUM_CLASSES
+from amoseg.reports.figures import save_png
 
 # Soft-tissue window (HU): organs are told apart by contrast within it.
 WINDOW = (-160.0, 240.0)
@@ -52,7 +52,4 @@ def write_overlay(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 1))
-    with atomic_path(target, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return target
+    return save_png(fig, target, dpi=90)

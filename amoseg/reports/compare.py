@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from amoseg.atomic import atomic_path, read_json, write_text
+from amoseg.atomic import read_json, write_text
 from amoseg.errors import AmosegError
+from amoseg.reports.figures import save_png
 
 COLUMNS = (
     "model",
@@ -204,12 +205,7 @@ def save_bar_chart(rows: list[dict[str, Any]], target: Path) -> Path:
     ax.set_title("Test split: mIoU and Dice per model")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_path(target, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    return target
+    return save_png(fig, target)
 
 
 def compare_runs(

@@ -98,7 +98,7 @@ def save_confusion_png(matrix: np.ndarray, target: Path, title: str) -> Path:
                 )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    return _save(fig, target)
+    return save_png(fig, target)
 
 
 def save_overlay_png(samples: list[OverlaySample], target: Path, title: str) -> Path:
@@ -133,15 +133,16 @@ def save_overlay_png(samples: list[OverlaySample], target: Path, title: str) -> 
         fig.legend(handles=handles, loc="lower center", ncol=min(5, len(handles)), fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 0.97))
-    return _save(fig, target)
+    return save_png(fig, target)
 
 
-def _save(fig, target: Path) -> Path:
+def save_png(fig, target: str | Path, dpi: float | None = None) -> Path:
+    """Write a figure atomically (temp name + rename) and close it, even on failure."""
     plt = _pyplot()
     target = Path(target)
     try:
         with atomic_path(target, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png")
+            fig.savefig(tmp, format="png", dpi=dpi)
     finally:
         plt.close(fig)
     return target

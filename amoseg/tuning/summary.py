@@ -10,8 +10,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from amoseg.atomic import atomic_path, write_json
+from amoseg.atomic import write_json
 from amoseg.errors import AmosegError
+from amoseg.reports.figures import save_png
 from amoseg.tuning import search_space
 from amoseg.tuning.study import is_surplus
 
@@ -130,8 +131,4 @@ def plot_history(study: Any, target: Path, metric: str) -> Path:
     if done or pruned:
         ax.legend(loc="lower right")
     fig.tight_layout()
-    target = Path(target)
-    with atomic_path(target, ".png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return target
+    return save_png(fig, target)
