@@ -35,7 +35,10 @@ def test_export_cli_writes_a_valid_opset17_graph(tiny_run, tmp_path, capsys):
     onnx.checker.check_model(graph)
     assert graph.opset_import[0].version == 17
     dims = graph.graph.input[0].type.tensor_type.shape.dim
-    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [3, 32, 32]
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, "height", "width"]
+    meta = {p.key: p.value for p in graph.metadata_props}
+    assert meta == {"amoseg.input_size": "32", "amoseg.context": "1",
+                    "amoseg.body_threshold": "-500.0", "amoseg.multiple": "4"}  # fmt: skip
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]
 
 
@@ -57,7 +60,7 @@ def test_pipeline_matches_the_models_own_predict_volume(tiny_run):
     model = load_run(tiny_run, device="cpu")
     rng = np.random.default_rng(3)
     volume = np.round(rng.normal(-50, 120, (32, 32, 7))).astype(np.float32)  # already S×S
-    ours = segment_scan(backend_for_model(model, "cpu"), volume, np.eye(4))
+    ours = segment_scan(backend_for_model(model, "cpu", "fp32"), volume, np.eye(4))
     theirs = model.predict_volume(np.moveaxis(volume, 2, 0), batch_size=3)
     assert (ours == np.moveaxis(theirs, 0, 2)).mean() >= 0.999
 

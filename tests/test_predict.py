@@ -278,7 +278,8 @@ def test_cli_success_exits_zero(threshold_run, realdata, tmp_path, capsys):
 
 
 def test_bad_options_are_user_errors(threshold_run, tmp_path, capsys):
-    for extra in (["--postprocess", "blur"], ["--backend", "tf"], ["--device", "tpu"]):
+    bad = (["--postprocess", "blur"], ["--backend", "tf"], ["--device", "tpu"])
+    for extra in (*bad, ["--precision", "x"]):
         with pytest.raises(SystemExit) as exc:
             main(["predict", str(threshold_run), str(tmp_path), "-o", str(tmp_path / "o"), *extra])
         assert exc.value.code == 2

@@ -19,15 +19,18 @@ def export(
     ),
 ) -> None:
     """Export the run's best model: raw slices (batch, 1+2c, S, S) → logits (batch, 16, S, S)."""
-    from amoseg.inference.export import export_onnx, parity_check
+    from amoseg.inference.export import export_onnx, exports_crops, parity_check
     from amoseg.inference.predict import load_model
 
     model = load_model(run_dir, device="cpu")
     export_onnx(model, onnx)
     size_mb = onnx.stat().st_size / 2**20
+    crops = ""
+    if exports_crops(model):
+        crops = f"; any multiple of {model.size_multiple} for body crops"
     typer.echo(
         f"wrote {onnx} ({size_mb:.1f} MB, input (batch, {1 + 2 * model.context}, "
-        f"{model.input_size}, {model.input_size}))"
+        f"{model.input_size}, {model.input_size}){crops})"
     )
     if check:
         agree, max_diff = parity_check(model, onnx)

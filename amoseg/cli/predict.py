@@ -31,6 +31,16 @@ def predict(
     onnx: Path | None = typer.Option(
         None, "--onnx", help="With --backend onnx: this ONNX file instead of RUNDIR/model.onnx."
     ),
+    precision: str = typer.Option(
+        "auto",
+        help="auto (bf16 for bf16-trained models where the CPU/GPU has native bf16), "
+        "fp32 or bf16. Torch backend only.",
+    ),
+    crop: bool = typer.Option(
+        True,
+        "--crop/--no-crop",
+        help="Score only the body's box where the run was trained on such crops (CT `unet`).",
+    ),
 ) -> None:
     """Write <name>_seg.nii.gz (uint8 AMOS ids, the input's exact geometry) and
     <name>_volumes.csv/.json (organ volumes in mL, mean HU) per scan into OUT."""
@@ -38,16 +48,21 @@ def predict(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from amoseg.errors import AmosegError
-    from amoseg.inference.backends import resolve_device
+    from amoseg.inference.backends import PRECISIONS, resolve_device
     from amoseg.inference.predict import collect_inputs, open_backend, predict_many
 
     if postprocess not in {"none", "lcc"}:
         raise AmosegError(f"unknown --postprocess {postprocess!r}", None, "use none or lcc")
     if backend not in {"torch", "onnx"}:
         raise AmosegError(f"unknown --backend {backend!r}", None, "use torch or onnx")
+    if precision not in PRECISIONS:
+        raise AmosegError(f"unknown --precision {precision!r}", None, "use auto, fp32 or bf16")
     resolve_device(device)  # a bad --device fails before any model is loaded
     console = Console(stderr=False)
-    scorer = open_backend(run_dir, backend=backend, device=device, onnx_path=onnx)  # type: ignore[arg-type]
+    scorer = open_backend(
+        run_dir, backend=backend, device=device, onnx_path=onnx,  # type: ignore[arg-type]
+        precision=precision, crop=crop,
+    )  # fmt: skip
     items, failures = collect_inputs(list(inputs))
     if len(inputs) == 1 and failures:
         raise failures[0][1]

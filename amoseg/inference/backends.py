@@ -9,21 +9,31 @@ grid, so all backends share the same pre- and post-processing.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 
 from amoseg.errors import AmosegError
+from amoseg.models.networks import use_strided_pooling
 
 ONNX_INPUT = "image"
 ONNX_OUTPUT = "logits"
+#: ONNX metadata keys an amoseg export carries (older exports have none: fixed S, no crop).
+ONNX_META = ("amoseg.input_size", "amoseg.context", "amoseg.body_threshold", "amoseg.multiple")
+
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class ScoreBackend(Protocol):
     input_size: int
     context: int
     device: torch.device
+    #: raw intensity above which a voxel is body, for cropping (None: score the whole slice).
+    body_threshold: float | None
+    #: crop sides are rounded up to a multiple of this (the network's down-sampling factor).
+    size_multiple: int
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1+2c, S, S) float32 on `device` → (B, 16, S, S) float scores on `device`."""
@@ -45,12 +55,52 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 convolutions in hardware (CPU: AVX512-BF16 or AMX
+    through oneDNN; elsewhere bf16 is emulated and slower than float32)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device, trained_bf16: bool) -> bool:
+    """True → run in bfloat16 autocast. 'auto' does so only for models trained in bf16
+    autocast (`unet`) and only on devices with native bf16; 'fp32' never; 'bf16' always."""
+    if precision not in PRECISIONS:
+        raise AmosegError(f"unknown precision {precision!r}", None, "use auto, fp32 or bf16")
+    if precision == "auto":
+        return trained_bf16 and native_bf16(device)
+    return precision == "bf16"
+
+
+def fold_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """Fold every eval-mode BatchNorm2d that directly follows a Conv2d in a Sequential into
+    the convolution's weights (exact up to float rounding; one pass over memory fewer per
+    block, ~20 % of a U-Net's CPU time)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for child in module.children():
+        fold_batchnorm(child)
+    if isinstance(module, torch.nn.Sequential):
+        layers = list(module)
+        for i in range(len(layers) - 1):
+            conv, norm = layers[i], layers[i + 1]
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(norm, torch.nn.BatchNorm2d):
+                module[i] = fuse_conv_bn_eval(conv, norm)
+                module[i + 1] = torch.nn.Identity()
+    return module
+
+
 class TorchBackend:
     """The model's exported torch module (normalisation inside) on CPU or GPU.
 
-    With `fast_gpu` on CUDA it runs in bfloat16 autocast with channels-last tensors, as the
-    modern recipe trains; the scores come back as float32.
-    """
+    Batch norms are folded into the convolutions and tensors are channels-last. With bf16
+    (see `resolve_precision`) the convolutions run in bfloat16 autocast, on CUDA or on a CPU
+    with native bf16, and the scores come back in bfloat16 (the arg-max needs no float32
+    copy; resizing converts them)."""
 
     def __init__(
         self,
@@ -58,22 +108,30 @@ class TorchBackend:
         input_size: int,
         context: int,
         device: str,
-        fast_gpu: bool = False,
+        trained_bf16: bool = False,
+        precision: str = "auto",
+        body_threshold: float | None = None,
+        size_multiple: int = 1,
     ):
         self.device = resolve_device(device)
-        self.fast = fast_gpu and self.device.type == "cuda"
+        self.bf16 = resolve_precision(precision, self.device, trained_bf16)
         # channels-last on CPU too: ~1.5× faster convolutions, and a contiguous class argmax
-        self.module = module.to(self.device).eval().to(memory_format=torch.channels_last)
+        module = fold_batchnorm(module.eval())
+        if self.device.type == "cpu":
+            use_strided_pooling(module)
+        self.module = module.to(self.device).to(memory_format=torch.channels_last)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # slice batches repeat the same shapes
         self.input_size = int(input_size)
         self.context = int(context)
+        self.body_threshold = body_threshold
+        self.size_multiple = int(size_multiple)
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.fast):
-                return self.module(x).float()
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                return self.module(x)
 
 
 class ModelBackend:
@@ -85,6 +143,8 @@ class ModelBackend:
         self.input_size = int(model.input_size)
         self.context = int(getattr(model, "context", 0))
         self.device = torch.device("cpu")
+        self.body_threshold: float | None = None
+        self.size_multiple = 1
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         _labels, probs = self.model.predict_batch(x.cpu().numpy().astype(np.float32))
@@ -110,16 +170,22 @@ class OnnxBackend:
             raise AmosegError(
                 "ONNX file cannot be loaded", onnx_path, "re-export it with `amoseg export`"
             ) from exc
-        shape = self.session.get_inputs()[0].shape  # ['batch', 1+2c, S, S]
-        if len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]):
+        shape = self.session.get_inputs()[0].shape  # ['batch', 1+2c, S or 'height', S or 'width']
+        meta = self.session.get_modelmeta().custom_metadata_map
+        size = meta.get("amoseg.input_size", shape[-1] if shape else None)
+        if len(shape) != 4 or not isinstance(shape[1], int) or not str(size).isdigit():
             raise AmosegError(
                 f"ONNX input has shape {shape}, expected (batch, channels, S, S)",
                 onnx_path,
                 "export it with `amoseg export`",
             )
-        self.input_size = int(shape[3])
+        self.input_size = int(size)
         self.context = (int(shape[1]) - 1) // 2
         self.device = torch.device("cpu")
+        spatial_dynamic = not isinstance(shape[2], int) and not isinstance(shape[3], int)
+        threshold = meta.get("amoseg.body_threshold", "")
+        self.body_threshold = float(threshold) if spatial_dynamic and threshold else None
+        self.size_multiple = int(meta.get("amoseg.multiple", "1"))
         self.input_name = self.session.get_inputs()[0].name
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,7 +193,7 @@ class OnnxBackend:
         return torch.from_numpy(self.session.run(None, feed)[0])
 
 
-def backend_for_model(model: Any, device: str = "auto") -> ScoreBackend:
+def backend_for_model(model: Any, device: str = "auto", precision: str = "auto") -> ScoreBackend:
     """TorchBackend when the model can hand out a torch module, else its own predict_batch."""
     export = getattr(model, "export_module", None)
     if export is not None:
@@ -141,6 +207,9 @@ def backend_for_model(model: Any, device: str = "auto") -> ScoreBackend:
                 model.input_size,
                 getattr(model, "context", 0),
                 device,
-                fast_gpu=bool(getattr(model, "fast_gpu", False)),  # bf16 only where trained so
+                trained_bf16=bool(getattr(model, "fast_gpu", False)),
+                precision=precision,
+                body_threshold=getattr(model, "body_threshold", None),
+                size_multiple=int(getattr(model, "size_multiple", 1)),
             )
     return ModelBackend(model)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from amoseg.data.crop import body_box
 from amoseg.data.geometry import from_canonical_ornt, needs_antialias, to_canonical_ornt
 from amoseg.inference.backends import ScoreBackend
 
@@ -96,7 +97,12 @@ def resize_slices(volume: torch.Tensor, size: int) -> torch.Tensor:
     return out.round_().clamp_(INT16_MIN, INT16_MAX)
 
 
-def scores_to_labels(scores: torch.Tensor, shape_xy: tuple[int, int]) -> torch.Tensor:
+def scores_to_labels(
+    scores: torch.Tensor,
+    shape_xy: tuple[int, int],
+    box: tuple[slice, slice] | None = None,
+    size: int | None = None,
+) -> torch.Tensor:
     """(B, C, S, S) scores → (B, X, Y) uint8 labels on the scan's in-plane grid.
 
     When the scan is finer than the model (S < X or Y), scores are interpolated bilinearly
@@ -104,11 +110,23 @@ def scores_to_labels(scores: torch.Tensor, shape_xy: tuple[int, int]) -> torch.T
     organ Dice 0.987 instead of 0.952 with nearest labels). When the model grid is at least
     as fine, labels are picked by nearest neighbour: it loses nothing there (Dice 1.000 for
     512→640→512) and avoids resizing 16 score channels, the costliest step on a CPU.
+
+    With a body `box`, `scores` cover only that box of the size×size frame; outside it is
+    background (the box's own edge scores, replicated, on the bilinear path).
     """
-    size = scores.shape[-1]
-    if size < max(shape_xy):
+    size = size or scores.shape[-1]
+    fine = size < max(shape_xy)
+    if box is not None and fine:
+        rows, cols = box
+        pad = (cols.start, size - cols.stop, rows.start, size - rows.stop)
+        scores, box = F.pad(scores.float(), pad, mode="replicate"), None
+    if fine:
         scores = F.interpolate(scores.float(), size=shape_xy, mode="bilinear", align_corners=False)
     labels = channel_argmax(scores)
+    if box is not None:
+        full = labels.new_zeros((labels.shape[0], size, size))
+        full[:, box[0], box[1]] = labels
+        labels = full
     if labels.shape[-2:] != tuple(shape_xy):
         labels = F.interpolate(labels[:, None], size=shape_xy, mode="nearest-exact")[:, 0]
     return labels
@@ -118,7 +136,8 @@ def channel_argmax(scores: torch.Tensor) -> torch.Tensor:
     """argmax over classes as uint8, the fast way for the layout: on a channels-last tensor
     it reduces a contiguous last axis; for an NCHW tensor on the CPU (ONNX Runtime's output)
     NumPy's argmax is ~3× faster than torch's."""
-    if scores.device.type == "cpu" and not scores.is_contiguous(memory_format=torch.channels_last):
+    nchw = not scores.is_contiguous(memory_format=torch.channels_last)
+    if scores.device.type == "cpu" and nchw and scores.dtype == torch.float32:
         return torch.from_numpy(np.argmax(scores.numpy(), axis=1).astype(np.uint8))
     return scores.permute(0, 2, 3, 1).argmax(-1).to(torch.uint8)
 
@@ -133,7 +152,8 @@ def segment_volume(
     """(X, Y, Z) raw intensities in file order → uint8 AMOS ids of the same shape and order.
 
     The raw array (int16 for most CT: half the bytes of float32) goes to the device once;
-    reorientation, resizing, scoring and the way back all happen there.
+    reorientation, resizing, scoring and the way back all happen there. For a backend with a
+    `body_threshold` (CT-windowed U-Nets) only the body's box is scored.
     """
     times = times if times is not None else StageTimes(backend.device)
     device = backend.device
@@ -144,6 +164,10 @@ def segment_volume(
         nx, ny, nz = volume.shape
         slices = resize_slices(volume, size)
         del raw, volume
+        threshold = backend.body_threshold
+        box = None if threshold is None else body_box(slices, threshold, backend.size_multiple)
+        if box is not None:
+            slices = slices[:, box[0], box[1]].contiguous()
         offsets = torch.arange(-backend.context, backend.context + 1, device=device)
         out = torch.empty((nz, nx, ny), dtype=torch.uint8, device=device)
     for start in range(0, nz, batch_size):
@@ -152,7 +176,7 @@ def segment_volume(
         with times.stage("forward"):
             scores = backend.scores(slices[idx])
         with times.stage("resize_back"):
-            out[start:stop] = scores_to_labels(scores.to(device), (nx, ny))
+            out[start:stop] = scores_to_labels(scores.to(device), (nx, ny), box, size)
     with times.stage("resize_back"):
         labels = from_canonical_tensor(out.permute(1, 2, 0), affine).contiguous().cpu().numpy()
     return labels

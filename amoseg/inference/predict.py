@@ -77,13 +77,27 @@ def open_backend(
     backend: Literal["torch", "onnx"] = "torch",
     device: str = "auto",
     onnx_path: str | Path | None = None,
+    precision: str = "auto",
+    crop: bool = True,
 ) -> ScoreBackend:
-    """The scoring backend for a run: its torch model on `device`, or its ONNX export."""
+    """The scoring backend for a run: its torch model on `device`, or its ONNX export.
+
+    `precision` (auto, fp32, bf16) applies to the torch backend; `crop=False` scores whole
+    slices even where the model allows a body crop.
+    """
+    scorer: ScoreBackend
     if backend == "onnx":
-        return OnnxBackend(onnx_path or run_onnx_path(run_dir), device=device)
-    if backend != "torch":
+        if precision == "bf16":
+            raise AmosegError("--precision bf16 needs --backend torch", None, "use auto or fp32")
+        scorer = OnnxBackend(onnx_path or run_onnx_path(run_dir), device=device)
+    elif backend == "torch":
+        model = load_model(run_dir, device=device)
+        scorer = backend_for_model(model, device=device, precision=precision)
+    else:
         raise AmosegError(f"unknown backend {backend!r}", None, "use torch or onnx")
-    return backend_for_model(load_model(run_dir, device=device), device=device)
+    if not crop:
+        scorer.body_threshold = None
+    return scorer
 
 
 def label_image_like(labels: np.ndarray, reference: nib.Nifti1Image) -> nib.Nifti1Image:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from amoseg.data.crop import Box, body_box
 from amoseg.labels import NUM_CLASSES
 
 
@@ -23,6 +24,11 @@ class SegmentationModel(ABC):
     #: Adjacent slices on each side fed as extra channels (0 = plain 2D, 1 = 2.5D with 3 ch).
     context: int = 0
     num_classes: int = NUM_CLASSES
+    #: raw intensity above which a voxel is body, for models that score only the body's box
+    #: (trained on such crops: see amoseg.data.crop); None scores whole slices.
+    body_threshold: float | None = None
+    #: the network's down-sampling factor: input sides must be multiples of it.
+    size_multiple: int = 1
 
     @abstractmethod
     def fit(self, store: Any, settings: Any, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
@@ -48,6 +54,13 @@ class SegmentationModel(ABC):
         offsets = np.arange(-self.context, self.context + 1)
         idx = np.clip(np.arange(start, stop)[:, None] + offsets[None, :], 0, n - 1)
         return np.asarray(slices[idx], dtype=np.float32)
+
+    def volume_box(self, slices: np.ndarray) -> Box | None:
+        """The box of one volume's (N, S, S) stack that this model scores (None: all of it),
+        the same one `predict` uses."""
+        if self.body_threshold is None:
+            return None
+        return body_box(slices, self.body_threshold, self.size_multiple)
 
     def predict_volume(self, slices: np.ndarray, batch_size: int = 8) -> np.ndarray:
         """Label every slice of one volume's (N, S, S) stack → (N, S, S) uint8."""

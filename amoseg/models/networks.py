@@ -148,6 +148,17 @@ class UNet2d(nn.Module):
         self.dec = nn.ModuleList(_block(2 * chans[i], chans[i]) for i in reversed(range(depth)))
         self.head = nn.Conv2d(chans[0], num_classes, 1)
 
+    #: 2×2 max pooling as the max of four strided views (`use_strided_pooling`).
+    strided_pool = False
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.strided_pool:
+            return F.max_pool2d(x, 2)
+        return torch.maximum(
+            torch.maximum(x[..., ::2, ::2], x[..., 1::2, ::2]),
+            torch.maximum(x[..., ::2, 1::2], x[..., 1::2, 1::2]),
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         m = 2**self.depth
@@ -156,13 +167,23 @@ class UNet2d(nn.Module):
             x = F.pad(x, (0, pw, 0, ph))
         skips = []
         for i, block in enumerate(self.enc):
-            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            x = block(x if i == 0 else self._pool(x))
             skips.append(x)
         x = skips.pop()
         for up, dec in zip(self.up, self.dec, strict=True):
             x = dec(torch.cat([up(x), skips.pop()], dim=1))
         x = self.head(x)
         return x[..., :h, :w] if (ph or pw) else x
+
+
+def use_strided_pooling(module: nn.Module) -> nn.Module:
+    """Switch every UNet2d in `module` to strided-view max pooling: the same values, but on a
+    CPU about 2× faster than `max_pool2d` (which computes indices too), ≈ 3 % of a bf16
+    forward pass. For CPU inference only: an ONNX export would trace four ops instead of one."""
+    for m in module.modules():
+        if isinstance(m, UNet2d):
+            m.strided_pool = True
+    return module
 
 
 def count_parameters(module: nn.Module) -> int:

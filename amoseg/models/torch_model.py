@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from amoseg.data.crop import crop_batch, predict_in_box
 from amoseg.errors import AmosegError
 from amoseg.models.base import SegmentationModel
 from amoseg.models.networks import SegNet, count_parameters, make_norm
@@ -92,6 +93,12 @@ class TorchModel(SegmentationModel):
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), target)
 
+    def crop_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A raw training batch cut to its body box when this model predicts on such boxes."""
+        if self.body_threshold is None:
+            return x, y
+        return crop_batch(x, y, self.body_threshold, self.size_multiple)
+
     def augment(
         self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,9 +158,11 @@ class TorchModel(SegmentationModel):
 
     def predict_volume(self, slices: np.ndarray, batch_size: int = 8) -> np.ndarray:
         out = torch.empty(slices.shape, dtype=torch.uint8, device=self.device)
+        box = self.volume_box(slices)
         for start in range(0, slices.shape[0], batch_size):
             stop = min(start + batch_size, slices.shape[0])
-            out[start:stop] = self.predict_labels(self.context_stack(slices, start, stop))
+            x = self.context_stack(slices, start, stop)
+            out[start:stop] = predict_in_box(self.predict_labels, x, box)
         return out.cpu().numpy()
 
     def export_module(self) -> nn.Module:

@@ -4,6 +4,8 @@ Same network family as `unet-seed`, trained the way a 2020s baseline would be:
 - intensities: CT-only stores get a fixed HU window (clip to [-1000, 1000] → [-1, 1]); stores
   with MR get a per-image z-score (MR has no absolute scale);
 - 2.5D input: `context` adjacent slices on each side as extra channels (default 1 → 3 ch);
+- CT: training batches and predictions both cut to the body's box (`body_crop`), so the
+  network skips the air around the patient and sees the same frame edge in both;
 - Dice + cross-entropy loss; batch augmentation on the device (rotation, scaling, elastic,
   contrast/brightness, gamma, noise — never left/right flips);
 - AdamW with linear warm-up then cosine decay; bf16 autocast and channels_last on GPU.
@@ -20,6 +22,9 @@ from torch import nn
 from amoseg.models.networks import UNet2d
 from amoseg.models.torch_model import TorchModel, warmup_cosine
 from amoseg.training.augment import augment_batch
+
+#: HU above which a voxel counts as body: between air/foam (< -800) and fat (≈ -100).
+BODY_HU = -500.0
 
 
 def store_is_ct_only(store: Any) -> bool:
@@ -47,6 +52,7 @@ class UNetModern(TorchModel):
         "norm": None,  # "window" (CT-only store) or "zscore" (MR present), chosen from the store
         "window": None,
         "augment": True,
+        "body_crop": True,  # train and predict on the body's box (CT): ≈ 1.5× faster predict
         "lambda_dice": 1.0,
         "lambda_ce": 1.0,
         "warmup": 0.05,
@@ -64,6 +70,23 @@ class UNetModern(TorchModel):
             [-1000.0, 1000.0] if mode == "window" else [-32768.0, 32767.0]
         )
         return make_norm(mode, window)
+
+    @property
+    def body_threshold(self) -> float | None:  # type: ignore[override]
+        """Train and predict on the body's box (`body_crop`) when intensities go through a
+        fixed HU window: a crop leaves that unchanged, unlike a per-image z-score (MR)."""
+        windowed = (self.hparams.get("norm") or "window") == "window"
+        return BODY_HU if windowed and self.hparams["body_crop"] else None
+
+    @property
+    def size_multiple(self) -> int:  # type: ignore[override]
+        return 2 ** int(self.hparams["depth"])
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any], device: str = "auto") -> TorchModel:
+        # runs saved before body crops existed were trained on whole slices
+        hparams = {"body_crop": False, **ckpt["hparams"]}
+        return super().from_checkpoint({**ckpt, "hparams": hparams}, device)
 
     def build_core(self, in_channels: int) -> nn.Module:
         return UNet2d(in_channels, base=int(self.hparams["base"]), depth=int(self.hparams["depth"]))

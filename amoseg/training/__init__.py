@@ -133,9 +133,13 @@ def train(
         np.random.seed(settings.seed % 2**32)
         random.seed(settings.seed)
         model = cls(input_size=store.size, **hparams)
-        return model.fit(
+        summary = model.fit(
             store, settings, out, resume=resume, on_epoch=on_epoch, dist=ctx, config=config
         )
+        # all ranks leave together: a rank tearing gloo down while another still writes its
+        # summary can abort ("terminate called without an active exception")
+        distributed.barrier(ctx)
+        return summary
     finally:
         distributed.close(ctx)
 

@@ -1,9 +1,10 @@
 """The one training loop for every gradient-trained model, plus per-epoch bookkeeping.
 
-Per epoch: stream shuffled slices (optionally capped) → normalise → augment → forward (bf16
-on GPU for the modern recipe) → loss → step; the loss is summed on the device and read once
-per epoch (no host sync per step). Then every rank validates its shard of the val volumes
-into one confusion matrix, all-reduced, → val mIoU / Dice / accuracy; rank 0 writes
+Per epoch: stream shuffled slices (optionally capped) → crop to the body box (models that
+predict on it) → normalise → augment → forward (bf16 on GPU for the modern recipe) → loss →
+step; the loss is summed on the device and read once per epoch (no host sync per step).
+Then every rank validates its shard of the val volumes into one confusion matrix,
+all-reduced, → val mIoU / Dice / accuracy; rank 0 writes
 checkpoint_best.pt (on a new best val mIoU), checkpoint_latest.pt (full training state),
 log.csv, and calls `on_epoch`.
 
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from amoseg.atomic import write_json, write_text
+from amoseg.data.crop import predict_in_box
 from amoseg.errors import AmosegError
 from amoseg.metrics.confusion import ConfusionMatrix, mean_dice, mean_iou, pixel_accuracy
 from amoseg.progress import progress_bar
@@ -41,14 +43,17 @@ DUMP_ENV = "AMOSEG_DUMP_WEIGHTS_HASH"
 
 
 def validate(model: Any, store: Any, cases: list[str], batch_size: int = 16) -> ConfusionMatrix:
-    """Confusion matrix of `model` over whole volumes (all slices of each case), on the
-    model's device; the matrix stays there (callers all-reduce, then read it once)."""
+    """Confusion matrix of `model` over whole volumes (all slices of each case, scored on the
+    same body box as `predict`), on the model's device; the matrix stays there (callers
+    all-reduce, then read it once)."""
     cm = ConfusionMatrix(device=getattr(model, "device", "cpu"))
     for case in cases:
         image, label = store.image(case), store.label(case)
+        box = model.volume_box(image)
         for start in range(0, image.shape[0], batch_size):
             stop = min(start + batch_size, image.shape[0])
-            pred = model.predict_labels(model.context_stack(image, start, stop))
+            x = model.context_stack(image, start, stop)
+            pred = predict_in_box(model.predict_labels, x, box)
             target = torch.from_numpy(np.array(label[start:stop])).to(pred.device)
             cm.update(pred, target)
         del image, label
@@ -215,6 +220,7 @@ def run_epoch(
     loss_sum = torch.zeros((), device=device)
     steps = 0
     for x, y in batches:
+        x, y = model.crop_batch(x, y)
         x = x.to(device, non_blocking=True).float()
         y = y.to(device, non_blocking=True).long()
         xn, y = model.augment(net.norm(x), y, gen)
