@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -10,6 +9,7 @@ from amoseg.data.crop import body_box, crop_batch, predict_in_box
 from amoseg.models.networks import UNet2d
 from amoseg.models.registry import create_model
 from amoseg.models.unet import UNetModern
+from tests.predict_models import make_tiny_store
 
 
 def _body_batch(size: int, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,31 +70,6 @@ def test_runs_saved_before_body_crops_keep_scoring_whole_slices():
     assert UNetModern.from_checkpoint(payload, device="cpu").body_threshold is None
 
 
-def _air_store(root, size: int = 64):
-    """A CT store whose bodies fill the middle of the frame, with air around them."""
-    from amoseg.atomic import write_json
-    from amoseg.data.slice_store import write_case
-
-    rng = np.random.default_rng(0)
-    splits: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    for i, split in enumerate(["train", "train", "val", "test"]):
-        case = f"amos_{i + 1:04d}"
-        image = np.full((4, size, size), -1000.0)
-        image[:, 16:48, 20:44] = rng.normal(-80, 20, (4, 32, 24))
-        label = np.zeros((4, size, size), np.uint8)
-        label[:, 24:32, 26:34] = 6
-        image[label == 6] += 150
-        write_case(root, case, np.round(image).astype(np.int16), label, {"modality": "ct"})
-        splits[split].append(case)
-    write_json(root / "splits.json", splits)
-    write_json(
-        root / "store.json",
-        {"version": 1, "size": size, "keep": "all", "modality": "ct", "seed": 0,
-         "split": [0.5, 0.25, 0.25], "source": "synthetic", "num_classes": 16},
-    )  # fmt: skip
-    return root
-
-
 @pytest.mark.parametrize("body_crop", [True, False])
 def test_training_and_validation_see_the_box_predict_will_score(tmp_path, monkeypatch, body_crop):
     from amoseg.training import TrainSettings, train
@@ -104,7 +79,7 @@ def test_training_and_validation_see_the_box_predict_will_score(tmp_path, monkey
     monkeypatch.setattr(
         UNet2d, "forward", lambda self, x: (shapes.append(tuple(x.shape[-2:])), forward(self, x))[1]
     )
-    store = _air_store(tmp_path / "store")
+    store = make_tiny_store(tmp_path, size=32, air=16)  # 64² slices, the body in the middle
     settings = TrainSettings(
         epochs=1, batch_size=4, device="cpu", progress=False,
         hparams={"base": 4, "depth": 2, "augment": False, "body_crop": body_crop},
