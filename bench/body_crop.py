@@ -64,9 +64,9 @@ def compare(store_dir: Path, runs: list[Path]) -> None:
     cases = store.cases("test")
     shares = []
     for case in cases:
-        box = body_box(np.asarray(store.image(case)), BODY_HU, 16)
-        side = store.image(case).shape[-1]
-        shares.append(1.0 if box is None else box_area(box) / side**2)
+        image = np.asarray(store.image(case))
+        box = body_box(image, BODY_HU, 16)
+        shares.append(1.0 if box is None else box_area(box) / image.shape[-1] ** 2)
     print(f"body box: {min(shares):.0%}–{max(shares):.0%} of the slice ({len(cases)} scans)")
     for run in runs:
         model = load_run(run, device="cpu")

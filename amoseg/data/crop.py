@@ -52,7 +52,7 @@ def body_box(slices: Any, threshold: float, multiple: int = 16) -> Box | None:
     if count == 0:
         return None
     largest = 1 + int(np.argmax(np.bincount(regions.ravel())[1:]))
-    rows, cols = ndimage.find_objects((regions == largest).astype(np.int32))[0]
+    rows, cols = ndimage.find_objects(regions)[largest - 1]
     margin = max(4, max(size_r, size_c) // 32)
     box = (
         _widen(rows.start, rows.stop, margin, multiple, size_r),
