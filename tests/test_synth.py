@@ -56,6 +56,7 @@ def test_layout_and_dataset_json(dataset):
     for key in ("name", "description", "tensorImageSize", "modality", "labels"):
         assert key in meta
     assert meta["modality"] == {"0": "CT"}
+    assert meta["amoseg_synthetic"] is True  # provenance: prepare and train carry it
     assert meta["labels"] == AMOS_DATASET_LABELS  # AMOS spellings: "arota", "gall bladder"
     assert meta["labels"]["8"] == "arota" and meta["labels"]["4"] == "gall bladder"
     n_tr, n_va, n_ts = split_counts(N_CASES)
@@ -227,7 +228,7 @@ def test_cli(tmp_path, capsys):
     out = tmp_path / "ds"
     assert _run(["synth", str(out), "--cases", "1", "--seed", "3", "--preset", "demo"]) == 0
     line = capsys.readouterr().out.strip()
-    assert line.startswith("wrote 1 synthetic CT cases") and "\n" not in line
+    assert line.startswith("wrote 1 synthetic cases (1 CT; demo, seed 3)") and "\n" not in line
     assert (out / "dataset.json").exists()
     assert _run(["synth", str(out), "--cases", "1"]) == 2
     err = capsys.readouterr().err

@@ -49,7 +49,13 @@ def predict(
 
     from amoseg.errors import AmosegError
     from amoseg.inference.backends import PRECISIONS, resolve_device
-    from amoseg.inference.predict import collect_inputs, open_backend, predict_many
+    from amoseg.inference.predict import (
+        SYNTHETIC_NOTE,
+        collect_inputs,
+        open_backend,
+        predict_many,
+        trained_on_synthetic,
+    )
 
     if postprocess not in {"none", "lcc"}:
         raise AmosegError(f"unknown --postprocess {postprocess!r}", None, "use none or lcc")
@@ -63,6 +69,8 @@ def predict(
         run_dir, backend=backend, device=device, onnx_path=onnx,  # type: ignore[arg-type]
         precision=precision, crop=crop,
     )  # fmt: skip
+    if trained_on_synthetic(run_dir):
+        typer.echo(SYNTHETIC_NOTE, err=True)
     items, failures = collect_inputs(list(inputs))
     if len(inputs) == 1 and failures:
         raise failures[0][1]

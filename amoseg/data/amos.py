@@ -65,6 +65,17 @@ def find_cases(root: str | Path) -> list[AmosCase]:
     return sorted(cases, key=lambda c: c.case_id)
 
 
+def dataset_is_synthetic(root: str | Path) -> bool:
+    """True when the root's dataset.json says amoseg synthesised it (`amoseg_synthetic`):
+    prepare carries the flag into the store and train into the run, so a model trained on
+    phantoms says so wherever it is used."""
+    listing = Path(root) / "dataset.json"
+    if not listing.exists():
+        return False
+    spec = read_json(listing, "dataset.json")
+    return isinstance(spec, dict) and spec.get("amoseg_synthetic") is True
+
+
 def _from_dataset_json(root: Path, listing: Path) -> list[AmosCase]:
     spec = read_json(listing, "dataset.json")
     if not isinstance(spec, dict) or not any(key in spec for key in LABELLED_LISTS):

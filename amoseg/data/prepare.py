@@ -26,7 +26,13 @@ import nibabel as nib
 import numpy as np
 
 from amoseg.atomic import read_json, write_json
-from amoseg.data.amos import AmosCase, check_case_files, check_same_grid, find_cases
+from amoseg.data.amos import (
+    AmosCase,
+    check_case_files,
+    check_same_grid,
+    dataset_is_synthetic,
+    find_cases,
+)
 from amoseg.data.geometry import canonical_spacing, canonical_view, volume_to_slices
 from amoseg.data.nifti import image_array, label_array, load_nifti
 from amoseg.data.slice_store import SPLITS, STORE_VERSION, case_done, case_writer
@@ -154,6 +160,7 @@ def prepare_dataset(
         "split": list(fractions),
         "source": str(root.resolve()),
         "num_classes": NUM_CLASSES,
+        "synthetic": dataset_is_synthetic(root),  # amoseg phantoms, not patients
     }
     previous = _existing_settings(out)
     changed = previous is not None and any(previous.get(k) != settings[k] for k in SETTING_KEYS)

@@ -54,6 +54,10 @@ TISSUES = (
     "uterus",
     "heart",
     "table",
+    # appended after the original tissues so their codes (and seeded CT output) stay the same
+    "cyst",
+    "tumour",
+    "metal",
 )
 T = {name: i for i, name in enumerate(TISSUES)}
 

@@ -72,6 +72,24 @@ def run_onnx_path(run_dir: str | Path) -> Path:
     return target
 
 
+SYNTHETIC_NOTE = (
+    "note: this model was trained on amoseg's synthetic phantoms only; its output on real "
+    "scans is not meaningful"
+)
+
+
+def trained_on_synthetic(run_dir: str | Path) -> bool:
+    """Whether the run's config.json says its store came from `amoseg synth` phantoms."""
+    from amoseg.atomic import read_json
+
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        return False
+    config = read_json(path, "run config.json")
+    store = config.get("store") if isinstance(config, dict) else None
+    return isinstance(store, dict) and store.get("synthetic") is True
+
+
 def open_backend(
     run_dir: str | Path,
     backend: Literal["torch", "onnx"] = "torch",

@@ -2,7 +2,8 @@
 
 Run folder layout::
 
-    RUNDIR/config.json             {"model", "hparams", "settings", "store": {"path", "size"}}
+    RUNDIR/config.json             {"model", "hparams", "settings",
+                                    "store": {"path", "size", "synthetic"}}
     RUNDIR/checkpoint_latest.pt    full training state (model, optimiser, scheduler, RNG, ...)
     RUNDIR/checkpoint_best.pt      model state at the best validation mIoU
     RUNDIR/log.csv                 one row per epoch
@@ -117,7 +118,12 @@ def train(
             "model": model_name,
             "hparams": hparams,
             "settings": settings.to_dict(),
-            "store": {"path": str(store.root.resolve()), "size": store.size},
+            "store": {
+                "path": str(store.root.resolve()),
+                "size": store.size,
+                # trained on amoseg phantoms: predict warns that real-scan output is not meaningful
+                "synthetic": bool(store.info.get("synthetic", False)),
+            },
         }
     )
     settings = _run_settings(out, config, settings, resume)
