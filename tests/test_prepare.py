@@ -120,16 +120,29 @@ def test_keep_organ_drops_empty_slices_and_sizes_match(tmp_path):
     assert summary["total"]["slices"] == 4 * len(ORGAN_SLICES)
 
 
-def test_image_is_rounded_and_clipped_to_int16(tmp_path):
+def test_integer_image_is_clipped_to_int16(tmp_path):
+    make_root(tmp_path / "amos", ["amos_0001"])
+    image, _ = anatomy()
+    values = image.astype(np.int32)
+    values[:8] = 100_000
+    save(tmp_path / "amos/imagesTr/amos_0001.nii.gz", values, ras_affine())
+    prepare_dataset(tmp_path / "amos", tmp_path / "out", size=16, keep="all", progress=False)
+    stored = SliceStore(tmp_path / "out").image("amos_0001")
+    assert stored.dtype == np.int16 and stored.max() == 32767
+
+
+def test_float_image_keeps_its_precision(tmp_path):
+    """MR scaled to [0, 1] must not round to 0/1 (issue #17)."""
     make_root(tmp_path / "amos", ["amos_0600"])  # an MR id: intensities stored as they are
     image, _ = anatomy()
-    values = image.astype(np.float32) * 0.5 + 0.3
-    values[:8] = 1e6
+    values = (image.astype(np.float32) + 1000) / 4000
     save(tmp_path / "amos/imagesTr/amos_0600.nii.gz", values, ras_affine())
     prepare_dataset(tmp_path / "amos", tmp_path / "out", size=16, keep="all", progress=False)
-    stored = SliceStore(tmp_path / "out").image("amos_0600")
-    assert stored.dtype == np.int16 and stored.max() == 32767
-    assert SliceStore(tmp_path / "out").meta("amos_0600")["modality"] == "mr"
+    store = SliceStore(tmp_path / "out")
+    stored = np.asarray(store.image("amos_0600"))
+    assert stored.dtype == np.float32 and store.meta("amos_0600")["image_dtype"] == "float32"
+    assert len(np.unique(stored)) > 10 and stored.min() >= 0 and stored.max() <= 1
+    assert store.meta("amos_0600")["modality"] == "mr"
 
 
 def test_rerun_skips_finished_cases_and_cleans_leftovers(tmp_path):

@@ -33,12 +33,13 @@ from amoseg.data.amos import (
     dataset_is_synthetic,
     find_cases,
 )
-from amoseg.data.geometry import canonical_spacing, canonical_view, volume_to_slices
 from amoseg.data.nifti import image_array, label_array, load_nifti
-from amoseg.data.slice_store import SPLITS, STORE_VERSION, case_done, case_writer
+from amoseg.data.slice_store import SPLITS, STORE_VERSION, case_done, case_writer, image_dtype
 from amoseg.data.splits import check_fractions, split_cases
 from amoseg.errors import AmosegError
 from amoseg.labels import CLASS_NAMES, NUM_CLASSES
+from amoseg.preprocessing import Preprocessor
+from amoseg.preprocessing.orient import canonical_spacing
 
 KEEP_CHOICES = ("organ", "all")
 MODALITY_CHOICES = ("ct", "mr", "all")
@@ -46,12 +47,14 @@ PENDING_FILE = "store.pending.json"
 # Settings that must match for a rerun to reuse an existing store.
 SETTING_KEYS = ("size", "keep", "modality", "seed", "split")
 RESIZE_CHUNK = 16  # slices resized at once: bounds the float32 working set
-INT16_MIN, INT16_MAX = np.iinfo(np.int16).min, np.iinfo(np.int16).max
 MAX_SIZE = 4096
 
 
 def prepare_case(case: AmosCase, out: str | Path, size: int, keep: str) -> dict[str, Any]:
     """Read, check, reorient, filter, resize and store one case; returns its meta.json."""
+    import torch
+
+    pre = Preprocessor(size=size)
     # The label first, cast to uint8 and its file array dropped before the image is read:
     # AMOS labels are uint16 on disk, as large as an int16 image.
     label_nii = load_nifti(case.label, "label")
@@ -64,17 +67,23 @@ def prepare_case(case: AmosCase, out: str | Path, size: int, keep: str) -> dict[
     zooms = tuple(float(z) for z in image_nii.header.get_zooms()[:3])
     original_shape = [int(n) for n in image_nii.shape]
 
-    label = canonical_view(label, affine)
+    label = pre.canonical(label, affine)
     n_z = label.shape[2]
     # max, not any: a uint8 reduction needs no full-size bool temporary
-    kept = np.flatnonzero(label.max(axis=(0, 1))) if keep == "organ" else np.arange(n_z)
+    kept = (
+        torch.nonzero(label.amax(dim=(0, 1)))[:, 0].tolist()
+        if keep == "organ"
+        else list(range(n_z))
+    )
 
     raw = np.asarray(image_nii.dataobj)
     if not np.issubdtype(raw.dtype, np.integer):
         raw = image_array(image_nii, case.image)  # float voxels: refuse NaN/Inf
     del image_nii
-    image = canonical_view(raw, affine)
-    canonical_shape = [int(n) for n in image.shape]
+    image = pre.canonical(raw, affine)
+    record = pre.plan_record(image, affine, original_shape, kept_slices=kept, zooms=zooms)
+    dtype = image_dtype(raw)
+    del raw
 
     meta = {
         "modality": case.modality,
@@ -82,35 +91,42 @@ def prepare_case(case: AmosCase, out: str | Path, size: int, keep: str) -> dict[
         "affine": affine.tolist(),
         "spacing": list(zooms),
         "orientation": "".join(nib.aff2axcodes(affine)),
-        "canonical_shape": canonical_shape,
+        "canonical_shape": [int(n) for n in image.shape],
         "canonical_spacing": list(canonical_spacing(zooms, affine)),
         "kept_slices": [int(k) for k in kept],
         "image_file": str(case.image),
         "label_file": str(case.label),
         "size": size,
         "keep": keep,
+        "configuration": "seed",
     }
     counts = np.zeros(NUM_CLASSES, dtype=np.int64)
-    with case_writer(out, case.case_id, len(kept), size) as writer:
-        for start in range(0, len(kept), RESIZE_CHUNK):
-            idx = kept[start : start + RESIZE_CHUNK]
-            resized = volume_to_slices(_gather(image, idx), size, is_label=False)
-            np.clip(np.rint(resized, out=resized), INT16_MIN, INT16_MAX, out=resized)
-            labels = volume_to_slices(_gather(label, idx), size, is_label=True)
+    total, total_sq, n_values = 0.0, 0.0, 0
+    with case_writer(out, case.case_id, len(kept), record.shape[:2], dtype) as writer:
+        image_slabs = pre.slabs(image, record, label=False, chunk=RESIZE_CHUNK)
+        label_slabs = pre.slabs(label, record, label=True, chunk=RESIZE_CHUNK)
+        for img, lab in zip(image_slabs, label_slabs, strict=True):
+            labels = lab.numpy()
             counts += np.bincount(labels.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
-            writer.append(resized.astype(np.int16), labels)
+            values = img.double()
+            total, total_sq = total + float(values.sum()), total_sq + float((values**2).sum())
+            n_values += values.numel()
+            writer.append(img.numpy().astype(dtype), labels)
         meta["class_pixels"] = [int(c) for c in counts]
+        meta["preprocess"] = _with_stats(record, total, total_sq, n_values).to_dict()
         writer.finish(meta)
     return {"case_id": case.case_id, "n_slices": len(kept), **meta}
 
 
-def _gather(volume: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Axial planes `idx` of an (X, Y, Z) view as an (X, Y, k) array whose slices are
-    contiguous, which `volume_to_slices` then uses without another copy."""
-    planes = np.empty((len(idx), *volume.shape[:2]), dtype=volume.dtype)
-    for j, z in enumerate(idx):
-        planes[j] = volume[:, :, z]
-    return np.moveaxis(planes, 0, 2)
+def _with_stats(record: Any, total: float, total_sq: float, n: int) -> Any:
+    """The record plus the stored image's mean/std (per-image z-score), from streamed sums."""
+    from dataclasses import replace
+
+    if n == 0:
+        return record
+    mean = total / n
+    std = max(0.0, total_sq / n - mean * mean) ** 0.5
+    return replace(record, intensity={"mean": mean, "std": std})
 
 
 def prepare_dataset(

@@ -4,7 +4,9 @@ Layout (one folder per case, written atomically so a crash never leaves a half c
 
     STORE/store.json              settings of the run that built it (size, keep, seed, ...)
     STORE/splits.json             {"train": [case ids], "val": [...], "test": [...]}
-    STORE/cases/<case_id>/image.npy   int16 HU (or scaled MR), shape (n_slices, size, size)
+    STORE/cases/<case_id>/image.npy   int16 HU (float32 for float sources such as scaled MR),
+                                      shape (n_slices, X, Y): axial planes of the RAS+ grid
+                                      (size×size for the `seed` configuration)
     STORE/cases/<case_id>/label.npy   uint8 AMOS ids 0..15, same shape
     STORE/cases/<case_id>/meta.json   original shape/affine/spacing, kept slice indices, ...
 
@@ -30,6 +32,12 @@ STORE_VERSION = 1
 SPLITS = ("train", "val", "test")
 
 
+def image_dtype(image: np.ndarray) -> np.dtype:
+    """The store's dtype for an image: float sources keep float32 precision (MR scaled to
+    [0, 1] would round to 0/1 as int16); integer sources are int16 (half the bytes)."""
+    return np.dtype(np.float32 if np.issubdtype(image.dtype, np.floating) else np.int16)
+
+
 def write_case(
     root: str | Path,
     case_id: str,
@@ -37,43 +45,60 @@ def write_case(
     label: np.ndarray,
     meta: dict[str, Any],
 ) -> Path:
-    """Write one case's slices and metadata as a unit (temp folder, then rename)."""
+    """Write one case's (Z, X, Y) volume and metadata as a unit (temp folder, then rename)."""
     if image.shape != label.shape or image.ndim != 3:
-        raise ValueError(f"image {image.shape} and label {label.shape} must be equal (N, S, S)")
+        raise ValueError(f"image {image.shape} and label {label.shape} must be equal (Z, X, Y)")
     target = Path(root) / "cases" / case_id
+    dtype = image_dtype(image)
     with atomic_dir(target) as tmp:
-        np.save(tmp / "image.npy", np.ascontiguousarray(image, dtype=np.int16))
+        np.save(tmp / "image.npy", np.ascontiguousarray(image, dtype=dtype))
         np.save(tmp / "label.npy", np.ascontiguousarray(label, dtype=np.uint8))
-        write_json(tmp / "meta.json", {"case_id": case_id, "n_slices": int(image.shape[0]), **meta})
+        write_json(
+            tmp / "meta.json",
+            {
+                "case_id": case_id,
+                "n_slices": int(image.shape[0]),
+                "image_dtype": dtype.name,
+                **meta,
+            },
+        )
     return target
 
 
 class CaseWriter:
-    """Streams one case's slices to disk chunk by chunk (see `case_writer`), so the resized
+    """Streams one case's planes to disk chunk by chunk (see `case_writer`), so the resized
     stack never has to sit in RAM: at 640² it can outweigh the scan it came from."""
 
-    def __init__(self, folder: Path, case_id: str, n_slices: int, size: int):
+    def __init__(
+        self,
+        folder: Path,
+        case_id: str,
+        n_slices: int,
+        size: int | tuple[int, int],
+        dtype: Any = np.int16,
+    ):
         self.folder, self.case_id, self.n_slices, self.written = folder, case_id, n_slices, 0
+        self.plane = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        self.dtype = np.dtype(dtype)
         self._files = {}
-        for name, dtype in (("image", np.int16), ("label", np.uint8)):
+        for name, file_dtype in (("image", self.dtype), ("label", np.dtype(np.uint8))):
             fh = open(folder / f"{name}.npy", "wb")  # noqa: SIM115 - closed in finish/close
             self._files[name] = fh
             header = {
-                "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                "descr": np.lib.format.dtype_to_descr(file_dtype),
                 "fortran_order": False,
-                "shape": (n_slices, size, size),
+                "shape": (n_slices, *self.plane),
             }
             np.lib.format.write_array_header_1_0(fh, header)  # the header np.save writes
-        self._size = size
         self.finished = False
 
     def append(self, image: np.ndarray, label: np.ndarray) -> None:
-        """Add (k, S, S) image (int16) and label (uint8) slices after those written so far."""
-        if image.shape != label.shape or image.shape[1:] != (self._size, self._size):
+        """Add (k, X, Y) image and uint8 label planes after those written so far."""
+        if image.shape != label.shape or image.shape[1:] != self.plane:
             raise ValueError(f"chunk shapes {image.shape}/{label.shape} do not fit the case")
         if self.written + image.shape[0] > self.n_slices:
             raise ValueError(f"more than the {self.n_slices} slices announced")
-        self._files["image"].write(memoryview(np.ascontiguousarray(image, dtype=np.int16)))
+        self._files["image"].write(memoryview(np.ascontiguousarray(image, dtype=self.dtype)))
         self._files["label"].write(memoryview(np.ascontiguousarray(label, dtype=np.uint8)))
         self.written += image.shape[0]
 
@@ -85,7 +110,12 @@ class CaseWriter:
         self.close()
         write_json(
             self.folder / "meta.json",
-            {"case_id": self.case_id, "n_slices": self.n_slices, **meta},
+            {
+                "case_id": self.case_id,
+                "n_slices": self.n_slices,
+                "image_dtype": self.dtype.name,
+                **meta,
+            },
         )
         self.finished = True
 
@@ -95,11 +125,18 @@ class CaseWriter:
 
 
 @contextlib.contextmanager
-def case_writer(root: str | Path, case_id: str, n_slices: int, size: int) -> Iterator[CaseWriter]:
+def case_writer(
+    root: str | Path,
+    case_id: str,
+    n_slices: int,
+    size: int | tuple[int, int],
+    dtype: Any = np.int16,
+) -> Iterator[CaseWriter]:
     """Like `write_case`, but streaming: `append` chunks, then `finish(meta)`; the case folder
-    appears atomically at the end of the block, or not at all."""
+    appears atomically at the end of the block, or not at all. `size` is S (S×S planes) or
+    the (X, Y) plane shape of a planned configuration."""
     with atomic_dir(Path(root) / "cases" / case_id) as tmp:
-        writer = CaseWriter(tmp, case_id, n_slices, size)
+        writer = CaseWriter(tmp, case_id, n_slices, size, dtype)
         try:
             yield writer
         finally:
@@ -164,7 +201,7 @@ class SliceStore:
         return read_json(self.root / "cases" / case_id / "meta.json", "case meta.json")
 
     def image(self, case_id: str) -> np.ndarray:
-        """(N, S, S) int16, memory-mapped."""
+        """(Z, X, Y) memory-mapped: int16 (integer sources) or float32 (float sources)."""
         return _open_array(self.root / "cases" / case_id / "image.npy")
 
     def label(self, case_id: str) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Slice-wise segmentation of one canonical (RAS+) volume, timed by stage.
 
-Mirrors `prepare` exactly on the way in (antialiased bilinear resize of each axial slice to
-S×S, rounded as the int16 store does). On the way back, when the scan is finer than the
+Mirrors `prepare` exactly on the way in: the same `amoseg.preprocessing` resize of each axial
+slice to S×S, rounded as the int16 store does. On the way back, when the scan is finer than the
 model, per-class scores (not labels) are resized bilinearly before the argmax, so organ
 borders come out smooth at the scan's resolution instead of blocky at the model's. All of it
 runs on the backend's device, so on a GPU only the uint8 label volume crosses back.
@@ -19,13 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from amoseg.data.crop import body_box
-from amoseg.data.geometry import from_canonical_ornt, needs_antialias, to_canonical_ornt
 from amoseg.inference.backends import ScoreBackend
-
-INT16_MIN, INT16_MAX = -32768.0, 32767.0
-TORCH_DTYPES = tuple(
-    np.dtype(t) for t in (np.uint8, np.int8, np.int16, np.int32, np.int64, np.float32, np.float64)
+from amoseg.preprocessing.orient import (  # noqa: F401 - re-exported for older callers
+    apply_orientation_tensor,
+    as_tensor,
+    from_canonical_tensor,
+    to_canonical_tensor,
 )
+from amoseg.preprocessing.resample import resize_inplane, round_int16
 
 
 class StageTimes:
@@ -52,49 +53,13 @@ class StageTimes:
         return float(sum(self.seconds.values()))
 
 
-def apply_orientation_tensor(t: torch.Tensor, ornt: np.ndarray) -> torch.Tensor:
-    """`nibabel.orientations.apply_orientation` for a torch tensor (any device)."""
-    for axis, flip in enumerate(ornt[:, 1]):
-        if flip == -1:
-            t = t.flip(axis)
-    return t.permute(*[int(a) for a in np.argsort(ornt[:, 0])])
-
-
-def as_tensor(data: np.ndarray) -> torch.Tensor:
-    """The voxels as a CPU tensor, without a copy when torch can hold them as they are
-    (nibabel hands out Fortran-ordered arrays: torch keeps the strides, no transpose-copy)."""
-    if not (data.dtype.isnative and data.dtype in TORCH_DTYPES):
-        data = data.astype(np.float32)
-    if any(stride < 0 for stride in data.strides):
-        data = np.ascontiguousarray(data)
-    return torch.from_numpy(data)
-
-
-def to_canonical_tensor(t: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
-    """`amoseg.data.geometry.to_canonical` on the device: (X, Y, Z) file order → RAS+."""
-    return apply_orientation_tensor(t, to_canonical_ornt(affine))
-
-
-def from_canonical_tensor(t: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
-    """`amoseg.data.geometry.from_canonical` on the device: RAS+ → the file's axis order."""
-    return apply_orientation_tensor(t, from_canonical_ornt(affine))
-
-
 def resize_slices(volume: torch.Tensor, size: int) -> torch.Tensor:
-    """(X, Y, Z) canonical volume (any dtype) → (Z, size, size) float32, as `prepare` stores it.
-
-    Same interpolation as `amoseg.data.geometry.volume_to_slices`, plus the int16 rounding
-    of the store, done on whatever device `volume` lives on.
-    """
-    slices = volume.permute(2, 0, 1)[:, None].float()
-    out = F.interpolate(
-        slices,
-        size=(size, size),
-        mode="bilinear",
-        antialias=needs_antialias(volume.shape, size),
-        align_corners=False,
-    )[:, 0]
-    return out.round_().clamp_(INT16_MIN, INT16_MAX)
+    """(X, Y, Z) canonical volume (any dtype) → (Z, size, size) float32, as `prepare` stores it
+    (the `seed` configuration of `amoseg.preprocessing`: integer sources rounded as the int16
+    store does, float sources kept as float32)."""
+    slices = volume.permute(2, 0, 1).contiguous()
+    out = resize_inplane(slices, (size, size), label=False)
+    return out if torch.is_floating_point(volume) else round_int16(out)
 
 
 def scores_to_labels(

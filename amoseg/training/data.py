@@ -22,18 +22,27 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
 class SliceDataset(Dataset):
-    """Item i → (x int16 (1+2c, S, S) with edge slices repeated, y uint8 (S, S))."""
+    """Item i → (x (1+2c, S, S) with edge slices repeated, y uint8 (S, S)); x is int16, or
+    float32 for a case prepared from a float image."""
 
     def __init__(self, store: Any, split: str = "train", context: int = 0):
         self.context = context
         self.size = store.size
-        self.cases: list[tuple[str, int, str, int, int]] = []  # image, offset, label, offset, n
+        # per case: image path, offset, dtype, label path, offset, number of planes
+        self.cases: list[tuple[str, int, np.dtype, str, int, int]] = []
         self.index: list[tuple[int, int]] = []
         for case in store.cases(split):
             img, lab = store.image(case), store.label(case)
             n = int(img.shape[0])
             self.cases.append(
-                (str(img.filename), int(img.offset), str(lab.filename), int(lab.offset), n)
+                (
+                    str(img.filename),
+                    int(img.offset),
+                    img.dtype,
+                    str(lab.filename),
+                    int(lab.offset),
+                    n,
+                )
             )
             self.index += [(len(self.cases) - 1, i) for i in range(n)]
             del img, lab
@@ -51,9 +60,9 @@ class SliceDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         ci, z = self.index[i]
-        img_path, img_off, lab_path, lab_off, n = self.cases[ci]
+        img_path, img_off, img_dtype, lab_path, lab_off, n = self.cases[ci]
         lo, hi = max(0, z - self.context), min(n, z + self.context + 1)
-        rows = self._rows(img_path, img_off, np.int16, lo, hi)
+        rows = self._rows(img_path, img_off, img_dtype, lo, hi)
         want = np.clip(np.arange(z - self.context, z + self.context + 1), 0, n - 1) - lo
         x = torch.from_numpy(np.ascontiguousarray(rows[want]))
         y = torch.from_numpy(self._rows(lab_path, lab_off, np.uint8, z, z + 1)[0].copy())
