@@ -1,0 +1,58 @@
+"""`amoseg plan`: fingerprint a dataset and write plan.json (target spacings, patch and batch
+sizes, normalisation, networks) for `amoseg prepare --plan`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan)
+
+
+def plan(
+    amos_root: Path = typer.Argument(
+        ..., help="AMOS22-layout folder (dataset.json, imagesTr, ...)."
+    ),
+    output: Path = typer.Option(Path("plan.json"), "-o", "--output", help="plan.json to write."),
+    size: int = typer.Option(640, "--size", help="S of the `seed` configuration (S×S slices)."),
+    memory_gb: float = typer.Option(
+        8.0, "--memory-gb", help="GPU memory budget (GiB) the batch and patch sizes fit."
+    ),
+    modality: str = typer.Option("all", "--modality", help="ct, mr or all: cases to plan from."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing plan file."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Fingerprint every labelled case and write plan.json (configurations seed, 2d, 3d).
+
+    Example: amoseg plan /data/amos22 -o plan.json && amoseg prepare /data/amos22 store-2d
+    --plan plan.json --configuration 2d
+    """
+    from rich.console import Console
+
+    from amoseg.errors import AmosegError
+    from amoseg.planning import make_plan, save_plan
+
+    if output.exists() and not overwrite:
+        raise AmosegError("plan file exists", output, "pass --overwrite to replace it")
+    result = make_plan(
+        amos_root, size=size, memory_gb=memory_gb, modality=modality, progress=not quiet
+    )
+    save_plan(result, output)
+    console = Console()
+    for name, config in result.configurations.items():
+        spacing = (
+            "S×S resize"
+            if config.spacing is None
+            else " × ".join(f"{s:.3g}" for s in config.spacing)
+            + " mm"
+            + ("" if config.resample_z else " (z kept)")
+        )
+        console.print(
+            f"{name:>4}: {config.dims}D, {spacing}, patch {'×'.join(map(str, config.patch_size))}, "
+            f"batch {config.batch_size}, {config.network.name}",
+            highlight=False,
+        )
+    console.print(f"plan → {output}", highlight=False)

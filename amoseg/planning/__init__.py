@@ -1,0 +1,38 @@
+"""Plans as data: a dataset fingerprint → plan.json with named configurations (seed, 2d, 3d).
+
+`make_plan(root)` fingerprints an AMOS-layout folder and plans it; `load_plan(path)` reads and
+validates a (possibly hand-edited) plan.json. Field meanings: docs/plan.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from amoseg.planning.plan import Configuration, Plan, load_plan, save_plan
+
+__all__ = ["Configuration", "Plan", "load_plan", "make_plan", "save_plan"]
+
+
+def make_plan(
+    root: str | Path,
+    *,
+    size: int = 640,
+    memory_gb: float = 8.0,
+    modality: str = "all",
+    progress: bool = True,
+) -> Plan:
+    """Fingerprint every labelled case of `root` (of `modality`) and plan the dataset."""
+    from amoseg.data.amos import find_cases
+    from amoseg.errors import AmosegError
+    from amoseg.planning.fingerprint import fingerprint_dataset
+    from amoseg.planning.planner import plan_dataset
+
+    if not isinstance(size, int) or not 1 <= size <= 4096:
+        raise AmosegError(f"--size must be 1..4096, got {size}")
+    if not memory_gb > 0:
+        raise AmosegError(f"--memory-gb must be > 0, got {memory_gb}")
+    cases = [c for c in find_cases(Path(root)) if modality in ("all", c.modality)]
+    if not cases:
+        raise AmosegError(f"no {modality.upper()} cases to plan from", root, "use --modality all")
+    fp = fingerprint_dataset(cases, progress=progress)
+    return plan_dataset(fp, size=size, memory_gb=memory_gb, dataset=str(Path(root).resolve()))

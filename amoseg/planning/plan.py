@@ -1,0 +1,239 @@
+"""plan.json as typed data: named configurations, validated on load.
+
+A user may edit plan.json; every field is checked when it is read and a wrong one gets one
+line naming it (`configurations.2d.spacing must be ...`). Field meanings: docs/plan.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amoseg.atomic import read_json, write_json
+from amoseg.errors import AmosegError
+from amoseg.preprocessing import Normalisation, Preprocessor
+
+PLAN_VERSION = 1
+CONFIGURATIONS = ("seed", "2d", "3d")
+MODALITIES = ("ct", "mr")
+KEEP_CHOICES = ("organ", "all")
+MAX_SIZE = 4096
+
+
+class PlanError(AmosegError):
+    """An invalid plan.json field: one line naming it."""
+
+
+def _fail(where: str, message: str, path: Path | None) -> PlanError:
+    return PlanError(
+        f"plan {where} {message}", path, "fix that field, or re-create it with `amoseg plan`"
+    )
+
+
+def _number(value: Any, where: str, path: Path | None, *, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _fail(where, f"must be a finite number, got {value!r}", path)
+    if positive and value <= 0:
+        raise _fail(where, f"must be > 0, got {value!r}", path)
+    return float(value)
+
+
+def _integer(value: Any, where: str, path: Path | None, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise _fail(where, f"must be an integer in {lo}..{hi}, got {value!r}", path)
+    return int(value)
+
+
+def _mapping(value: Any, where: str, path: Path | None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(where, f"must be an object, got {type(value).__name__}", path)
+    return value
+
+
+@dataclass(frozen=True)
+class Network:
+    """The network a configuration trains by default: a registry name and its arguments."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"class": self.name, "args": dict(self.args)}
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One way of preparing and training on the dataset (see docs/plan.md)."""
+
+    name: str
+    dims: int  # 2 (slices or 2.5D stacks) or 3 (patches)
+    spacing: tuple[float, float, float] | None  # target mm (RAS+ x, y, z); None for seed
+    resample_z: bool  # False: z is kept as it is (2d, seed)
+    size: int | None  # seed: every slice resized to size×size
+    patch_size: tuple[int, ...]  # 2d/seed: (x, y); 3d: (x, y, z) voxels
+    batch_size: int
+    memory_budget_gb: float
+    normalisation: dict[str, Normalisation]  # per modality ("ct", "mr")
+    network: Network
+    body_crop: float | None  # CT body crop threshold (HU) at preprocessing; None: no crop
+    context: int  # 2.5D: adjacent slices on each side
+    keep: str  # seed: "organ" (slices with an organ) or "all"; planned: "all"
+
+    def preprocessor(self, modality: str) -> Preprocessor:
+        """The Preprocessor for a case of `modality` (the body crop is CT's only)."""
+        crop = self.body_crop if modality == "ct" else None
+        if self.size is not None:
+            return Preprocessor(size=self.size, crop_threshold=crop)
+        x, y, z = self.spacing  # type: ignore[misc]
+        return Preprocessor(spacing=(x, y, z if self.resample_z else None), crop_threshold=crop)
+
+    def normaliser(self, modality: str) -> Normalisation:
+        return self.normalisation.get(modality) or Normalisation("zscore")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dims": self.dims,
+            "spacing": None if self.spacing is None else list(self.spacing),
+            "resample_z": self.resample_z,
+            "size": self.size,
+            "patch_size": list(self.patch_size),
+            "batch_size": self.batch_size,
+            "memory_budget_gb": self.memory_budget_gb,
+            "normalisation": {m: n.to_dict() for m, n in self.normalisation.items()},
+            "network": self.network.to_dict(),
+            "body_crop": None if self.body_crop is None else {"threshold": self.body_crop},
+            "context": self.context,
+            "keep": self.keep,
+        }
+
+    @classmethod
+    def from_dict(cls, name: str, data: Any, path: Path | None = None) -> Configuration:
+        where = f"configurations.{name}"
+        data = _mapping(data, where, path)
+        dims = data.get("dims")
+        if dims not in (2, 3):
+            raise _fail(f"{where}.dims", f"must be 2 or 3, got {dims!r}", path)
+        spacing = data.get("spacing")
+        if spacing is not None:
+            if not isinstance(spacing, list) or len(spacing) != 3:
+                raise _fail(f"{where}.spacing", f"must be [x, y, z] in mm, got {spacing!r}", path)
+            spacing = tuple(_number(v, f"{where}.spacing", path) for v in spacing)
+        size = data.get("size")
+        if size is not None:
+            size = _integer(size, f"{where}.size", path, 1, MAX_SIZE)
+        if (size is None) == (spacing is None):
+            raise _fail(where, "needs exactly one of size (S×S slices) or spacing (mm)", path)
+        resample_z = data.get("resample_z", dims == 3)
+        if not isinstance(resample_z, bool):
+            raise _fail(f"{where}.resample_z", f"must be true or false, got {resample_z!r}", path)
+        patch = data.get("patch_size")
+        if not isinstance(patch, list) or len(patch) != dims:
+            raise _fail(f"{where}.patch_size", f"must list {dims} sizes, got {patch!r}", path)
+        patch = tuple(_integer(v, f"{where}.patch_size", path, 1, MAX_SIZE) for v in patch)
+        norm = _mapping(data.get("normalisation", {}), f"{where}.normalisation", path)
+        normalisation = {}
+        for modality, entry in norm.items():
+            if modality not in MODALITIES:
+                raise _fail(
+                    f"{where}.normalisation", f"has unknown modality {modality!r} (ct, mr)", path
+                )
+            try:
+                normalisation[modality] = Normalisation.from_dict(
+                    _mapping(entry, f"{where}.normalisation.{modality}", path)
+                )
+            except (AmosegError, TypeError, ValueError, IndexError) as exc:
+                reason = exc.what if isinstance(exc, AmosegError) else str(exc)
+                raise _fail(
+                    f"{where}.normalisation.{modality}", f"is invalid: {reason}", path
+                ) from None
+        net = _mapping(data.get("network"), f"{where}.network", path)
+        if not isinstance(net.get("class"), str) or not net["class"]:
+            raise _fail(f"{where}.network.class", "must name a model, e.g. 'unet'", path)
+        args = _mapping(net.get("args", {}), f"{where}.network.args", path)
+        crop = data.get("body_crop")
+        if crop is not None:
+            crop = _number(
+                _mapping(crop, f"{where}.body_crop", path).get("threshold"),
+                f"{where}.body_crop.threshold",
+                path,
+                positive=False,
+            )
+        keep = data.get("keep", "all")
+        if keep not in KEEP_CHOICES:
+            raise _fail(f"{where}.keep", f"must be organ or all, got {keep!r}", path)
+        return cls(
+            name=name,
+            dims=int(dims),
+            spacing=spacing,  # type: ignore[arg-type]
+            resample_z=resample_z,
+            size=size,
+            patch_size=patch,
+            batch_size=_integer(data.get("batch_size"), f"{where}.batch_size", path, 1, 4096),
+            memory_budget_gb=_number(
+                data.get("memory_budget_gb", 8.0), f"{where}.memory_budget_gb", path
+            ),
+            normalisation=normalisation,
+            network=Network(net["class"], dict(args)),
+            body_crop=crop,
+            context=_integer(data.get("context", 0), f"{where}.context", path, 0, 16),
+            keep=keep,
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    configurations: dict[str, Configuration]
+    median_spacing: tuple[float, float, float] | None = None
+    dataset: str = ""
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+    def configuration(self, name: str) -> Configuration:
+        if name not in self.configurations:
+            raise AmosegError(
+                f"no configuration {name!r} in the plan",
+                hint=f"choose one of {', '.join(self.configurations)}",
+            )
+        return self.configurations[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": PLAN_VERSION,
+            "dataset": self.dataset,
+            "median_spacing": None if self.median_spacing is None else list(self.median_spacing),
+            "configurations": {n: c.to_dict() for n, c in self.configurations.items()},
+            "fingerprint": self.fingerprint,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, path: Path | None = None) -> Plan:
+        data = _mapping(data, "file", path)
+        version = data.get("version", PLAN_VERSION)
+        if version != PLAN_VERSION:
+            raise _fail("version", f"must be {PLAN_VERSION}, got {version!r}", path)
+        configs = _mapping(data.get("configurations"), "configurations", path)
+        if not configs:
+            raise _fail("configurations", "is empty", path)
+        median = data.get("median_spacing")
+        return cls(
+            configurations={
+                str(n): Configuration.from_dict(str(n), c, path) for n, c in configs.items()
+            },
+            median_spacing=None if median is None else tuple(float(v) for v in median),  # type: ignore[arg-type]
+            dataset=str(data.get("dataset", "")),
+            fingerprint=data.get("fingerprint") or {},
+        )
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and validate plan.json (one line naming the field on any invalid edit)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AmosegError("plan file not found", path, "create one with `amoseg plan ROOT -o FILE`")
+    return Plan.from_dict(read_json(path, "plan.json"), path)
+
+
+def save_plan(plan: Plan, path: str | Path) -> Path:
+    write_json(Path(path), plan.to_dict())
+    return Path(path)

@@ -1,0 +1,177 @@
+"""Fingerprint → plan: target spacings, patch and batch sizes, normalisation, networks.
+
+The rules are nnU-Net's, simplified where noted (docs/plan.md):
+
+- `2d`: in-plane spacing = the median in-plane spacing; z is left as it is.
+- `3d`: spacing = the median per axis; if the coarsest median axis is more than
+  ANISOTROPY (3) times the finest, that axis's target is instead the 10th percentile of its
+  spacings (never finer than the other axes), so thick-slice scans are not interpolated to
+  a z-resolution they never had.
+- `seed`: the report's fixed S×S resize (no target spacing).
+- Patch size: the median body box after resampling, rounded up to the network's multiple;
+  for 3d, the largest axis is halved-by-steps until the memory estimate fits the budget.
+- Batch size: budget / estimated training memory of one sample (`sample_bytes`), in
+  [MIN_BATCH, MAX_BATCH].
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from amoseg.planning.fingerprint import BODY_HU, Fingerprint
+from amoseg.planning.plan import Configuration, Network, Plan
+from amoseg.preprocessing import Normalisation
+
+ANISOTROPY = 3.0
+DEFAULT_SIZE = 640
+DEFAULT_MEMORY_GB = 8.0
+MIN_BATCH, MAX_BATCH = 2, 64
+#: network defaults the models read (`unet`'s own defaults; `unet3d` a nnU-Net-like start).
+UNET_ARGS = {"base": 32, "depth": 4, "context": 1}
+UNET3D_ARGS = {"base": 32, "depth": 4}
+MAX_PATCH_2D = 1024
+MAX_PATCH_3D = (192, 192, 192)
+#: bytes of training memory per voxel and feature channel of a U-Net level: activations kept
+#: for the backward pass (≈ 2 convs × (conv, norm, activation) in the encoder and decoder ≈ 12
+#: tensors) at 4 bytes (fp32), plus their gradients (×2). A coarse, deliberately safe estimate.
+BYTES_PER_FEATURE_VOXEL = 12 * 4 * 2
+#: the CT window of the report's U-Nets (the seed configuration).
+SEED_WINDOW = (-1000.0, 1000.0)
+
+
+def sample_bytes(patch: tuple[int, ...], base: int, depth: int) -> float:
+    """Estimated training memory of one sample of `patch` voxels for a U-Net whose level l has
+    base·2^l channels at 1/2^l resolution per axis (weights ignored: small next to this)."""
+    dims = len(patch)
+    voxels = float(np.prod(patch))
+    per_voxel = sum(base * 2**level / 2 ** (dims * level) for level in range(depth + 1))
+    return voxels * per_voxel * BYTES_PER_FEATURE_VOXEL
+
+
+def batch_for(patch: tuple[int, ...], base: int, depth: int, budget_gb: float) -> int:
+    fit = int(budget_gb * 2**30 // sample_bytes(patch, base, depth))
+    return max(MIN_BATCH, min(MAX_BATCH, fit))
+
+
+def _round_up(n: float, multiple: int, cap: int) -> int:
+    return int(min(cap, max(multiple, math.ceil(n / multiple) * multiple)))
+
+
+def target_spacing_3d(spacings: np.ndarray) -> tuple[float, float, float]:
+    """Median spacing with the anisotropy rule (see the module docstring)."""
+    target = np.median(spacings, axis=0)
+    worst = int(np.argmax(target))
+    others = [target[i] for i in range(3) if i != worst]
+    if target[worst] > ANISOTROPY * min(target):
+        low = float(np.percentile(spacings[:, worst], 10))
+        target[worst] = max(low, max(others))
+    return tuple(float(v) for v in target)  # type: ignore[return-value]
+
+
+def _resampled_shape(fp: Fingerprint, target: tuple[float | None, ...]) -> np.ndarray:
+    """Median body-box shape (voxels) after resampling to `target` (None: axis kept)."""
+    shapes = fp.body_shapes() * fp.spacings()
+    for axis, t in enumerate(target):
+        shapes[:, axis] = fp.body_shapes()[:, axis] if t is None else shapes[:, axis] / t
+    return np.median(shapes, axis=0)
+
+
+def _normalisation(fp: Fingerprint) -> dict[str, Normalisation]:
+    out: dict[str, Normalisation] = {}
+    if "ct" in fp.modalities() and fp.ct_foreground is not None:
+        fg = fp.ct_foreground
+        out["ct"] = Normalisation(
+            "ct", clip=(fg.p00_5, fg.p99_5), mean=fg.mean, std=max(fg.std, 1e-3)
+        )
+    if "mr" in fp.modalities():
+        out["mr"] = Normalisation("zscore")
+    return out
+
+
+def plan_dataset(
+    fp: Fingerprint,
+    *,
+    size: int = DEFAULT_SIZE,
+    memory_gb: float = DEFAULT_MEMORY_GB,
+    dataset: str = "",
+) -> Plan:
+    """The plan for a fingerprinted dataset (configurations seed, 2d, 3d)."""
+    spacings = fp.spacings()
+    median = tuple(float(v) for v in np.median(spacings, axis=0))
+    configs: dict[str, Configuration] = {}
+
+    seed_norm = {"ct": Normalisation("window", clip=SEED_WINDOW), "mr": Normalisation("zscore")}
+    configs["seed"] = Configuration(
+        name="seed",
+        dims=2,
+        spacing=None,
+        resample_z=False,
+        size=size,
+        patch_size=(size, size),
+        batch_size=batch_for((size, size), UNET_ARGS["base"], UNET_ARGS["depth"], memory_gb),
+        memory_budget_gb=memory_gb,
+        normalisation={m: seed_norm[m] for m in fp.modalities()},
+        network=Network("unet", dict(UNET_ARGS)),
+        body_crop=None,  # the seed U-Net crops to the body itself, on the model grid
+        context=UNET_ARGS["context"],
+        keep="organ",
+    )
+
+    norm = _normalisation(fp)
+    multiple = 2 ** UNET_ARGS["depth"]
+    shape_2d = _resampled_shape(fp, (median[0], median[1], None))
+    patch_2d = tuple(_round_up(n, multiple, MAX_PATCH_2D) for n in shape_2d[:2])
+    configs["2d"] = Configuration(
+        name="2d",
+        dims=2,
+        spacing=median,
+        resample_z=False,
+        size=None,
+        patch_size=patch_2d,
+        batch_size=batch_for(patch_2d, UNET_ARGS["base"], UNET_ARGS["depth"], memory_gb),
+        memory_budget_gb=memory_gb,
+        normalisation=norm,
+        network=Network("unet", dict(UNET_ARGS)),
+        body_crop=BODY_HU,
+        context=UNET_ARGS["context"],
+        keep="all",
+    )
+
+    target = target_spacing_3d(spacings)
+    multiple = 2 ** UNET3D_ARGS["depth"]
+    shape_3d = _resampled_shape(fp, target)
+    patch = [_round_up(n, multiple, cap) for n, cap in zip(shape_3d, MAX_PATCH_3D, strict=True)]
+    base, depth = UNET3D_ARGS["base"], UNET3D_ARGS["depth"]
+    while sample_bytes(tuple(patch), base, depth) * MIN_BATCH > memory_gb * 2**30:
+        # shrink the axis that is largest relative to the median shape (nnU-Net's choice)
+        axis = int(np.argmax(np.array(patch) / np.maximum(shape_3d, 1)))
+        if patch[axis] <= multiple:
+            axis = int(np.argmax(patch))
+            if patch[axis] <= multiple:
+                break
+        patch[axis] -= multiple
+    patch_3d = tuple(int(p) for p in patch)
+    configs["3d"] = Configuration(
+        name="3d",
+        dims=3,
+        spacing=target,
+        resample_z=True,
+        size=None,
+        patch_size=patch_3d,
+        batch_size=batch_for(patch_3d, base, depth, memory_gb),
+        memory_budget_gb=memory_gb,
+        normalisation=norm,
+        network=Network("unet3d", dict(UNET3D_ARGS)),
+        body_crop=BODY_HU,
+        context=0,
+        keep="all",
+    )
+    return Plan(
+        configurations=configs,
+        median_spacing=median,  # type: ignore[arg-type]
+        dataset=dataset,
+        fingerprint=json.loads(json.dumps(fp.to_dict())),  # plain JSON types, as on disk
+    )
