@@ -56,6 +56,7 @@ def box_area(box: tuple[slice, slice]) -> int:
 def compare(store_dir: Path, runs: list[Path]) -> None:
     from amoseg.data.crop import body_box
     from amoseg.data.slice_store import SliceStore
+    from amoseg.inference.inferers import model_labels
     from amoseg.metrics.confusion import ConfusionMatrix, mean_dice, mean_iou
     from amoseg.models.unet import BODY_HU
     from amoseg.training import load_run
@@ -77,7 +78,7 @@ def compare(store_dir: Path, runs: list[Path]) -> None:
             cm = ConfusionMatrix()
             labels[crop] = []
             for case in cases:
-                pred = model.predict_volume(np.asarray(store.image(case)), batch_size=16)
+                pred = model_labels(model, store.image(case), batch_size=16)
                 cm.update(torch.from_numpy(pred), torch.from_numpy(np.array(store.label(case))))
                 labels[crop].append(pred.ravel())
             print(

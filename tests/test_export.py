@@ -10,6 +10,7 @@ import pytest
 from amoseg.cli.main import main
 from amoseg.errors import AmosegError
 from amoseg.inference import OnnxBackend, backend_for_model, export_onnx, segment_scan
+from amoseg.inference.inferers import model_labels
 from tests.predict_models import NoNetworkModel, TinyConvModel, make_tiny_run
 from tests.test_predict import assert_same_geometry
 
@@ -54,14 +55,14 @@ def test_onnx_and_torch_label_maps_agree_on_a_real_scan(ct, tmp_path):
     assert (torch_labels == onnx_labels).mean() >= 0.999
 
 
-def test_pipeline_matches_the_models_own_predict_volume(tiny_run):
+def test_predict_pipeline_matches_validation_on_the_stored_grid(tiny_run):
     from amoseg.training import load_run
 
     model = load_run(tiny_run, device="cpu")
     rng = np.random.default_rng(3)
     volume = np.round(rng.normal(-50, 120, (32, 32, 7))).astype(np.float32)  # already S×S
     ours = segment_scan(backend_for_model(model, "cpu", "fp32"), volume, np.eye(4))
-    theirs = model.predict_volume(np.moveaxis(volume, 2, 0), batch_size=3)
+    theirs = model_labels(model, np.moveaxis(volume, 2, 0), batch_size=3)
     assert (ours == np.moveaxis(theirs, 0, 2)).mean() >= 0.999
 
 

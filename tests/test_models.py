@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from amoseg.errors import AmosegError
+from amoseg.inference.inferers import model_labels
 from amoseg.labels import NUM_CLASSES
 from amoseg.models.registry import MODEL_NAMES, create_model, load_model
 from amoseg.training.augment import augment_batch
@@ -63,7 +64,7 @@ def test_predict_shapes_and_export(name, tmp_path):
     assert again.name == name and again.input_size == 32 and again.context == model.context
     np.testing.assert_array_equal(again.predict_batch(x)[1], probs)
     vol = x[:, 0]
-    np.testing.assert_array_equal(again.predict_volume(vol, 2), model.predict_volume(vol, 3))
+    np.testing.assert_array_equal(model_labels(again, vol, 2), model_labels(model, vol, 3))
 
 
 @pytest.mark.parametrize("k", [1, 3, 5])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from typer.core import TyperCommand
+
 from amoseg.errors import AmosegError
 
 
@@ -21,3 +23,18 @@ def parse_hparams(text: str | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise AmosegError("--hparams must be a JSON object", hint="e.g. '{\"base\": 16}'")
     return value
+
+
+class ModelHelpCommand(TyperCommand):
+    """A command whose MODEL argument's help lists the registered models, read from the
+    registry only when the help is shown (the registry imports torch: seconds, which every
+    other `amoseg` call should not pay)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from amoseg.models.registry import DEFAULT_MODEL, model_names
+
+        for param in self.params:
+            if param.name == "model":
+                names = ", ".join(model_names())
+                param.help = f"A registered model: {names} (default for predict: {DEFAULT_MODEL})."
+        super().format_help(ctx, formatter)

@@ -19,20 +19,41 @@ def evaluate(
     split: str = typer.Option("test", "--split", help="train, val or test."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Slices per forward pass."),
+    native: bool = typer.Option(
+        True,
+        "--native/--no-native",
+        help="Also segment each scan's original file on its own grid (as `amoseg predict` "
+        "does) and score 3D Dice and NSD per organ against its original label (as `amoseg "
+        "score` does).",
+    ),
 ) -> None:
-    """Write RUNDIR/eval_SPLIT/metrics.json, a confusion-matrix PNG and an overlay figure."""
+    """Write RUNDIR/eval_SPLIT/metrics.json, a confusion-matrix PNG and an overlay figure.
+
+    Reports AMOS-style per-organ 3D Dice and NSD on each scan's original grid (`native`),
+    and the report's table (pixel accuracy, mIoU, Dice) over the stored slices."""
     from rich.console import Console
 
     from amoseg.reports.evaluate import eval_dir, evaluate_run
 
-    m = evaluate_run(run_dir, data, split=split, device=device, batch_size=batch_size)
+    m = evaluate_run(
+        run_dir, data, split=split, device=device, batch_size=batch_size, native=native
+    )
 
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{100 * x:.2f} %"
 
     out = eval_dir(run_dir, split)
+    nat = m.get("native")
+    if nat:
+        native_line = (
+            f"native grid ({nat['n_cases']} scans, all slices): mean organ Dice "
+            f"{pct(nat['mean_dice'])}, NSD@{nat['tolerance_mm']:g} mm {pct(nat['mean_nsd'])}"
+        )
+    else:
+        native_line = f"native grid: skipped ({m.get('native_skipped')})"
     Console().print(
-        f"[bold]{m['model']}[/bold] on {split} ({m['n_cases']} volumes, {m['n_slices']} slices): "
+        f"[bold]{m['model']}[/bold] on {split}\n  {native_line}\n"
+        f"  report-style, stored slices ({m['n_cases']} volumes, {m['n_slices']} slices): "
         f"accuracy {pct(m['accuracy'])}, mIoU {pct(m['miou'])}, "
         f"mean organ Dice {pct(m['mean_dice'])}, {m['slices_per_s'] or 0:.1f} slices/s\n"
         f"wrote {out / 'metrics.json'}, {out / 'confusion_matrix.png'}, {out / 'overlay.png'}",

@@ -17,7 +17,9 @@ PARAM_KEYS = ("lr", "weight_decay", "batch_size")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train)
+    from amoseg.cli._options import ModelHelpCommand
+
+    app.command("train", cls=ModelHelpCommand)(train)
 
 
 def _params_file(path: Path) -> dict:
@@ -34,9 +36,7 @@ def _params_file(path: Path) -> dict:
 
 
 def train(
-    model: str = typer.Argument(
-        ..., help="prior, logreg-pixel, logreg-3x3, logreg-5x5, mlp, unet-seed or unet."
-    ),
+    model: str = typer.Argument(..., help="A registered model (listed by --help)."),
     data: Path = typer.Option(..., "--data", help="Prepared slice store (amoseg prepare)."),
     out: Path = typer.Option(..., "--out", help="Run folder to write (checkpoints, logs)."),
     epochs: int = typer.Option(10, "--epochs", min=1, help="Epochs to train (in total)."),

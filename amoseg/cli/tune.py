@@ -12,11 +12,13 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    app.command("tune")(tune)
+    from amoseg.cli._options import ModelHelpCommand
+
+    app.command("tune", cls=ModelHelpCommand)(tune)
 
 
 def tune(
-    model: str = typer.Argument(..., help="Model to tune (see `amoseg train --help`)."),
+    model: str = typer.Argument(..., help="A registered model (listed by --help)."),
     data: Path = typer.Option(..., "--data", help="Prepared slice store (`amoseg prepare`)."),
     trials: int = typer.Option(20, "--trials", help="Finished trials the study should reach."),
     storage: str | None = typer.Option(

@@ -1,46 +1,46 @@
-"""Prediction on new scans (NIfTI or DICOM), organ volumes, overlays and ONNX export."""
+"""Prediction on new scans (NIfTI or DICOM), organ volumes, overlays and ONNX export.
+
+Names are imported on first use, so `amoseg.inference.inferers` (which training imports)
+does not pull in ONNX export, DICOM reading or matplotlib.
+"""
 
 from __future__ import annotations
 
-from amoseg.inference.backends import ModelBackend, OnnxBackend, TorchBackend, backend_for_model
-from amoseg.inference.export import export_onnx
-from amoseg.inference.inputs import Scan, ScanInput, expand_input, load_scan
-from amoseg.inference.pipeline import StageTimes, segment_volume
-from amoseg.inference.postprocess import largest_component_per_organ
-from amoseg.inference.predict import (
-    Prediction,
-    collect_inputs,
-    label_image_like,
-    load_model,
-    open_backend,
-    predict_many,
-    predict_scan,
-    segment_scan,
-)
-from amoseg.inference.volumes import organ_volumes, voxel_volume_ml, write_volumes
+import importlib
+from typing import Any
 
-__all__ = [
-    "ModelBackend",
-    "OnnxBackend",
-    "Prediction",
-    "Scan",
-    "ScanInput",
-    "StageTimes",
-    "TorchBackend",
-    "backend_for_model",
-    "collect_inputs",
-    "expand_input",
-    "export_onnx",
-    "label_image_like",
-    "largest_component_per_organ",
-    "load_model",
-    "load_scan",
-    "open_backend",
-    "organ_volumes",
-    "predict_many",
-    "predict_scan",
-    "segment_scan",
-    "segment_volume",
-    "voxel_volume_ml",
-    "write_volumes",
-]
+_EXPORTS = {
+    "amoseg.inference.backends": (
+        "ModelBackend",
+        "OnnxBackend",
+        "TorchBackend",
+        "backend_for_model",
+    ),
+    "amoseg.inference.export": ("export_onnx",),
+    "amoseg.inference.inferers": ("SliceInferer", "SlidingWindowInferer", "label_volume"),
+    "amoseg.inference.inputs": ("Scan", "ScanInput", "expand_input", "load_scan"),
+    "amoseg.inference.pipeline": ("StageTimes", "segment_volume"),
+    "amoseg.inference.postprocess": ("largest_component_per_organ",),
+    "amoseg.inference.predict": (
+        "Prediction",
+        "collect_inputs",
+        "label_image_like",
+        "load_model",
+        "open_backend",
+        "predict_many",
+        "predict_scan",
+        "scan_probabilities",
+        "segment_scan",
+    ),
+    "amoseg.inference.volumes": ("organ_volumes", "voxel_volume_ml", "write_volumes"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'amoseg.inference' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

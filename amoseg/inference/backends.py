@@ -1,21 +1,27 @@
 """Where the network runs: PyTorch (CPU/GPU), ONNX Runtime, or a model's own predict_batch.
 
-Every backend maps a batch of raw-intensity slices (B, 1+2c, S, S) to per-class scores
-(B, 16, S, S) — logits for networks, probabilities for models without a torch module. The
-pipeline in `amoseg.inference.pipeline` resizes those scores, not labels, back to the scan's
-grid, so all backends share the same pre- and post-processing.
+Every backend is a predictor (`amoseg.inference.inferers`): `scores` maps a batch of
+raw-intensity inputs (B, 1+2c, S, S) to per-class logits (B, 16, S, S) (log-probabilities for
+models without a torch module), and `inferer(batch_size)` says how to run it over a volume.
+The pipeline in `amoseg.inference.pipeline` resizes those scores, not labels, back to the
+scan's grid, so all backends share the same pre- and post-processing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 
+from amoseg.devices import resolve_device
 from amoseg.errors import AmosegError
+from amoseg.inference.inferers import Inferer, SliceInferer
 from amoseg.models.networks import use_strided_pooling
+
+__all__ = ["ModelBackend", "OnnxBackend", "ScoreBackend", "TorchBackend", "resolve_device"]
 
 ONNX_INPUT = "image"
 ONNX_OUTPUT = "logits"
@@ -36,23 +42,18 @@ class ScoreBackend(Protocol):
     size_multiple: int
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1+2c, S, S) float32 on `device` → (B, 16, S, S) float scores on `device`."""
+        """(B, 1+2c, S, S) float32 on `device` → (B, 16, S, S) float logits on `device`."""
+        ...
+
+    def inferer(self, batch_size: int) -> Inferer:
+        """How `scores` runs over a whole volume (`amoseg.inference.inferers`)."""
         ...
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' → CUDA when available; asking for CUDA without one is a user error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise AmosegError(
-            "--device cuda asked for, but no CUDA GPU is available",
-            None,
-            "use --device cpu or auto",
-        )
-    if device not in {"cpu"} and not device.startswith("cuda"):
-        raise AmosegError(f"unknown device {device!r}", None, "use auto, cpu or cuda")
-    return torch.device(device)
+def slice_inferer(backend: ScoreBackend, batch_size: int) -> SliceInferer:
+    """The 2D / 2.5D inferer for a slice backend, from its current settings (so turning
+    `body_threshold` off, as `--no-crop` does, takes effect)."""
+    return SliceInferer(backend.context, batch_size, backend.body_threshold, backend.size_multiple)
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -112,6 +113,7 @@ class TorchBackend:
         precision: str = "auto",
         body_threshold: float | None = None,
         size_multiple: int = 1,
+        make_inferer: Callable[[int], Inferer] | None = None,
     ):
         self.device = resolve_device(device)
         self.bf16 = resolve_precision(precision, self.device, trained_bf16)
@@ -126,17 +128,25 @@ class TorchBackend:
         self.context = int(context)
         self.body_threshold = body_threshold
         self.size_multiple = int(size_multiple)
+        #: a model's own inferer (e.g. a sliding window for 3D); None: slices, as below
+        self.make_inferer = make_inferer
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            x = x.contiguous(memory_format=torch.channels_last)
+            layout = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
+            x = x.contiguous(memory_format=layout)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 return self.module(x)
 
+    def inferer(self, batch_size: int) -> Inferer:
+        if self.make_inferer is not None:
+            return self.make_inferer(batch_size)
+        return slice_inferer(self, batch_size)
+
 
 class ModelBackend:
-    """Fallback for models without a torch module (e.g. logistic regression): their own
-    `predict_batch` probabilities, computed on the CPU."""
+    """Fallback for models without a torch module: their own `predict_batch` probabilities,
+    computed on the CPU, as log-probabilities (so every backend hands out logits)."""
 
     def __init__(self, model: Any):
         self.model = model
@@ -148,7 +158,10 @@ class ModelBackend:
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         _labels, probs = self.model.predict_batch(x.cpu().numpy().astype(np.float32))
-        return torch.from_numpy(np.asarray(probs, dtype=np.float32))
+        return torch.from_numpy(np.asarray(probs, dtype=np.float32)).clamp_min_(1e-12).log_()
+
+    def inferer(self, batch_size: int) -> Inferer:
+        return slice_inferer(self, batch_size)
 
 
 class OnnxBackend:
@@ -191,6 +204,9 @@ class OnnxBackend:
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         feed = {self.input_name: np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)}
         return torch.from_numpy(self.session.run(None, feed)[0])
+
+    def inferer(self, batch_size: int) -> Inferer:
+        return slice_inferer(self, batch_size)
 
 
 def backend_for_model(model: Any, device: str = "auto", precision: str = "auto") -> ScoreBackend:

@@ -1,10 +1,11 @@
-"""Slice-wise segmentation of one canonical (RAS+) volume, timed by stage.
+"""One scan through a backend: file order → model grid → inferer → the scan's own grid.
 
-Mirrors `prepare` exactly on the way in: the same `amoseg.preprocessing` resize of each axial
-slice to S×S, rounded as the int16 store does. On the way back, when the scan is finer than the
-model, per-class scores (not labels) are resized bilinearly before the argmax, so organ
-borders come out smooth at the scan's resolution instead of blocky at the model's. All of it
-runs on the backend's device, so on a GPU only the uint8 label volume crosses back.
+Mirrors `prepare` exactly on the way in (reorient to RAS+, the same `amoseg.preprocessing`
+resize of each axial slice to S×S, rounded as the int16 store does), runs the backend's inferer
+(`amoseg.inference.inferers`), and on the way back resamples per-class scores (not labels)
+to the scan's grid before the arg-max, so organ borders come out smooth at the scan's
+resolution instead of blocky at the model's. All of it runs on the backend's device, so on
+a GPU only the uint8 label volume (or the probabilities asked for) crosses back.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from amoseg.data.crop import body_box
 from amoseg.inference.backends import ScoreBackend
+from amoseg.inference.inferers import Inferer, Predictor, Slab, channel_argmax
 from amoseg.preprocessing.orient import (  # noqa: F401 - re-exported for older callers
     apply_orientation_tensor,
     as_tensor,
@@ -27,6 +28,8 @@ from amoseg.preprocessing.orient import (  # noqa: F401 - re-exported for older 
     to_canonical_tensor,
 )
 from amoseg.preprocessing.resample import resize_inplane, round_int16
+
+__all__ = ["StageTimes", "channel_argmax", "scan_probabilities", "segment_volume"]
 
 
 class StageTimes:
@@ -62,49 +65,58 @@ def resize_slices(volume: torch.Tensor, size: int) -> torch.Tensor:
     return out if torch.is_floating_point(volume) else round_int16(out)
 
 
-def scores_to_labels(
-    scores: torch.Tensor,
-    shape_xy: tuple[int, int],
-    box: tuple[slice, slice] | None = None,
-    size: int | None = None,
-) -> torch.Tensor:
-    """(B, C, S, S) scores → (B, X, Y) uint8 labels on the scan's in-plane grid.
+def scan_grid_scores(slab: Slab, shape_xy: tuple[int, int]) -> torch.Tensor:
+    """A slab's (n, K, h, w) model-grid scores → (n, K, X, Y) float32 on the scan's in-plane
+    grid: bilinear when the scan is finer than the model (outside the body box: the box's
+    edge scores, replicated), else nearest neighbour."""
+    size = max(slab.frame)
+    if size < max(shape_xy):
+        scores = slab.scores.float()
+        if slab.box is not None:
+            rows, cols = slab.box
+            pad = (cols.start, slab.frame[1] - cols.stop, rows.start, slab.frame[0] - rows.stop)
+            scores = F.pad(scores, pad, mode="replicate")
+        return F.interpolate(scores, size=shape_xy, mode="bilinear", align_corners=False)
+    return F.interpolate(slab.framed().float(), size=shape_xy, mode="nearest-exact")
 
-    When the scan is finer than the model (S < X or Y), scores are interpolated bilinearly
-    before the argmax (smooth borders; on AMOS labels the round trip 512→256→512 keeps
-    organ Dice 0.987 instead of 0.952 with nearest labels). When the model grid is at least
-    as fine, labels are picked by nearest neighbour: it loses nothing there (Dice 1.000 for
-    512→640→512) and avoids resizing 16 score channels, the costliest step on a CPU.
 
-    With a body `box`, `scores` cover only that box of the size×size frame; outside it is
-    background (the box's own edge scores, replicated, on the bilinear path).
-    """
-    size = size or scores.shape[-1]
-    fine = size < max(shape_xy)
-    if box is not None and fine:
-        rows, cols = box
-        pad = (cols.start, size - cols.stop, rows.start, size - rows.stop)
-        scores, box = F.pad(scores.float(), pad, mode="replicate"), None
-    if fine:
-        scores = F.interpolate(scores.float(), size=shape_xy, mode="bilinear", align_corners=False)
-    labels = channel_argmax(scores)
-    if box is not None:
-        full = labels.new_zeros((labels.shape[0], size, size))
-        full[:, box[0], box[1]] = labels
-        labels = full
+def scan_grid_labels(slab: Slab, shape_xy: tuple[int, int]) -> torch.Tensor:
+    """(n, X, Y) uint8 = the arg-max of `scan_grid_scores(slab, shape_xy)`, computed the
+    cheap way where that is exact: when the model grid is at least as fine as the scan's,
+    nearest-neighbour resizing commutes with the arg-max, so labels are picked at the model
+    grid and resized (no 16-channel resize, the costliest step on a CPU; on AMOS labels the
+    bilinear path keeps organ Dice 0.987 for 512→256→512 where nearest labels give 0.952,
+    while 512→640→512 loses nothing either way)."""
+    if max(slab.frame) < max(shape_xy):
+        return channel_argmax(scan_grid_scores(slab, shape_xy))
+    labels = slab.labels()
     if labels.shape[-2:] != tuple(shape_xy):
         labels = F.interpolate(labels[:, None], size=shape_xy, mode="nearest-exact")[:, 0]
     return labels
 
 
-def channel_argmax(scores: torch.Tensor) -> torch.Tensor:
-    """argmax over classes as uint8, the fast way for the layout: on a channels-last tensor
-    it reduces a contiguous last axis; for an NCHW tensor on the CPU (ONNX Runtime's output)
-    NumPy's argmax is ~3× faster than torch's."""
-    nchw = not scores.is_contiguous(memory_format=torch.channels_last)
-    if scores.device.type == "cpu" and nchw and scores.dtype == torch.float32:
-        return torch.from_numpy(np.argmax(scores.numpy(), axis=1).astype(np.uint8))
-    return scores.permute(0, 2, 3, 1).argmax(-1).to(torch.uint8)
+def model_grid_volume(
+    backend: ScoreBackend, data: np.ndarray, affine: np.ndarray
+) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """(X, Y, Z) raw voxels in file order → ((Z, S, S) model-grid volume on the backend's
+    device, canonical shape (X, Y, Z)). The raw array (int16 for most CT: half the bytes of
+    float32) goes to the device once."""
+    volume = to_canonical_tensor(as_tensor(data).to(backend.device), affine)
+    shape = (int(volume.shape[0]), int(volume.shape[1]), int(volume.shape[2]))
+    return resize_slices(volume, backend.input_size), shape
+
+
+def timed_slabs(
+    inferer: Inferer, volume: torch.Tensor, predictor: Predictor, times: StageTimes
+) -> Iterator[Slab]:
+    """The inferer's slabs, the time spent producing them counted as 'forward'."""
+    slabs = inferer.slabs(volume, predictor)
+    while True:
+        with times.stage("forward"):
+            slab = next(slabs, None)
+        if slab is None:
+            return
+        yield slab
 
 
 def segment_volume(
@@ -116,32 +128,48 @@ def segment_volume(
 ) -> np.ndarray:
     """(X, Y, Z) raw intensities in file order → uint8 AMOS ids of the same shape and order.
 
-    The raw array (int16 for most CT: half the bytes of float32) goes to the device once;
-    reorientation, resizing, scoring and the way back all happen there. For a backend with a
-    `body_threshold` (CT-windowed U-Nets) only the body's box is scored.
+    Slab by slab, so only one batch of class scores is alive at a time; for a backend with
+    a `body_threshold` (CT-windowed U-Nets) the inferer scores only the body's box.
     """
     times = times if times is not None else StageTimes(backend.device)
-    device = backend.device
-    size = backend.input_size
     with times.stage("preprocess"):
-        raw = as_tensor(data).to(device)
-        volume = to_canonical_tensor(raw, affine)
-        nx, ny, nz = volume.shape
-        slices = resize_slices(volume, size)
-        del raw, volume
-        threshold = backend.body_threshold
-        box = None if threshold is None else body_box(slices, threshold, backend.size_multiple)
-        if box is not None:
-            slices = slices[:, box[0], box[1]].contiguous()
-        offsets = torch.arange(-backend.context, backend.context + 1, device=device)
-        out = torch.empty((nz, nx, ny), dtype=torch.uint8, device=device)
-    for start in range(0, nz, batch_size):
-        stop = min(start + batch_size, nz)
-        idx = (torch.arange(start, stop, device=device)[:, None] + offsets).clamp_(0, nz - 1)
-        with times.stage("forward"):
-            scores = backend.scores(slices[idx])
+        slices, (nx, ny, nz) = model_grid_volume(backend, data, affine)
+        out = torch.empty((nz, nx, ny), dtype=torch.uint8, device=backend.device)
+    for slab in timed_slabs(backend.inferer(batch_size), slices, backend.scores, times):
         with times.stage("resize_back"):
-            out[start:stop] = scores_to_labels(scores.to(device), (nx, ny), box, size)
+            slab.scores = slab.scores.to(backend.device)
+            out[slab.start : slab.stop] = scan_grid_labels(slab, (nx, ny))
     with times.stage("resize_back"):
         labels = from_canonical_tensor(out.permute(1, 2, 0), affine).contiguous().cpu().numpy()
     return labels
+
+
+def scan_probabilities(
+    backends: Sequence[ScoreBackend],
+    data: np.ndarray,
+    affine: np.ndarray,
+    batch_size: int = 8,
+    times: StageTimes | None = None,
+) -> torch.Tensor:
+    """(X, Y, Z) raw intensities in file order → (16, X, Y, Z) float32 class probabilities
+    on the scan's grid (file order), on the first backend's device, averaged over
+    `backends` (softmax of each one's logits, then the mean). The arg-max over classes is
+    what `segment_volume` returns for one backend (up to ties)."""
+    if not backends:
+        raise ValueError("scan_probabilities needs at least one backend")
+    device = backends[0].device
+    times = times if times is not None else StageTimes(device)
+    total: torch.Tensor | None = None
+    for backend in backends:
+        with times.stage("preprocess"):
+            slices, (nx, ny, nz) = model_grid_volume(backend, data, affine)
+            if total is None:
+                total = torch.zeros((nz, 16, nx, ny), dtype=torch.float32, device=device)
+        for slab in timed_slabs(backend.inferer(batch_size), slices, backend.scores, times):
+            with times.stage("resize_back"):
+                slab.scores = slab.scores.to(device)
+                total[slab.start : slab.stop] += scan_grid_scores(slab, (nx, ny)).softmax(1)
+    assert total is not None
+    with times.stage("resize_back"):
+        total /= len(backends)
+        return from_canonical_tensor(total.permute(1, 2, 3, 0), affine).contiguous()

@@ -1,21 +1,28 @@
 """Segment new scans with a trained run: label maps in each scan's own geometry + volumes.
 
 Per scan: load → reorient to RAS+ → resize slices to the model's S×S (as `prepare` did) →
-scores in batches → resize scores back, argmax → restore orientation → optional largest-
-component clean-up → `<name>_seg.nii.gz` (uint8, the input's exact header geometry),
-`<name>_volumes.csv/.json` and optionally `<name>_overlay.png`.
+the backend's inferer (`amoseg.inference.inferers`) → scores resampled to the scan's grid,
+arg-max → restore orientation → optional largest-component clean-up → `<name>_seg.nii.gz`
+(uint8, the input's exact header geometry), `<name>_volumes.csv/.json` and optionally
+`<name>_overlay.png`.
+
+`scan_probabilities` is the one function from (backend(s), voxels, affine) to class
+probabilities on the scan's own grid (ensembles average there); `segment_scan` is its
+arg-max, computed slab by slab for a single backend. `amoseg evaluate` scores test scans
+through `segment_scan` too, so its native-grid numbers are those of predict + score.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import nibabel as nib
 import numpy as np
+import torch
 
 from amoseg.data.geometry import to_canonical
 from amoseg.data.nifti import save_nifti
@@ -24,6 +31,7 @@ from amoseg.inference.backends import OnnxBackend, ScoreBackend, backend_for_mod
 from amoseg.inference.inputs import ScanInput, expand_input, load_scan, unique_names
 from amoseg.inference.overlay import write_overlay
 from amoseg.inference.pipeline import StageTimes, segment_volume
+from amoseg.inference.pipeline import scan_probabilities as _scan_probabilities
 from amoseg.inference.postprocess import largest_component_per_organ
 from amoseg.inference.volumes import organ_volumes, voxel_volume_ml, write_volumes
 
@@ -133,8 +141,38 @@ def label_image_like(labels: np.ndarray, reference: nib.Nifti1Image) -> nib.Nift
     return img
 
 
+def _backends(backend: ScoreBackend | Sequence[ScoreBackend]) -> list[ScoreBackend]:
+    backends = list(backend) if isinstance(backend, (list, tuple)) else [backend]
+    if not backends:
+        raise AmosegError("no model to predict with", None, "pass at least one run")
+    return backends
+
+
+def scan_probabilities(
+    backend: ScoreBackend | Sequence[ScoreBackend],
+    data: np.ndarray,
+    affine: np.ndarray,
+    *,
+    batch_size: int | None = None,
+    times: StageTimes | None = None,
+) -> torch.Tensor:
+    """Class probabilities of one scan on its own grid.
+
+    `data`: (X, Y, Z) raw voxels in file order (HU for CT), `affine`: the file's voxel →
+    world matrix; `backend`: one backend (`open_backend`, `backend_for_model`) or several
+    (an ensemble: their probabilities are averaged on the scan's grid). Returns
+    (16, X, Y, Z) float32 probabilities in file order, on the first backend's device; its
+    arg-max over classes is what `segment_scan` writes. Memory: 16 float32 values per voxel
+    (≈ 1.7 GB for 512×512×100), which `segment_scan` avoids for a single backend.
+    """
+    backends = _backends(backend)
+    times = times if times is not None else StageTimes(backends[0].device)
+    size = batch_size or default_batch_size(backends[0])
+    return _scan_probabilities(backends, data, affine, size, times)
+
+
 def segment_scan(
-    backend: ScoreBackend,
+    backend: ScoreBackend | Sequence[ScoreBackend],
     data: np.ndarray,
     affine: np.ndarray,
     *,
@@ -142,9 +180,17 @@ def segment_scan(
     postprocess: Postprocess = "none",
     times: StageTimes | None = None,
 ) -> np.ndarray:
-    """(X, Y, Z) voxels in file order → uint8 labels of exactly the same shape and order."""
-    times = times if times is not None else StageTimes(backend.device)
-    labels = segment_volume(backend, data, affine, batch_size or default_batch_size(backend), times)
+    """(X, Y, Z) voxels in file order → uint8 labels of exactly the same shape and order:
+    the arg-max of `scan_probabilities` (for one backend, computed a slab at a time)."""
+    backends = _backends(backend)
+    times = times if times is not None else StageTimes(backends[0].device)
+    size = batch_size or default_batch_size(backends[0])
+    if len(backends) == 1:
+        labels = segment_volume(backends[0], data, affine, size, times)
+    else:
+        probs = _scan_probabilities(backends, data, affine, size, times)
+        with times.stage("resize_back"):
+            labels = probs.argmax(0).to(torch.uint8).cpu().numpy()
     if postprocess == "lcc":
         with times.stage("postprocess"):
             labels = largest_component_per_organ(labels)

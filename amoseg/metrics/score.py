@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,13 @@ def match_cases(pred: str | Path, gt: str | Path, subset: bool = False) -> list[
             "predict every case, or pass --subset to score only the predicted cases",
         )
     return [CasePair(case, preds[case], gts[case]) for case in sorted(preds)]
+
+
+def load_truth(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A ground-truth label map as uint8 AMOS ids, and its voxel spacing in mm."""
+    gt_img = load_nifti(path, "ground-truth label")
+    spacing = tuple(float(z) for z in gt_img.header.get_zooms()[:3])
+    return label_array(gt_img, path), spacing
 
 
 def load_pair(pair: CasePair) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
@@ -246,24 +253,34 @@ def _nan(x: float | None) -> float:
     return math.nan if x is None else x
 
 
-def score_pairs(
-    pairs: list[CasePair],
+def score_loaded(
+    loaded: Iterable[tuple[CasePair, np.ndarray, np.ndarray, tuple[float, ...]]],
     tolerance_mm: float = 2.0,
     on_case: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Score matched pairs one at a time (one volume pair in memory); returns the report."""
+    """Score (pair, prediction, ground truth, spacing) cases one at a time, as they come
+    (one volume pair in memory); returns the report. `amoseg evaluate` feeds predictions
+    straight from `segment_scan` here, `score_pairs` feeds them from files."""
     if not math.isfinite(tolerance_mm) or tolerance_mm < 0:
         raise AmosegError(f"tolerance must be a finite number >= 0 mm, got {tolerance_mm}")
     total = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     cases = []
-    for pair in pairs:
-        p, g, spacing = load_pair(pair)
+    for pair, p, g, spacing in loaded:
         m, per_class = score_case(p, g, spacing, tolerance_mm)
         total += m
         cases.append(_case_record(pair, m, spacing, per_class))
         if on_case is not None:
             on_case(pair.case_id)
     return summarize(total, cases, tolerance_mm)
+
+
+def score_pairs(
+    pairs: list[CasePair],
+    tolerance_mm: float = 2.0,
+    on_case: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Score matched file pairs one at a time (one volume pair in memory); returns the report."""
+    return score_loaded(((pair, *load_pair(pair)) for pair in pairs), tolerance_mm, on_case)
 
 
 def score(

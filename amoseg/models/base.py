@@ -1,8 +1,12 @@
 """The one interface every model family implements, so train/evaluate/compare/tune are loops.
 
-A model sees slices from the prepared store at the store's size (S×S), in raw stored units
-(HU for CT). Each model owns its own intensity normalisation, because the report's models
-differ there (e.g. the seed U-Net divides by the maximum intensity).
+A model sees volumes from the prepared store at the store's size (S×S slices), in raw stored
+units (HU for CT). Each model owns its own intensity normalisation, because the report's
+models differ there (e.g. the seed U-Net divides by the maximum intensity).
+
+A model does not run its own loops: the trainer (`amoseg.training.trainer`) drives its
+hooks, and validation, `evaluate` and `predict` all run its `predictor()` through its
+`inferer()` (`amoseg.inference.inferers`).
 """
 
 from __future__ import annotations
@@ -12,15 +16,19 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
-from amoseg.data.crop import Box, body_box
+from amoseg.inference.inferers import Inferer, Predictor, SliceInferer
 from amoseg.labels import NUM_CLASSES
 
 
 class SegmentationModel(ABC):
-    """fit on a store's train split; predict batches of slices; save/load a run folder."""
+    """predict batches of slices; save/load a checkpoint; say how to infer over a volume."""
 
     name: ClassVar[str]
+    #: place in the report's ladder (position prior 0 … modern U-Net), simplest first:
+    #: the order of `model_names()`, the demo and the comparison table.
+    ladder: ClassVar[int] = 99
     #: Adjacent slices on each side fed as extra channels (0 = plain 2D, 1 = 2.5D with 3 ch).
     context: int = 0
     num_classes: int = NUM_CLASSES
@@ -29,10 +37,13 @@ class SegmentationModel(ABC):
     body_threshold: float | None = None
     #: the network's down-sampling factor: input sides must be multiples of it.
     size_multiple: int = 1
-
-    @abstractmethod
-    def fit(self, store: Any, settings: Any, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
-        """Train on `store`'s train split, validating each epoch; returns final metrics."""
+    #: False for models fitted in one pass over the training labels (the position prior):
+    #: the trainer then calls `fit_statistics` instead of its gradient loop.
+    gradient_trained: ClassVar[bool] = True
+    #: the recipe's lr / weight_decay / batch_size (TrainSettings fields left at None).
+    TRAIN_DEFAULTS: ClassVar[dict[str, Any]] = {}
+    #: hyper-parameters and their defaults; any other key is refused.
+    HPARAMS: ClassVar[dict[str, Any]] = {}
 
     @abstractmethod
     def predict_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,24 +59,28 @@ class SegmentationModel(ABC):
     def load(cls, path: Path, device: str = "auto") -> SegmentationModel:
         """Rebuild a model from a checkpoint written by `save`."""
 
-    def context_stack(self, slices: np.ndarray, start: int, stop: int) -> np.ndarray:
-        """(stop-start, 1+2c, S, S) inputs for slices[start:stop], edge slices repeated."""
-        n = slices.shape[0]
-        offsets = np.arange(-self.context, self.context + 1)
-        idx = np.clip(np.arange(start, stop)[:, None] + offsets[None, :], 0, n - 1)
-        return np.asarray(slices[idx], dtype=np.float32)
+    @classmethod
+    def store_hparams(cls, store: Any, hparams: dict[str, Any]) -> dict[str, Any]:
+        """Hyper-parameters derived from the training store (class weights, window)."""
+        return {}
 
-    def volume_box(self, slices: np.ndarray) -> Box | None:
-        """The box of one volume's (N, S, S) stack that this model scores (None: all of it),
-        the same one `predict` uses."""
-        if self.body_threshold is None:
-            return None
-        return body_box(slices, self.body_threshold, self.size_multiple)
+    def fit_statistics(self, store: Any) -> float:
+        """One pass over the store's training split (models with `gradient_trained` False);
+        returns the training loss."""
+        raise NotImplementedError(f"model '{self.name}' is trained by gradient descent")
 
-    def predict_volume(self, slices: np.ndarray, batch_size: int = 8) -> np.ndarray:
-        """Label every slice of one volume's (N, S, S) stack → (N, S, S) uint8."""
-        out = np.empty(slices.shape, dtype=np.uint8)
-        for start in range(0, slices.shape[0], batch_size):
-            stop = min(start + batch_size, slices.shape[0])
-            out[start:stop] = self.predict_batch(self.context_stack(slices, start, stop))[0]
-        return out
+    def predictor(self) -> Predictor:
+        """(B, C, S, S) raw inputs → (B, K, S, S) scores; by default the log of
+        `predict_batch`'s probabilities (models with a network return its logits)."""
+
+        def predict(x: torch.Tensor) -> torch.Tensor:
+            _labels, probs = self.predict_batch(x.detach().cpu().numpy().astype(np.float32))
+            scores = torch.from_numpy(np.asarray(probs, dtype=np.float32)).clamp_min_(1e-12)
+            return scores.log_().to(x.device)
+
+        return predict
+
+    def inferer(self, batch_size: int = 8) -> Inferer:
+        """How the predictor runs over a volume: slices with `context` neighbours, on the
+        body's box where the model was trained on such crops."""
+        return SliceInferer(self.context, batch_size, self.body_threshold, self.size_multiple)

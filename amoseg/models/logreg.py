@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from amoseg.models.networks import PatchLogReg
+from amoseg.models.registry import register_model
 from amoseg.models.torch_model import TorchModel
 
 
@@ -26,16 +27,22 @@ class _LogReg(TorchModel):
         return PatchLogReg(in_channels, self.kernel)
 
 
+@register_model
 class LogRegPixel(_LogReg):
     name = "logreg-pixel"
+    ladder = 1
     kernel = 1
 
 
+@register_model
 class LogReg3x3(_LogReg):
     name = "logreg-3x3"
+    ladder = 2
     kernel = 3
 
 
+@register_model
 class LogReg5x5(_LogReg):
     name = "logreg-5x5"
+    ladder = 3
     kernel = 5

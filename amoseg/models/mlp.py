@@ -14,11 +14,14 @@ from typing import Any, ClassVar
 from torch import nn
 
 from amoseg.models.networks import DenseSegNet
+from amoseg.models.registry import register_model
 from amoseg.models.torch_model import TorchModel
 
 
+@register_model
 class DenseMLP(TorchModel):
     name = "mlp"
+    ladder = 4
     TRAIN_DEFAULTS: ClassVar[dict[str, Any]] = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 8}
     HPARAMS: ClassVar[dict[str, Any]] = {
         "work_size": 220,

@@ -8,7 +8,6 @@ Laplace-smoothed relative counts, so the training NLL is finite.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from amoseg.devices import resolve_device
+from amoseg.inference.inferers import Predictor
 from amoseg.labels import NUM_CLASSES
 from amoseg.models.base import SegmentationModel
-from amoseg.models.torch_model import CHECKPOINT_FORMAT, load_checkpoint, resolve_device
+from amoseg.models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from amoseg.models.registry import register_model
 
 SMOOTHING = 1.0
 
@@ -34,10 +36,11 @@ class _PriorModule(nn.Module):
         return self.log_prior[None].expand(x.shape[0], -1, -1, -1) + 0 * x[:, :1]
 
 
+@register_model
 class PositionPrior(SegmentationModel):
     name = "prior"
-    TRAIN_DEFAULTS: dict[str, Any] = {}  # noqa: RUF012 - no optimiser
-    HPARAMS: dict[str, Any] = {}  # noqa: RUF012
+    ladder = 0
+    gradient_trained = False
 
     def __init__(self, input_size: int | None = None, **hparams: Any):
         from amoseg.errors import AmosegError
@@ -55,10 +58,6 @@ class PositionPrior(SegmentationModel):
         self.counts = torch.zeros(NUM_CLASSES, s, s, dtype=torch.int64)
 
     n_params = property(lambda self: int(self.counts.numel()))
-
-    @classmethod
-    def store_hparams(cls, store: Any, hparams: dict[str, Any]) -> dict[str, Any]:
-        return {}
 
     def to(self, device: str | torch.device) -> PositionPrior:
         self.device = resolve_device(device)
@@ -88,11 +87,8 @@ class PositionPrior(SegmentationModel):
             total -= float(lp[None].expand(lab.shape[0], -1, -1, -1).gather(1, lab[:, None]).sum())
         return total, int(np.prod(labels.shape))
 
-    def fit(self, store: Any, settings: Any, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
-        from amoseg.training.trainer import EpochReporter
-
-        reporter = EpochReporter(self, store, settings, Path(run_dir), **kwargs)
-        start = time.perf_counter()
+    def fit_statistics(self, store: Any) -> float:
+        """Count the training labels per position; returns the training NLL per pixel."""
         cases = store.cases("train")
         for case in cases:
             self.count(store.label(case))
@@ -100,17 +96,22 @@ class PositionPrior(SegmentationModel):
         for case in cases:
             a, b = self.nll(store.label(case))
             nll, pixels = nll + a, pixels + b
-        return reporter.finish_single_pass(nll / max(pixels, 1), time.perf_counter() - start)
+        return nll / max(pixels, 1)
 
     # ---- predict --------------------------------------------------------------------------
     def _check(self, x: Any) -> None:
         if tuple(x.shape[-2:]) != tuple(self.counts.shape[-2:]):
             raise ValueError(f"prior was fitted at {tuple(self.counts.shape[-2:])}, got {x.shape}")
 
-    def predict_labels(self, x: Any) -> torch.Tensor:
-        self._check(x)
-        labels = self.counts.argmax(dim=0).to(torch.uint8).to(self.device)
-        return labels[None].expand(x.shape[0], -1, -1).clone()
+    def predictor(self) -> Predictor:
+        """The log-prior at every position, whatever the image (on the input's device)."""
+        log_prior = self.log_prior()
+
+        def predict(x: torch.Tensor) -> torch.Tensor:
+            self._check(x)
+            return log_prior.to(x.device)[None].expand(x.shape[0], -1, -1, -1)
+
+        return predict
 
     def predict_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self._check(x)
@@ -133,10 +134,7 @@ class PositionPrior(SegmentationModel):
         }
 
     def save(self, path: Path) -> None:
-        from amoseg.atomic import atomic_path
-
-        with atomic_path(path) as tmp:
-            torch.save(self.checkpoint_payload(), tmp)
+        save_checkpoint(self.checkpoint_payload(), path)
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], device: str = "auto") -> PositionPrior:

@@ -1,35 +1,66 @@
-"""Models by name: the report's ladder from the position prior to the modern U-Net."""
+"""Models by name: the report's ladder from the position prior to the modern U-Net.
+
+The registry is generated from the classes: a model module in this package marks its class
+with `@register_model` (the class's `name` is its key), and `model_names()` imports every
+module of the package once to collect them. Adding a model is a new module plus that one
+decorator; the CLI help, the demo and the tests read the names from here.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from amoseg.errors import AmosegError
-from amoseg.models.base import SegmentationModel
 
-MODEL_NAMES = ("prior", "logreg-pixel", "logreg-3x3", "logreg-5x5", "mlp", "unet-seed", "unet")
 DEFAULT_MODEL = "unet"
+
+_REGISTRY: dict[str, type] = {}
+_discovered = False
+M = TypeVar("M", bound=type)
+
+
+def register_model(cls: M) -> M:
+    """Class decorator: make `cls` available under `cls.name` (train, evaluate, demo...)."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__qualname__} needs a `name` to be registered")
+    if _REGISTRY.get(name, cls) is not cls:
+        raise TypeError(f"model name '{name}' is taken by {_REGISTRY[name].__qualname__}")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def _discover() -> None:
+    """Import every module of amoseg.models once, so their decorators run."""
+    global _discovered
+    if _discovered:
+        return
+    package = Path(__file__).parent
+    for info in pkgutil.iter_modules([str(package)]):
+        importlib.import_module(f"amoseg.models.{info.name}")
+    _discovered = True
+
+
+def model_names() -> tuple[str, ...]:
+    """Every registered model name, simplest first (each class's `ladder` rank, then name)."""
+    _discover()
+    return tuple(sorted(_REGISTRY, key=lambda n: (getattr(_REGISTRY[n], "ladder", 99), n)))
 
 
 def model_class(name: str) -> type:
-    """The class registered under `name` (imports lazily: torch only when needed)."""
-    from amoseg.models.logreg import LogReg3x3, LogReg5x5, LogRegPixel
-    from amoseg.models.mlp import DenseMLP
-    from amoseg.models.prior import PositionPrior
-    from amoseg.models.unet import UNetModern
-    from amoseg.models.unet_seed import UNetSeed
-
-    classes = {
-        c.name: c
-        for c in (PositionPrior, LogRegPixel, LogReg3x3, LogReg5x5, DenseMLP, UNetSeed, UNetModern)
-    }
-    if name not in classes:
-        raise AmosegError(f"unknown model '{name}'", hint=f"choose one of {', '.join(MODEL_NAMES)}")
-    return classes[name]
+    """The class registered under `name`."""
+    _discover()
+    if name not in _REGISTRY:
+        raise AmosegError(
+            f"unknown model '{name}'", hint=f"choose one of {', '.join(model_names())}"
+        )
+    return _REGISTRY[name]
 
 
-def create_model(name: str, **hparams: Any) -> SegmentationModel:
+def create_model(name: str, **hparams: Any) -> Any:
     """A fresh, untrained model; `input_size` (the store's S) may be passed among hparams."""
     return model_class(name)(**hparams)
 
@@ -39,9 +70,15 @@ def train_defaults(name: str) -> dict[str, Any]:
     return dict(model_class(name).TRAIN_DEFAULTS)
 
 
-def load_model(path: str | Path, device: str = "auto") -> SegmentationModel:
+def load_model(path: str | Path, device: str = "auto") -> Any:
     """Rebuild whichever model a checkpoint file holds."""
-    from amoseg.models.torch_model import load_checkpoint
+    from amoseg.models.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(Path(path))
     return model_class(ckpt["model"]).from_checkpoint(ckpt, device)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MODEL_NAMES":  # the old constant, now generated: every registered model
+        return model_names()
+    raise AttributeError(f"module 'amoseg.models.registry' has no attribute {name!r}")

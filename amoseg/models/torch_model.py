@@ -1,6 +1,7 @@
-"""What every gradient-trained model shares: hyper-parameters, a `SegNet`, batched inference,
+"""What every gradient-trained model shares: hyper-parameters, a `SegNet`, its predictor,
 checkpoint save/load. Subclasses only say what differs — network, normaliser, loss,
-augmentation, optimiser, LR schedule — so the report's ladder stays one training loop."""
+augmentation, optimiser, LR schedule — as hooks the trainer (`amoseg.training.trainer`)
+calls, so the report's ladder stays one training loop and a model imports no trainer."""
 
 from __future__ import annotations
 
@@ -14,42 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amoseg.data.crop import crop_batch, predict_in_box
+from amoseg.data.crop import crop_batch
+from amoseg.devices import resolve_device
 from amoseg.errors import AmosegError
+from amoseg.inference.inferers import Predictor
 from amoseg.models.base import SegmentationModel
+from amoseg.models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from amoseg.models.networks import SegNet, count_parameters, make_norm
-
-CHECKPOINT_FORMAT = "amoseg-checkpoint"
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' → cuda if present; an explicit 'cuda' without a GPU is a user error."""
-    name = str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise AmosegError(
-            "CUDA was requested but no GPU is available", hint="use --device cpu or auto"
-        )
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise AmosegError(f"unknown device '{name}'", hint="use auto, cpu or cuda") from exc
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read an amoseg checkpoint safely (weights_only: tensors and plain Python only)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise AmosegError("checkpoint not found", path) from exc
-    except Exception as exc:  # truncated / foreign pickle: one clear line
-        raise AmosegError(
-            f"checkpoint is unreadable ({type(exc).__name__})", path, "re-run training"
-        ) from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise AmosegError("not an amoseg checkpoint", path, "pass a run folder written by train")
-    return ckpt
 
 
 class TorchModel(SegmentationModel):
@@ -84,11 +56,6 @@ class TorchModel(SegmentationModel):
         return make_norm(
             self.hparams.get("norm", "window"), self.hparams.get("window", (-1e3, 1e3))
         )
-
-    @classmethod
-    def store_hparams(cls, store: Any, hparams: dict[str, Any]) -> dict[str, Any]:
-        """Hyper-parameters derived from the training store (class weights, window)."""
-        return {}
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), target)
@@ -144,26 +111,19 @@ class TorchModel(SegmentationModel):
             return self.net(t).float()
 
     @torch.no_grad()
-    def predict_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _predict(self, x: torch.Tensor) -> torch.Tensor:
         self.net.eval()
-        probs = self._logits(x).softmax(dim=1)
+        return self._logits(x)
+
+    def predictor(self) -> Predictor:
+        """The network in eval mode on its device (bf16 autocast for the modern recipe on
+        GPU): raw (B, 1+2c, S, S) → logits (B, 16, S, S)."""
+        return self._predict
+
+    def predict_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probs = self._predict(x).softmax(dim=1)
         labels = probs.argmax(dim=1).to(torch.uint8)
         return labels.cpu().numpy(), probs.cpu().numpy()
-
-    @torch.no_grad()
-    def predict_labels(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """(B, 1+2c, S, S) → (B, S, S) uint8 labels on the model's device (no host sync)."""
-        self.net.eval()
-        return self._logits(x).argmax(dim=1).to(torch.uint8)
-
-    def predict_volume(self, slices: np.ndarray, batch_size: int = 8) -> np.ndarray:
-        out = torch.empty(slices.shape, dtype=torch.uint8, device=self.device)
-        box = self.volume_box(slices)
-        for start in range(0, slices.shape[0], batch_size):
-            stop = min(start + batch_size, slices.shape[0])
-            x = self.context_stack(slices, start, stop)
-            out[start:stop] = predict_in_box(self.predict_labels, x, box)
-        return out.cpu().numpy()
 
     def export_module(self) -> nn.Module:
         """raw float32 (B, 1+2c, S, S) → logits (B, 16, S, S), normaliser inside; fp32, CPU."""
@@ -182,10 +142,7 @@ class TorchModel(SegmentationModel):
         }
 
     def save(self, path: Path) -> None:
-        from amoseg.atomic import atomic_path
-
-        with atomic_path(path) as tmp:
-            torch.save(self.checkpoint_payload(), tmp)
+        save_checkpoint(self.checkpoint_payload(), path)
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], device: str = "auto") -> TorchModel:
@@ -196,11 +153,6 @@ class TorchModel(SegmentationModel):
     @classmethod
     def load(cls, path: Path, device: str = "auto") -> TorchModel:
         return cls.from_checkpoint(load_checkpoint(Path(path)), device)
-
-    def fit(self, store: Any, settings: Any, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
-        from amoseg.training.trainer import fit_torch
-
-        return fit_torch(self, store, settings, Path(run_dir), **kwargs)
 
 
 def _constant(step: int) -> float:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from amoseg.models.networks import UNet2d
+from amoseg.models.registry import register_model
 from amoseg.models.torch_model import TorchModel, warmup_cosine
 from amoseg.training.augment import augment_batch
 
@@ -36,8 +37,10 @@ def store_is_ct_only(store: Any) -> bool:
     )
 
 
+@register_model
 class UNetModern(TorchModel):
     name = "unet"
+    ladder = 6
     TRAIN_DEFAULTS: ClassVar[dict[str, Any]] = {
         "lr": 2e-3,
         "weight_decay": 1e-4,

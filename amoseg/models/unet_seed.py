@@ -15,12 +15,15 @@ import torch
 from torch import nn
 
 from amoseg.models.networks import UNet2d
+from amoseg.models.registry import register_model
 from amoseg.models.torch_model import TorchModel
 from amoseg.training.losses import inverse_frequency_weights, weighted_ce
 
 
+@register_model
 class UNetSeed(TorchModel):
     name = "unet-seed"
+    ladder = 5
     TRAIN_DEFAULTS: ClassVar[dict[str, Any]] = {
         "lr": 7.891e-05,
         "weight_decay": 1.572e-03,

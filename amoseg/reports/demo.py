@@ -138,7 +138,7 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> dict[s
 
     from amoseg.data.prepare import prepare_dataset
     from amoseg.data.synth import generate_dataset
-    from amoseg.models.registry import MODEL_NAMES
+    from amoseg.models.registry import model_names
     from amoseg.reports.compare import compare_runs
     from amoseg.reports.evaluate import eval_dir, evaluate_run
     from amoseg.training import TrainSettings, train
@@ -193,7 +193,7 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> dict[s
     )
 
     run_dirs = []
-    for name in MODEL_NAMES:
+    for name in model_names():
         settings = model_settings(name, options)
         run = out / "runs" / name
         params = {"store": prep_params, "model": name, "settings": settings}

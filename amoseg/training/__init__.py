@@ -102,7 +102,7 @@ def train(
 
     from amoseg.atomic import write_json
     from amoseg.models.registry import model_class
-    from amoseg.training import distributed
+    from amoseg.training import distributed, trainer
 
     cls = model_class(model_name)
     settings = (settings or TrainSettings()).resolved(cls.TRAIN_DEFAULTS)
@@ -139,8 +139,8 @@ def train(
         np.random.seed(settings.seed % 2**32)
         random.seed(settings.seed)
         model = cls(input_size=store.size, **hparams)
-        summary = model.fit(
-            store, settings, out, resume=resume, on_epoch=on_epoch, dist=ctx, config=config
+        summary = trainer.fit(
+            model, store, settings, out, resume=resume, on_epoch=on_epoch, dist=ctx, config=config
         )
         # all ranks leave together: a rank tearing gloo down while another still writes its
         # summary can abort ("terminate called without an active exception")

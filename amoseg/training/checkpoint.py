@@ -7,13 +7,10 @@ checkpoint from elsewhere cannot execute code on load).
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-from amoseg.atomic import atomic_path
 
 
 def rng_state() -> dict[str, Any]:
@@ -35,8 +32,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((3, tuple(state["python"]), None))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_atomic(payload: dict[str, Any], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)

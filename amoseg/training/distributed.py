@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from amoseg.models.torch_model import resolve_device
+from amoseg.devices import resolve_device
 
 
 @dataclass

@@ -1,12 +1,16 @@
-"""The one training loop for every gradient-trained model, plus per-epoch bookkeeping.
+"""The one training loop for every model, plus per-epoch bookkeeping.
+
+The trainer owns the loop; a model only supplies hooks (`net`, `loss`, `make_optimizer`,
+`lr_lambda`, `augment`, `crop_batch`, or `fit_statistics` for the one-pass prior) and never
+imports this module.
 
 Per epoch: stream shuffled slices (optionally capped) → crop to the body box (models that
 predict on it) → normalise → augment → forward (bf16 on GPU for the modern recipe) → loss →
 step; the loss is summed on the device and read once per epoch (no host sync per step).
-Then every rank validates its shard of the val volumes into one confusion matrix,
-all-reduced, → val mIoU / Dice / accuracy; rank 0 writes
-checkpoint_best.pt (on a new best val mIoU), checkpoint_latest.pt (full training state),
-log.csv, and calls `on_epoch`.
+Then every rank validates its shard of the val volumes (the model's predictor through its
+inferer, the same path as `evaluate` and `predict`) into one confusion matrix, all-reduced,
+→ val mIoU / Dice / accuracy; rank 0 writes checkpoint_best.pt (on a new best val mIoU),
+checkpoint_latest.pt (full training state), log.csv, and calls `on_epoch`.
 
 Resume is exact by construction: batch order depends only on (seed, epoch), augmentation
 draws from a generator seeded by (seed, epoch, rank), and the checkpoint restores weights,
@@ -25,16 +29,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from amoseg.atomic import write_json, write_text
-from amoseg.data.crop import predict_in_box
+from amoseg.devices import resolve_device
 from amoseg.errors import AmosegError
+from amoseg.inference.inferers import as_volume, label_volume
 from amoseg.metrics.confusion import ConfusionMatrix, mean_dice, mean_iou, pixel_accuracy
+from amoseg.models.checkpoint import load_checkpoint, save_checkpoint
 from amoseg.progress import progress_bar
 from amoseg.training import distributed
-from amoseg.training.checkpoint import rng_state, save_atomic, set_rng_state
+from amoseg.training.checkpoint import rng_state, set_rng_state
 from amoseg.training.data import EpochSampler, SliceDataset, make_loader
 
 LOG_FIELDS = ("epoch", "train_loss", "val_miou", "val_dice", "val_acc", "lr", "seconds")
@@ -43,20 +48,15 @@ DUMP_ENV = "AMOSEG_DUMP_WEIGHTS_HASH"
 
 
 def validate(model: Any, store: Any, cases: list[str], batch_size: int = 16) -> ConfusionMatrix:
-    """Confusion matrix of `model` over whole volumes (all slices of each case, scored on the
-    same body box as `predict`), on the model's device; the matrix stays there (callers
-    all-reduce, then read it once)."""
-    cm = ConfusionMatrix(device=getattr(model, "device", "cpu"))
+    """Confusion matrix of `model` over whole stored volumes (its predictor through its
+    inferer, as `evaluate` and `predict` run it), on the model's device; the matrix stays
+    there (callers all-reduce, then read it once)."""
+    device = getattr(model, "device", "cpu")
+    cm = ConfusionMatrix(device=device)
+    inferer, predictor = model.inferer(batch_size), model.predictor()
     for case in cases:
-        image, label = store.image(case), store.label(case)
-        box = model.volume_box(image)
-        for start in range(0, image.shape[0], batch_size):
-            stop = min(start + batch_size, image.shape[0])
-            x = model.context_stack(image, start, stop)
-            pred = predict_in_box(model.predict_labels, x, box)
-            target = torch.from_numpy(np.array(label[start:stop])).to(pred.device)
-            cm.update(pred, target)
-        del image, label
+        pred = label_volume(inferer, as_volume(store.image(case), device), predictor)
+        cm.update(pred, as_volume(store.label(case), pred.device))
     return cm
 
 
@@ -131,8 +131,8 @@ class EpochReporter:
             base = self.model.checkpoint_payload()
             meta = {"epoch": epoch, "metrics": row, "config": self.config}
             if improved:
-                save_atomic({**base, **meta}, self.run_dir / "checkpoint_best.pt")
-            save_atomic(
+                save_checkpoint({**base, **meta}, self.run_dir / "checkpoint_best.pt")
+            save_checkpoint(
                 {
                     **base,
                     **meta,
@@ -196,12 +196,33 @@ class EpochReporter:
             write_json(self.run_dir / "summary.json", out)
         return out
 
-    def finish_single_pass(self, train_loss: float, seconds: float) -> dict[str, Any]:
-        """For models fitted in one pass (the prior): one 'epoch', then the summary."""
-        t0 = time.perf_counter()
-        metrics = self.validate()
-        self.record(1, train_loss, 0.0, seconds + time.perf_counter() - t0, metrics, None)
-        return self.summary()
+
+def fit(
+    model: Any,
+    store: Any,
+    settings: Any,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    dist: distributed.DistContext | None = None,
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train `model` on `store` into `run_dir`: the gradient loop (`fit_torch`), or one
+    counting pass for models that are not `gradient_trained`; returns the summary."""
+    if model.gradient_trained:
+        return fit_torch(
+            model, store, settings, Path(run_dir),
+            resume=resume, on_epoch=on_epoch, dist=dist, config=config,
+        )  # fmt: skip
+    reporter = EpochReporter(
+        model, store, settings, Path(run_dir), on_epoch=on_epoch, dist=dist, config=config
+    )
+    start = time.perf_counter()
+    train_loss = model.fit_statistics(store)
+    metrics = reporter.validate()
+    reporter.record(1, train_loss, 0.0, time.perf_counter() - start, metrics, None)
+    return reporter.summary()
 
 
 def run_epoch(
@@ -251,7 +272,7 @@ def fit_torch(
     dist: distributed.DistContext | None = None,
     config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    ctx = dist or distributed.DistContext(device=distributed.resolve_device(settings.device))
+    ctx = dist or distributed.DistContext(device=resolve_device(settings.device))
     model.to(ctx.device)
     device = model.device
     if device.type == "cuda":
@@ -287,8 +308,6 @@ def fit_torch(
 
     start_epoch = 1
     if resume:
-        from amoseg.models.torch_model import load_checkpoint
-
         ckpt = load_checkpoint(run_dir / "checkpoint_latest.pt")
         model.net.load_state_dict(ckpt["state"])
         optimizer.load_state_dict(ckpt["optimizer"])
