@@ -72,3 +72,29 @@ def test_default_demo_ranks_unet_first(tmp_path):
     assert miou["unet"] > miou["unet-seed"] + 10, miou
     # The position prior predicts (almost) only background: no organ overlap to speak of.
     assert dice["prior"] < 5.0, dice
+
+
+def test_mixed_demo_settings_leave_unet_normalisation_to_the_store():
+    from amoseg.reports.demo import DemoOptions, model_settings
+
+    ct = model_settings("unet", DemoOptions())
+    mixed = model_settings("unet", DemoOptions(modality="mixed"))
+    assert ct["hparams"]["norm"] == "window"  # the CT ladder keeps its HU window
+    assert "norm" not in mixed["hparams"] and "window" not in mixed["hparams"]
+
+
+@pytest.mark.slow
+def test_mixed_demo_runs_the_mr_path(tmp_path):
+    """`amoseg demo --modality mixed`: MR phantoms in the store, unet on per-image z-score."""
+    from amoseg.atomic import read_json
+    from amoseg.data.slice_store import SliceStore
+
+    out = tmp_path / "mixed"
+    main(["demo", "--out", str(out), *MINI, "--modality", "mixed"])
+    store = SliceStore(out / "store")
+    cases = [c for split in ("train", "val", "test") for c in store.cases(split)]
+    assert any(store.meta(c)["modality"] == "mr" for c in cases)
+    assert any(store.meta(c)["modality"] == "ct" for c in cases)
+    config = read_json(out / "runs" / "unet" / "config.json")
+    assert config["hparams"]["norm"] == "zscore" and config["store"]["synthetic"] is True
+    assert len(_comparison_rows(out)) == len(MODEL_NAMES)

@@ -26,6 +26,11 @@ def demo(
         None, "--threads", min=1, help="Torch CPU threads (default: all if idle, 1 if busy)."
     ),
     fresh: bool = typer.Option(False, "--fresh", help="Delete OUT first instead of reusing it."),
+    modality: str = typer.Option(
+        "ct",
+        "--modality",
+        help="ct; mixed: CT + MR phantoms at AMOS's 500:100 ratio (runs the MR path too); mr.",
+    ),
 ) -> None:
     """Run the model ladder end to end on synthetic data; finished stages are reused on re-run."""
     import sys
@@ -45,6 +50,7 @@ def demo(
         threads=threads,
         fresh=fresh,
         progress=sys.stderr.isatty(),
+        modality=modality,
     )
     result = run_demo(options, log=lambda line: console.print(line, highlight=False, markup=False))
     table = result["markdown"].read_text(encoding="utf-8").split("\n\nAccuracy")[0]

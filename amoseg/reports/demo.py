@@ -63,6 +63,9 @@ class DemoOptions:
     threads: int | None = None
     fresh: bool = False
     progress: bool = True
+    #: ct (the default ladder), or mixed: CT and MR phantoms at AMOS's 500:100 ratio, so the
+    #: MR path (per-image z-score, no body crop) runs too; mr: MR only
+    modality: str = "ct"
 
 
 def model_settings(name: str, options: DemoOptions) -> dict[str, Any]:
@@ -74,6 +77,10 @@ def model_settings(name: str, options: DemoOptions) -> dict[str, Any]:
         plan["max_slices_per_epoch"] = options.max_slices
     if "work_size" in hparams:  # the dense net never works above the store's own size
         hparams["work_size"] = min(int(hparams["work_size"]), options.size)
+    if options.modality != "ct" and hparams.get("norm") == "window" and name == "unet":
+        # an HU window means nothing on MR: let the store choose (z-score when MR is present)
+        hparams.pop("norm")
+        hparams.pop("window", None)
     return {"epochs": epochs, "device": options.device, "seed": SEED, "hparams": hparams, **plan}
 
 
@@ -143,6 +150,12 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> dict[s
     from amoseg.reports.evaluate import eval_dir, evaluate_run
     from amoseg.training import TrainSettings, train
 
+    from amoseg.data.synth import MODALITIES
+
+    if options.modality not in MODALITIES:
+        raise AmosegError(
+            f"unknown --modality {options.modality!r}", None, f"use {', '.join(MODALITIES)}"
+        )
     out = Path(options.out)
     _check_out(out, options.fresh)
     threads = cpu_threads(options.threads)
@@ -170,13 +183,22 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> dict[s
         timings[name] = {"seconds": round(seconds, 2), "reused": False}
         log(f"[{name}] done in {seconds:.1f} s")
 
-    synth_params = {"cases": options.cases, "seed": SEED, "preset": "demo"}
+    synth_params: dict[str, Any] = {"cases": options.cases, "seed": SEED, "preset": "demo"}
+    if options.modality != "ct":  # CT demo folders of earlier versions stay reusable
+        synth_params["modality"] = options.modality
     amos = out / "amos"
     stage(
         "synth",
         synth_params,
         amos,
-        lambda: generate_dataset(amos, options.cases, SEED, "demo", progress=options.progress),
+        lambda: generate_dataset(
+            amos,
+            options.cases,
+            SEED,
+            "demo",
+            progress=options.progress,
+            modality=options.modality,
+        ),
         amos / "dataset.json",
     )
 
