@@ -186,10 +186,10 @@ def main() -> None:
 
     import torch
 
-    from amoseg.models.registry import MODEL_NAMES
+    from amoseg.models.registry import model_names
 
     torch.set_num_threads(1)  # shared 2-core machine: one thread is faster under load
-    models = ["unet"] + (["unet3d"] if "unet3d" in MODEL_NAMES else [])
+    models = ["unet"] + (["unet3d"] if "unet3d" in model_names() else [])
     start = time.perf_counter()
     results, summaries = {}, {}
     for variant in VARIANTS:

@@ -144,13 +144,11 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> dict[s
     import torch
 
     from amoseg.data.prepare import prepare_dataset
-    from amoseg.data.synth import generate_dataset
+    from amoseg.data.synth import MODALITIES, generate_dataset
     from amoseg.models.registry import model_names
     from amoseg.reports.compare import compare_runs
     from amoseg.reports.evaluate import eval_dir, evaluate_run
     from amoseg.training import TrainSettings, train
-
-    from amoseg.data.synth import MODALITIES
 
     if options.modality not in MODALITIES:
         raise AmosegError(
