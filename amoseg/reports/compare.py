@@ -2,7 +2,9 @@
 
 Each row comes from one run: config.json (model), summary.json (parameters, training time) and
 eval_test/metrics.json (accuracy, mIoU, Dice, inference speed). Percentages in the CSV and the
-Markdown are on the 0-100 scale, like the report's table.
+Markdown are on the 0-100 scale, like the report's table. When any run was evaluated on the
+scans' original grids (metrics.json `native`), the table leads with those AMOS-style 3D Dice
+and NSD columns; the report-style columns (over the stored slices) follow.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from amoseg.reports.figures import save_png
 COLUMNS = (
     "model",
     "run",
+    "native_dice",
+    "native_nsd",
     "accuracy",
     "mIoU",
     "mIoU_organs",
@@ -31,9 +35,13 @@ COLUMNS = (
     "epochs",
     "test_slices",
 )
+#: shown only when at least one run has native-grid metrics
+NATIVE_COLUMNS = ("native_dice", "native_nsd")
 HEADERS = {
     "model": "model",
     "run": "run",
+    "native_dice": "native Dice %",
+    "native_nsd": "native NSD %",
     "accuracy": "accuracy %",
     "mIoU": "mIoU % (16 cl.)",
     "mIoU_organs": "mIoU % (organs)",
@@ -87,9 +95,12 @@ def load_row(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
         )
     summary = read_json(summary_path, "summary.json")
     settings = config.get("settings") or {}
+    native = metrics.get("native") or {}
     return {
         "model": str(config.get("model") or metrics.get("model") or run_dir.name),
         "run": run_dir.name,
+        "native_dice": _pct(native.get("mean_dice")),
+        "native_nsd": _pct(native.get("mean_nsd")),
         "accuracy": _pct(metrics.get("accuracy")),
         "mIoU": _pct(metrics.get("miou")),
         "mIoU_organs": _pct(metrics.get("miou_organs")),
@@ -108,7 +119,7 @@ def load_row(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
 def _fmt(key: str, value: Any) -> str:
     if value is None:
         return "–"
-    if key in {"accuracy", "mIoU", "mIoU_organs", "dice"}:
+    if key in {"accuracy", "mIoU", "mIoU_organs", "dice", *NATIVE_COLUMNS}:
         return f"{value:.2f}"
     if key == "params":
         return f"{int(value):,}"
@@ -120,42 +131,58 @@ def _fmt(key: str, value: Any) -> str:
     return str(value)
 
 
+def columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The table's columns: the native-grid ones only when some run has them."""
+    if any(row.get(k) is not None for row in rows for k in NATIVE_COLUMNS):
+        return COLUMNS
+    return tuple(k for k in COLUMNS if k not in NATIVE_COLUMNS)
+
+
 def to_csv(rows: list[dict[str, Any]]) -> str:
+    cols = columns(rows)
     buf = io.StringIO()
-    writer = csv.DictWriter(
-        buf, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n"
-    )
+    writer = csv.DictWriter(buf, fieldnames=list(cols), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in cols})
     return buf.getvalue()
 
 
 def to_markdown(rows: list[dict[str, Any]], chart_name: str | None = None) -> str:
     """The comparison table (best mIoU and Dice in bold), then the report's numbers."""
+    cols = columns(rows)
     best = {
-        k: max((r[k] for r in rows if r.get(k) is not None), default=None) for k in ("mIoU", "dice")
+        k: max((r[k] for r in rows if r.get(k) is not None), default=None)
+        for k in ("mIoU", "dice", *NATIVE_COLUMNS)
     }
     lines = [
         "# Model comparison (test split)",
         "",
-        "| " + " | ".join(HEADERS[k] for k in COLUMNS) + " |",
-        "|" + "|".join("---" if k in {"model", "run"} else "---:" for k in COLUMNS) + "|",
+        "| " + " | ".join(HEADERS[k] for k in cols) + " |",
+        "|" + "|".join("---" if k in {"model", "run"} else "---:" for k in cols) + "|",
     ]
     for row in rows:
         cells = []
-        for k in COLUMNS:
+        for k in cols:
             text = _fmt(k, row.get(k))
             if k in best and row.get(k) is not None and row[k] == best[k]:
                 text = f"**{text}**"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     stores = sorted({str(r.get("store")) for r in rows if r.get("store")})
+    if NATIVE_COLUMNS[0] in cols:
+        lines += [
+            "",
+            "Native Dice / NSD = AMOS-style per-organ 3D Dice and NSD (2 mm) on each test scan's "
+            "original grid over all its slices (`amoseg predict` then `amoseg score`), averaged "
+            "over the cases where the organ is present, then over the 15 organs.",
+        ]
     lines += [
         "",
-        "Accuracy = pixel accuracy; mIoU (16 cl.) = mean IoU over background + 15 organs present "
-        "(the report's definition); mean organ Dice over the organs present. All from one "
-        "confusion matrix over every test slice.",
+        "Report-style columns (the report's table, over the stored slices: resized to S×S, "
+        "only the slices prepare kept): accuracy = pixel accuracy; mIoU (16 cl.) = mean IoU "
+        "over background + 15 organs present (the report's definition); mean organ Dice over "
+        "the organs present. All from one confusion matrix over every stored test slice.",
     ]
     if len(stores) > 1:
         lines += [
