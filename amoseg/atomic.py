@@ -144,5 +144,13 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
         raise AmosegError(
             f"{what} is not valid JSON ({exc})", path, "fix or regenerate it"
         ) from exc
+    except RecursionError as exc:  # json recurses per nesting level
+        raise AmosegError(
+            f"{what} is nested too deeply to read", path, "fix or regenerate it"
+        ) from exc
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise AmosegError(
+            f"{what} is not valid JSON ({str(exc)[:120]})", path, "fix or regenerate it"
+        ) from exc
     except OSError as exc:  # a folder, no permission, I/O error
         raise AmosegError(f"{what} cannot be read ({_reason(exc)})", path) from exc

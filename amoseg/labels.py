@@ -6,6 +6,8 @@ spellings for files we write in AMOS layout and use clean names in tables and fi
 
 from __future__ import annotations
 
+import re
+
 NUM_CLASSES = 16
 
 # Clean names for reports, indexed by AMOS label id.
@@ -70,13 +72,81 @@ CLASS_COLORS: tuple[tuple[int, int, int], ...] = (
     (110, 90, 200),
 )
 
-# AMOS case ids >= 500 are MRI; below are CT.
+# AMOS case ids >= 500 are MRI; below are CT (AMOS22's readme). The rule holds only for
+# AMOS's own names (amos_0001 ... amos_0600), never for digits in arbitrary file names.
 MRI_ID_THRESHOLD = 500
+AMOS_CASE_ID = re.compile(r"amos_(\d{4})", re.IGNORECASE)
+MODALITIES = ("ct", "mr")
+
+# Words that name an MR contrast in dataset.json files (nnU-Net channel names: "T2", "ADC").
+_MR_WORDS = {"mr", "mri", "t1", "t1w", "t1c", "t1ce", "t1gd", "t2", "t2w", "flair", "adc", "dwi"}
 
 
-def modality_of(case_id: str) -> str:
-    """'ct' or 'mr' from an AMOS case id like 'amos_0507' (ids >= 500 are MRI)."""
-    digits = "".join(ch for ch in case_id if ch.isdigit())
-    if not digits:
+def amos_modality(case_id: str) -> str | None:
+    """'ct' or 'mr' for an AMOS-named case ('amos_0507' is MR), None for any other name."""
+    match = AMOS_CASE_ID.fullmatch(case_id)
+    if match is None:
+        return None
+    return "mr" if int(match.group(1)) >= MRI_ID_THRESHOLD else "ct"
+
+
+def modality_of(case_id: str, default: str = "ct") -> str:
+    """AMOS's id rule for AMOS-named cases, else `default` (for stores that predate the
+    recorded modality). Digits in other names mean nothing: 'ct_v2_001' is not MR."""
+    return amos_modality(case_id) or default
+
+
+def modality_from_name(name: object) -> str | None:
+    """'ct' or 'mr' from a modality / channel name as datasets write it ("CT", "MRI",
+    "T2", "MR-T1"), None when the name says neither (nnU-Net's "noNorm", "either_CT_or_MR")."""
+    if not isinstance(name, str):
+        return None
+    words = set(re.split(r"[^a-z0-9]+", name.strip().lower())) - {""}
+    says_mr = bool(words & _MR_WORDS)
+    if "ct" in words and not says_mr:
         return "ct"
-    return "mr" if int(digits) >= MRI_ID_THRESHOLD else "ct"
+    if says_mr and "ct" not in words:
+        return "mr"
+    return None
+
+
+# Spellings of the AMOS classes that dataset.json files use, mapped to AMOS ids: AMOS's own
+# ("gall bladder", "arota"), the clean names above, and the usual variants in nnU-Net and
+# TotalSegmentator-style sets. Keys are normalised by `_name_key`.
+_ORGAN_ALIASES: dict[str, int] = {
+    "bg": 0,
+    "gallbladder": 4,
+    "oesophagus": 5,
+    "aorta": 8,
+    "ivc": 9,
+    "inferior vena cava": 9,
+    "vena cava inferior": 9,
+    "postcava ivc": 9,
+    "kidney right": 2,
+    "kidney left": 3,
+    "right adrenal": 11,
+    "left adrenal": 12,
+    "adrenal gland right": 11,
+    "adrenal gland left": 12,
+    "urinary bladder": 14,
+    "prostate uterus": 15,
+    "prostate or uterus": 15,
+    "prostate": 15,
+    "uterus": 15,
+}
+
+
+def _name_key(name: str) -> str:
+    return " ".join(re.split(r"[\s_\-/()]+", name.strip().lower())).strip()
+
+
+def organ_id(name: str) -> int | None:
+    """The AMOS id a class name means (any spelling in `_ORGAN_ALIASES`), or None."""
+    return _ORGAN_IDS_BY_NAME.get(_name_key(name))
+
+
+_ORGAN_IDS_BY_NAME: dict[str, int] = {
+    **{_name_key(n): int(i) for i, n in AMOS_DATASET_LABELS.items()},
+    **{_name_key(n): i for i, n in enumerate(CLASS_NAMES)},
+    **{_name_key(n): i for n, i in _ORGAN_ALIASES.items()},
+}

@@ -23,6 +23,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from amoseg.labels import AMOS_DATASET_LABELS
+
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (24, 24, 6)  # X, Y, Z of the tiny synthetic scans
 SIZE = 16  # slice-store size used by the matrix (keeps prepare/train instant)
@@ -174,7 +176,7 @@ def amos_root(
         {"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"}
         for c in (*ids, *extra)
     ]
-    spec = {"name": "AMOS", "labels": {str(i): f"c{i}" for i in range(16)}, "training": entries}
+    spec = {"name": "AMOS", "labels": dict(AMOS_DATASET_LABELS), "training": entries}
     (folder / "dataset.json").write_text(json.dumps(spec, indent=1))
     return folder
 
@@ -188,6 +190,34 @@ def amos_root_with_bad(folder: Path, bad: str) -> Path:
     target.unlink()
     builder(target, label=which == "label")
     return target
+
+
+def nnunet_root(folder: Path, ids: tuple[str, ...] = GOOD_IDS, **spec_fields) -> Path:
+    """An nnU-Net v2 raw dataset of tiny good cases (imagesTr/<id>_0000.nii.gz, labelsTr)."""
+    for n, case_id in enumerate(ids):
+        write_nifti(folder / "imagesTr" / f"{case_id}_0000.nii.gz", good_image(n))
+        write_nifti(folder / "labelsTr" / f"{case_id}.nii.gz", good_label(n))
+    spec = {
+        "channel_names": {"0": "CT"},
+        "labels": {name: int(i) for i, name in AMOS_DATASET_LABELS.items()},
+        "numTraining": len(ids),
+        "file_ending": ".nii.gz",
+        **spec_fields,
+    }
+    (folder / "dataset.json").write_text(json.dumps(spec, indent=1))
+    return folder
+
+
+def amos_root_listing(folder: Path, **changes) -> Path:
+    """`amos_root` whose dataset.json gets `changes` (entries, labels, modality, ...)."""
+    amos_root(folder)
+    listing = folder / "dataset.json"
+    listing.write_text(json.dumps({**json.loads(listing.read_text()), **changes}))
+    return listing
+
+
+def _entries(*names: str, **extra) -> list[dict[str, str]]:
+    return [{"image": f"./imagesTr/{n}", "label": f"./labelsTr/{n}", **extra} for n in names]
 
 
 def unwritable_dir(folder: Path) -> Path:
@@ -348,6 +378,82 @@ def _prepare_unwritable(tmp: Path, fx: Fixtures) -> Case:
     return Case(["prepare", str(root), str(out), "--size", str(SIZE)], "not_a_folder", None)
 
 
+def _prepare_listing(**changes) -> Callable[[Path, Fixtures], Case]:
+    """prepare on an AMOS root whose dataset.json carries `changes`; the line names it."""
+
+    def build(tmp: Path, fx: Fixtures) -> Case:
+        listing = amos_root_listing(tmp / "root", **changes)
+        out = tmp / "store"
+        return Case(
+            ["prepare", str(tmp / "root"), str(out), "--size", str(SIZE)], listing.name, out
+        )
+
+    return build
+
+
+def _prepare_dot_id(tmp: Path, fx: Fixtures) -> Case:
+    good_pair(tmp / "root", ".", seed=7)  # imagesTr/..nii.gz
+    return _prepare_listing(training=_entries("amos_0001.nii.gz", "..nii.gz"))(tmp, fx)
+
+
+def _prepare_symlink_out(tmp: Path, fx: Fixtures) -> Case:
+    elsewhere, _ = good_pair(tmp / "elsewhere", "amos_0009")
+    good_pair(tmp / "root", "amos_0009")
+    link = tmp / "root" / "imagesTr" / "amos_0009.nii.gz"
+    link.unlink()
+    link.symlink_to(elsewhere)
+    return _prepare_listing(training=_entries("amos_0001.nii.gz", "amos_0009.nii.gz"))(tmp, fx)
+
+
+def _prepare_document(text: str | None, sparse_bytes: int = 0) -> Callable[[Path, Fixtures], Case]:
+    """prepare on a root whose dataset.json is `text` (or a sparse file of that many bytes)."""
+
+    def build(tmp: Path, fx: Fixtures) -> Case:
+        root = amos_root(tmp / "root")
+        with (root / "dataset.json").open("w") as fh:
+            fh.write(text or "{")
+            if sparse_bytes:
+                fh.truncate(sparse_bytes)
+        out = tmp / "store"
+        return Case(["prepare", str(root), str(out), "--size", str(SIZE)], "dataset.json", out)
+
+    return build
+
+
+def _prepare_undeclared_label(tmp: Path, fx: Fixtures) -> Case:
+    """dataset.json declares a renumbered set without the file's id 6."""
+    _prepare_listing(labels={"0": "background", "1": "spleen", "2": "liver"})(tmp, fx)
+    out = tmp / "store"
+    argv = ["prepare", str(tmp / "root"), str(out), "--size", str(SIZE)]
+    return Case(argv, f"labelsTr/{GOOD_IDS[0]}.nii.gz", out)
+
+
+def _prepare_nnunet(change: Callable[[Path], None]) -> Callable[[Path, Fixtures], Case]:
+    def build(tmp: Path, fx: Fixtures) -> Case:
+        root = nnunet_root(tmp / "Dataset900_Bad")
+        names = change(root) or "dataset.json"
+        out = tmp / "store"
+        return Case(["prepare", str(root), str(out), "--size", str(SIZE)], names, out)
+
+    return build
+
+
+def _nnunet_two_channels(root: Path) -> str:
+    first = root / "imagesTr" / f"{GOOD_IDS[0]}_0000.nii.gz"
+    shutil.copy(first, first.with_name(f"{GOOD_IDS[0]}_0001.nii.gz"))
+    return f"{GOOD_IDS[0]}_0001.nii.gz"
+
+
+def _nnunet_missing_label(root: Path) -> str:
+    (root / "labelsTr" / f"{GOOD_IDS[1]}.nii.gz").unlink()
+    return f"labelsTr/{GOOD_IDS[1]}.nii.gz"
+
+
+def _nnunet_count(root: Path) -> None:
+    spec = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**spec, "numTraining": 9}))
+
+
 def _score_bad(bad: str) -> Callable[[Path, Fixtures], Case]:
     """PRED holds one bad prediction; GT is good (or the GT side is bad for label rows)."""
 
@@ -436,6 +542,17 @@ def _predict_torn_dicom(tmp: Path, fx: Fixtures) -> Case:
         (series / src.name).write_bytes(data[: len(data) // 2] if n == 1 else data)
     out = tmp / "out"
     return Case(["predict", str(fx.run()), str(series), "-o", str(out)], "series", out)
+
+
+def _predict_sheared_dicom(tmp: Path, fx: Fixtures) -> Case:
+    """A series whose slice origins wander sideways unevenly: no single gantry tilt."""
+    from tests.dicom_series import tilted_positions, write_series
+
+    positions = tilted_positions(6, 10.0)
+    positions[3, 1] += 3.0
+    write_series(tmp / "series", good_image(shape=(24, 24, 6)), positions)
+    out = tmp / "out"
+    return Case(["predict", str(fx.run()), str(tmp / "series"), "-o", str(out)], "series", out)
 
 
 def _train_with_store(mutate: Callable[[Path], str]) -> Callable[[Path, Fixtures], Case]:
@@ -561,6 +678,29 @@ for _bad in BAD_NIFTI:
 MATRIX[("dataset.json entry without its file", "prepare")] = _prepare_missing
 MATRIX[("empty folder", "prepare")] = _prepare_empty
 MATRIX[("unwritable output folder", "prepare")] = _prepare_unwritable
+MATRIX[("case id made of dots (file ..nii.gz)", "prepare")] = _prepare_dot_id
+MATRIX[("dataset.json path with ../ out of the folder", "prepare")] = _prepare_listing(
+    training=_entries("amos_0001.nii.gz", "../../elsewhere.nii.gz")
+)
+MATRIX[("dataset.json absolute path", "prepare")] = _prepare_listing(
+    training=[{"image": "/etc/amos_0001.nii.gz", "label": "./labelsTr/amos_0001.nii.gz"}]
+)
+MATRIX[("symlink leading out of the folder", "prepare")] = _prepare_symlink_out
+MATRIX[("deeply nested dataset.json", "prepare")] = _prepare_document("[" * 100_000)
+MATRIX[("dataset.json is a list, not an object", "prepare")] = _prepare_document("[1, 2]")
+MATRIX[("huge dataset.json (64 MiB)", "prepare")] = _prepare_document(None, 64 << 20)
+MATRIX[("non-AMOS label set in dataset.json", "prepare")] = _prepare_listing(
+    labels={"0": "background", "1": "tumour", "2": "cyst"}
+)
+MATRIX[("label id missing from dataset.json's labels", "prepare")] = _prepare_undeclared_label
+MATRIX[("modality neither CT nor MR", "prepare")] = _prepare_listing(
+    training=_entries("amos_0001.nii.gz", modality="PET")
+)
+MATRIX[("nnU-Net dataset with two input channels", "prepare")] = _prepare_nnunet(
+    _nnunet_two_channels
+)
+MATRIX[("nnU-Net image without its label", "prepare")] = _prepare_nnunet(_nnunet_missing_label)
+MATRIX[("nnU-Net numTraining disagrees with imagesTr", "prepare")] = _prepare_nnunet(_nnunet_count)
 for _bad in BAD_NIFTI:
     if _bad != "NaN/Inf voxels":
         MATRIX[(_bad, "score")] = _score_bad(_bad)
@@ -575,6 +715,7 @@ MATRIX[("empty folder", "predict")] = _predict_empty
 MATRIX[("unwritable output folder", "predict")] = _predict_unwritable
 MATRIX[("run folder without a checkpoint", "predict")] = _predict_no_checkpoint
 MATRIX[("DICOM series with a truncated slice", "predict")] = _predict_torn_dicom
+MATRIX[("DICOM slices shifted unevenly (no single tilt)", "predict")] = _predict_sheared_dicom
 MATRIX[("not a prepared store", "train")] = _train_with_store(_no_store)
 MATRIX[("truncated store.json", "train")] = _train_with_store(_broken_store_json)
 MATRIX[("truncated case label.npy", "train")] = _train_with_store(_truncated_case)

@@ -12,7 +12,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from amoseg.data.amos import check_case_files, find_cases
+from amoseg.data.amos import check_case_files
+from amoseg.data.datasets import find_cases
 from amoseg.errors import AmosegError
 
 SHAPE = (16, 14, 8)  # X, Y, Z: tiny, and X != Y so a transposed slice would show
@@ -147,7 +148,7 @@ def test_real_amos_mini_listing(realdata):
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
-        (lambda r: None, "AMOS folder not found"),
+        (lambda r: None, "dataset folder not found"),
         (lambda r: r.mkdir(), "no labelled cases found"),
         (lambda r: r.write_text("x"), "not a folder"),
         (

@@ -223,3 +223,35 @@ def test_nan_free_json(folders):
     pred_dir, gt_dir, _, _ = folders
     text = json.dumps(score(pred_dir, gt_dir), allow_nan=False)  # raises on NaN/inf
     assert not math.isnan(json.loads(text)["miou"])
+
+
+def test_spacing_comes_from_the_affine_when_pixdim_disagrees(tmp_path):
+    """A tool rewrote the sform (3 mm slices) but left pixdim at 1 mm: HD95 and NSD use the
+    affine's spacing, as predict does, and a one-line warning names the file (main took
+    pixdim: HD95 in 1 mm slices)."""
+    gt, pred = _label(1), np.roll(_label(1), 1, axis=2)  # one slice off: 3 mm, not 1 mm
+    for folder, data in (("gt", gt), ("pred", pred), ("gt_ok", gt), ("pred_ok", pred)):
+        _write(tmp_path / folder / "amos_0001.nii.gz", data)
+    for folder in ("gt", "pred"):
+        path = tmp_path / folder / "amos_0001.nii.gz"
+        img = nib.load(path)
+        img.header["pixdim"][1:4] = 1.0  # the sform keeps SPACING
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header), path)
+        assert nib.load(path).header.get_zooms() == (1.0, 1.0, 1.0)
+    bad = score(tmp_path / "pred", tmp_path / "gt")
+    good = score(tmp_path / "pred_ok", tmp_path / "gt_ok")
+    assert bad["per_case"][0]["spacing_mm"] == pytest.approx(SPACING)
+    assert good["mean_hd95_mm"] > 2.9
+    assert bad["mean_hd95_mm"] == pytest.approx(good["mean_hd95_mm"])
+    assert bad["mean_nsd"] == pytest.approx(good["mean_nsd"])
+    assert len(bad["warnings"]) == 1 and not good["warnings"]
+    assert (
+        "pixdim (1, 1, 1) mm disagrees with the affine's voxel sizes (0.8, 0.8, 3)"
+        in (bad["warnings"][0])
+    )
+    from tests.badfiles import amoseg_inprocess
+
+    res = amoseg_inprocess("score", tmp_path / "pred", tmp_path / "gt")
+    assert res.returncode == 0, res.stderr
+    err = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("warning: amos_0001.nii.gz: pixdim"), err

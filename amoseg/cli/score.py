@@ -50,6 +50,9 @@ def score(
     if csv_out is not None:
         write_report_csv(report, csv_out)
     console = Console()
+    err = Console(stderr=True)
+    for note in report["warnings"]:
+        err.print(f"[yellow]warning:[/yellow] {note}", highlight=False, soft_wrap=True)
     console.print(_table(report))
     for path in (json_out, csv_out):
         if path is not None:

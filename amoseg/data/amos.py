@@ -1,24 +1,26 @@
-"""Reading an AMOS22 download: which scans are labelled, where their files are, which modality.
+"""The AMOS22 layout: which labelled scans an AMOS download lists, and header pre-flight checks.
 
 AMOS ships a `dataset.json` whose "training" and "validation" lists hold every labelled scan
 (360 in the real release) as paths like "./imagesTr/amos_0001.nii.gz". Folders copied without
 it are scanned instead (imagesTr/labelsTr, imagesVa/labelsVa, imagesTs/labelsTs, matched by
 file name). AMOS's test labels are not public, so its "test" entries carry no label and are
 skipped; a test entry that does name a label (e.g. a synthetic set) is a labelled case too.
+
+`amoseg.data.datasets.find_cases` picks the layout (this one or nnU-Net's) and turns the
+`Listing` read here into `AmosCase`s (ids, paths, modality and label set checked).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from amoseg.atomic import read_json
-from amoseg.data.nifti import case_id_of, is_nifti_path, load_nifti
+from amoseg.data.nifti import case_id_of, is_nifti_path, load_nifti, pixdim_note
 from amoseg.errors import AmosegError
-from amoseg.labels import modality_of
 
 LABELLED_LISTS = ("training", "validation")
 OPTIONAL_LISTS = ("test",)  # used only for entries that name a label file
@@ -29,40 +31,28 @@ AFFINE_TOLERANCE_MM = 1e-3
 
 @dataclass(frozen=True)
 class AmosCase:
-    """One labelled scan: its id, image and label files, and modality ('ct' or 'mr')."""
+    """One labelled scan in AMOS terms: its id, image and label files, modality ('ct' or
+    'mr', and which rule gave it), and `label_lut` mapping the file's label ids to AMOS ids
+    (None: the file holds AMOS ids already)."""
 
     case_id: str
     image: Path
     label: Path
     modality: str
+    label_lut: tuple[int, ...] | None = None
+    modality_source: str = ""
 
 
-def find_cases(root: str | Path) -> list[AmosCase]:
-    """Every labelled case under an AMOS22 root, sorted by id (files are not opened here)."""
-    root = Path(root)
-    if not root.exists():
-        raise AmosegError("AMOS folder not found", root, "pass the folder holding dataset.json")
-    if not root.is_dir():
-        raise AmosegError("AMOS root is not a folder", root, "pass the folder holding dataset.json")
-    listing = root / "dataset.json"
-    cases = _from_dataset_json(root, listing) if listing.exists() else _from_folders(root)
-    if not cases:
-        raise AmosegError(
-            "no labelled cases found",
-            root,
-            "expected dataset.json or imagesTr/labelsTr with amos_XXXX.nii.gz files",
-        )
-    seen: dict[str, AmosCase] = {}
-    for case in cases:
-        if case.case_id in seen:
-            raise AmosegError(
-                f"case {case.case_id} is listed twice ({seen[case.case_id].image} and "
-                f"{case.image})",
-                listing if listing.exists() else root,
-                "each scan may appear only once",
-            )
-        seen[case.case_id] = case
-    return sorted(cases, key=lambda c: c.case_id)
+@dataclass(frozen=True)
+class CaseEntry:
+    """A labelled scan as a layout lists it, before ids, paths and modality are checked."""
+
+    case_id: str
+    image: Path
+    label: Path
+    modality: object = None  # the entry's own modality field, if it has one
+    written: str = ""  # how the listing wrote the image path (for error messages)
+    written_label: str = ""
 
 
 def dataset_is_synthetic(root: str | Path) -> bool:
@@ -76,14 +66,34 @@ def dataset_is_synthetic(root: str | Path) -> bool:
     return isinstance(spec, dict) and spec.get("amoseg_synthetic") is True
 
 
-def _from_dataset_json(root: Path, listing: Path) -> list[AmosCase]:
-    spec = read_json(listing, "dataset.json")
-    if not isinstance(spec, dict) or not any(key in spec for key in LABELLED_LISTS):
+@dataclass(frozen=True)
+class Listing:
+    """What a layout reader found: its cases and the dataset-wide fields that give them
+    meaning (the modality field and the label set, as written)."""
+
+    layout: str
+    source: Path  # dataset.json, or the root for a folder scan
+    entries: list[CaseEntry] = field(default_factory=list)
+    modality: object = None
+    labels: object = None
+
+
+def read_amos_listing(root: Path, spec: dict | None, listing: Path) -> Listing:
+    """The AMOS layout: dataset.json's lists when there is one, else the folders by name."""
+    if spec is None:
+        return Listing("amos", root, _from_folders(root))
+    if not any(key in spec for key in LABELLED_LISTS):
         raise AmosegError(
             "dataset.json has no 'training' or 'validation' list",
             listing,
-            "is this an AMOS22 dataset.json?",
+            "is this an AMOS22 or nnU-Net dataset.json?",
         )
+    return Listing(
+        "amos", listing, _from_lists(root, spec, listing), spec.get("modality"), spec.get("labels")
+    )
+
+
+def _from_lists(root: Path, spec: dict, listing: Path) -> list[CaseEntry]:
     cases = []
     for key in LABELLED_LISTS + OPTIONAL_LISTS:
         entries = spec.get(key) or []
@@ -102,13 +112,28 @@ def _from_dataset_json(root: Path, listing: Path) -> list[AmosCase]:
                     listing,
                     'entries look like {"image": "./imagesTr/amos_0001.nii.gz", "label": ...}',
                 )
+            for what in ("image", "label"):
+                if "\x00" in entry[what] or not is_nifti_path(Path(entry[what])):
+                    raise AmosegError(
+                        f"dataset.json '{key}' entry {n}: {what} is not a .nii/.nii.gz path",
+                        listing,
+                        'entries look like {"image": "./imagesTr/amos_0001.nii.gz", "label": ...}',
+                    )
             image = root / entry["image"]
-            case_id = case_id_of(image)
-            cases.append(AmosCase(case_id, image, root / entry["label"], modality_of(case_id)))
+            cases.append(
+                CaseEntry(
+                    case_id_of(image),
+                    image,
+                    root / entry["label"],
+                    entry.get("modality"),
+                    entry["image"],
+                    entry["label"],
+                )
+            )
     return cases
 
 
-def _from_folders(root: Path) -> list[AmosCase]:
+def _from_folders(root: Path) -> list[CaseEntry]:
     cases = []
     for image_dir, label_dir in LABELLED_FOLDERS:
         if not (root / image_dir).is_dir():
@@ -122,17 +147,20 @@ def _from_folders(root: Path) -> list[AmosCase]:
             case_id = case_id_of(image)
             label = labels.get(case_id)
             if label is not None:
-                cases.append(AmosCase(case_id, image, label, modality_of(case_id)))
+                written = (f"{image_dir}/{image.name}", f"{label_dir}/{label.name}")
+                cases.append(CaseEntry(case_id, image, label, None, *written))
     return cases
 
 
-def check_case_files(case: AmosCase) -> None:
+def check_case_files(case: AmosCase) -> list[str]:
     """Cheap pre-flight from headers only: files exist, are NIfTI, and share one voxel grid.
 
     Catches most bad inputs before anything is written; truncation deep inside a file and
-    bad voxel values only show when the voxels are read, in `prepare`.
+    bad voxel values only show when the voxels are read, in `prepare`. Returns one-line
+    notes (the image's pixdim disagreeing with its affine).
     """
     headers = []
+    notes = []
     for path, what in ((case.image, "image"), (case.label, "label")):
         if not path.exists():
             raise AmosegError(f"{what} file listed for {case.case_id} is missing", path)
@@ -140,11 +168,15 @@ def check_case_files(case: AmosCase) -> None:
             img = nib.load(str(path))
             shape = tuple(int(n) for n in img.header.get_data_shape())
             affine = np.asarray(img.affine, dtype=np.float64)
+            note = pixdim_note(img, path) if what == "image" else None
         except Exception:
             load_nifti(path, what)  # raises the precise one-line error for this file
             raise  # pragma: no cover - nibabel failed once but loads on retry
         headers.append((shape[:3] if shape[3:] in ((), (1,)) else shape, affine))
+        if note:
+            notes.append(f"{case.case_id}: {note}")
     check_same_grid(case, headers[0][0], headers[0][1], headers[1][0], headers[1][1])
+    return notes
 
 
 def check_same_grid(

@@ -9,6 +9,7 @@ are often JPEG-2000 compressed, which pydicom cannot decode without extra plugin
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -18,6 +19,9 @@ from amoseg.errors import AmosegError
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 IMAGE_POSITION_TAG = "0020|0032"
+# A shear that moves the last slice by less than this is rounding in the positions, not tilt.
+MAX_UNTILTED_SHIFT_VOXELS = 0.05
+MAX_TILT_DEG = 45.0  # CT gantries tilt up to about ±30°
 
 
 def lps_to_ras_affine(
@@ -84,26 +88,81 @@ def _unreadable_dicom_files(folder: Path, series: list[str]) -> list[Path]:
     return stray
 
 
-def _check_slice_positions(reader, image, folder: Path) -> None:
-    """Refuse duplicate or unevenly spaced slices (a second series, or missing files)."""
+def _slice_positions(reader, image, folder: Path) -> np.ndarray | None:
+    """Each slice's ImagePositionPatient (LPS mm, in the reader's order); None if not
+    recorded. Refuses duplicate or unevenly spaced slices (a second series, or missing
+    files)."""
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
     normal = direction[:, 2]
     positions = []
     for i in range(image.GetSize()[2]):
         if not reader.HasMetaDataKey(i, IMAGE_POSITION_TAG):
-            return  # no positions recorded: nothing to check against
+            return None  # no positions recorded: nothing to check against
         values = reader.GetMetaData(i, IMAGE_POSITION_TAG).replace(" ", "").split("\\")
-        positions.append([float(v) for v in values])
-    along = np.asarray(positions) @ normal
-    gaps = np.diff(along)
+        try:
+            positions.append([float(v) for v in values])
+        except ValueError:
+            return None
+    if any(len(p) != 3 for p in positions):
+        return None
+    positions = np.asarray(positions)
+    gaps = np.diff(positions @ normal)
     step = float(np.median(gaps))
-    if step <= 1e-3 or np.abs(gaps - step).max() > max(0.05 * step, 1e-2):
+    tolerance = max(0.05 * step, 1e-2)
+    if step <= 1e-3 or np.abs(gaps - step).max() > tolerance:
         raise AmosegError(
             "DICOM slices are duplicated or unevenly spaced "
             f"(gaps {gaps.min():.3g}..{gaps.max():.3g} mm)",
             folder,
             "the folder may mix series or miss slices; keep one complete series per folder",
         )
+    steps = np.diff(positions, axis=0)  # a gantry tilt shifts every slice by the same step
+    sideways = float(np.linalg.norm(steps - np.median(steps, axis=0), axis=1).max())
+    if sideways > tolerance:
+        raise AmosegError(
+            f"DICOM slice origins shift sideways unevenly (by up to {sideways:.3g} mm), "
+            "not as one gantry tilt",
+            folder,
+            "the folder may mix series; keep one complete series per folder",
+        )
+    return positions
+
+
+def _untilt(
+    data: np.ndarray, spacing: tuple[float, ...], direction: np.ndarray, positions: np.ndarray
+) -> tuple[np.ndarray, float, float]:
+    """Resample a gantry-tilted series onto the upright grid its slices span.
+
+    A tilted gantry writes slices whose origins step along the table, not along the slice
+    normal, so the true voxel grid is sheared; ITK assumes an upright one, with the full
+    step between origins as the slice spacing (too large by 1/cos(tilt)) and every slice
+    at the wrong place. Each slice is shifted in-plane by its share of the shear (linear
+    interpolation, the series' minimum outside), as dcm2niix does. Returns the
+    volume, the true slice spacing along the normal (mm) and the tilt angle (degrees); an
+    untilted series comes back unchanged.
+    """
+    step = np.median(np.diff(positions, axis=0), axis=0)
+    col, row, normal = direction[:, 0], direction[:, 1], direction[:, 2]
+    along = float(step @ normal)
+    shear = np.array([step @ col / spacing[0], step @ row / spacing[1]])  # voxels per slice
+    angle = float(np.degrees(np.arctan2(np.linalg.norm(step - along * normal), along)))
+    if np.abs(shear).max() * (data.shape[2] - 1) < MAX_UNTILTED_SHIFT_VOXELS:
+        return data, along, 0.0
+    if angle > MAX_TILT_DEG:
+        raise AmosegError(
+            f"DICOM slices are sheared by {angle:.1f}° (more than a gantry tilts)",
+            hint="the positions look inconsistent; re-export the series",
+        )
+    from scipy import ndimage
+
+    fill = float(data.min())
+    out = np.empty_like(data)
+    for k in range(data.shape[2]):
+        moved = ndimage.shift(
+            data[:, :, k].astype(np.float32), k * shear, order=1, mode="constant", cval=fill
+        )
+        out[:, :, k] = np.rint(moved) if np.issubdtype(data.dtype, np.integer) else moved
+    return out, along, angle
 
 
 def load_dicom_series(folder: str | Path) -> nib.Nifti1Image:
@@ -131,11 +190,23 @@ def load_dicom_series(folder: str | Path) -> nib.Nifti1Image:
         raise AmosegError(
             "DICOM series is not a single-channel 3D volume", folder, "amoseg segments CT/MR"
         )
-    _check_slice_positions(reader, image, folder)
+    positions = _slice_positions(reader, image, folder)
     data = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # (Z, Y, X) → (X, Y, Z)
-    affine = lps_to_ras_affine(image.GetDirection(), image.GetSpacing(), image.GetOrigin())
+    spacing = list(image.GetSpacing())
+    tilt = 0.0
+    if positions is not None:
+        direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+        try:
+            data, spacing[2], tilt = _untilt(data, spacing, direction, positions)
+        except AmosegError as exc:
+            raise AmosegError(exc.what, folder, exc.hint) from exc
+    affine = lps_to_ras_affine(image.GetDirection(), spacing, image.GetOrigin())
     out = nib.Nifti1Image(np.ascontiguousarray(data), affine)
     out.set_qform(affine, code=1)
     out.set_sform(affine, code=1)
     out.header.set_xyzt_units("mm", "sec")
+    if tilt:
+        note = f"gantry tilt {tilt:.1f} deg resampled upright"
+        out.header["descrip"] = note.encode()
+        warnings.warn(f"{folder.name}: DICOM series has a {note}", stacklevel=2)
     return out

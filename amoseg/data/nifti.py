@@ -18,6 +18,8 @@ from amoseg.errors import AmosegError
 from amoseg.labels import NUM_CLASSES
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# pixdim is float32 in the header; affines round-trip through float32 too.
+PIXDIM_RTOL, PIXDIM_ATOL_MM = 1e-4, 1e-4
 
 
 def is_nifti_path(path: Path) -> bool:
@@ -144,19 +146,62 @@ def _gzip_problem(path: Path) -> str | None:
 def image_array(img: nib.Nifti1Image, path: str | Path | None = None) -> np.ndarray:
     """The image voxels as float32, refusing NaN/Inf (they would poison normalisation)."""
     data = np.asarray(img.dataobj, dtype=np.float32)
-    if not np.isfinite(data).all():
-        bad = int((~np.isfinite(data)).sum())
-        raise AmosegError(f"image has {bad} NaN/Inf voxels", path, "fix or exclude this scan")
+    _check_finite(data, path)
     return data
 
 
-def label_array(img: nib.Nifti1Image, path: str | Path | None = None) -> np.ndarray:
-    """Label voxels as uint8 AMOS ids 0..15 (AMOS ships uint16 on disk; cast once here)."""
+def image_voxels(img: nib.Nifti1Image, path: str | Path | None = None) -> np.ndarray:
+    """The image voxels at the file's own precision: integer voxels keep their dtype (int16
+    CT stays int16), float or scaled voxels become float32, never rounded (an MR scaled to
+    [0, 1] keeps its values); NaN/Inf are refused."""
+    data = np.asanyarray(img.dataobj)
+    if np.issubdtype(data.dtype, np.integer):
+        return data
+    return image_array(img, path)
+
+
+def _check_finite(data: np.ndarray, path: str | Path | None) -> None:
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise AmosegError(f"image has {bad} NaN/Inf voxels", path, "fix or exclude this scan")
+
+
+def voxel_spacing(img: nib.Nifti1Image) -> tuple[float, float, float]:
+    """Voxel sizes in mm from the affine (the grid every command uses), not from pixdim:
+    where a file's sform and pixdim disagree, the affine is where the voxels are."""
+    sizes = nib.affines.voxel_sizes(np.asarray(img.affine, dtype=np.float64))
+    return float(sizes[0]), float(sizes[1]), float(sizes[2])
+
+
+def pixdim_note(img: nib.Nifti1Image, path: str | Path) -> str | None:
+    """A one-line warning when the header's pixdim disagrees with the affine's voxel sizes
+    (a tool rewrote the sform but not pixdim); None when they agree."""
+    pixdim = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
+    spacing = np.asarray(voxel_spacing(img))
+    if len(pixdim) < 3 or np.allclose(pixdim, spacing, rtol=PIXDIM_RTOL, atol=PIXDIM_ATOL_MM):
+        return None
+    fmt = ", ".join
+    return (
+        f"{Path(path).name}: pixdim ({fmt(f'{v:.4g}' for v in pixdim)}) mm disagrees with the "
+        f"affine's voxel sizes ({fmt(f'{v:.4g}' for v in spacing)}) mm; using the affine"
+    )
+
+
+def label_array(
+    img: nib.Nifti1Image, path: str | Path | None = None, lut: tuple[int, ...] | None = None
+) -> np.ndarray:
+    """Label voxels as uint8 AMOS ids 0..15 (AMOS ships uint16 on disk; cast once here).
+
+    `lut` maps a dataset's own label ids to AMOS ids (index = file id, -1 = not declared in
+    its dataset.json); without it the file must hold AMOS ids already.
+    """
     raw = np.asarray(img.dataobj)
     if np.issubdtype(raw.dtype, np.floating) and (
         not np.isfinite(raw).all() or not np.array_equal(raw, np.round(raw))
     ):
         raise AmosegError("label map holds non-integer values", path, "labels must be ids 0..15")
+    if lut is not None:
+        return _mapped_labels(raw, path, lut)
     if raw.size:
         lo, hi = raw.min(), raw.max()
         if lo < 0 or hi >= NUM_CLASSES:
@@ -166,6 +211,28 @@ def label_array(img: nib.Nifti1Image, path: str | Path | None = None) -> np.ndar
                 "is this an AMOS label map?",
             )
     return raw.astype(np.uint8)
+
+
+def _mapped_labels(raw: np.ndarray, path: str | Path | None, lut: tuple[int, ...]) -> np.ndarray:
+    """`lut[raw]`, refusing ids that dataset.json does not declare (one byte per voxel)."""
+    table = np.asarray(lut, dtype=np.int8)
+    if raw.size == 0:
+        return raw.astype(np.uint8)
+    lo, hi = int(raw.min()), int(raw.max())
+    if lo >= 0 and hi < len(table):
+        mapped = table[raw if np.issubdtype(raw.dtype, np.integer) else raw.astype(np.int32)]
+        if mapped.min() >= 0:
+            return mapped.view(np.uint8)
+        undeclared = np.unique(raw[mapped < 0])
+    else:
+        undeclared = np.unique(raw[(raw < 0) | (raw >= len(table))])
+    shown = ", ".join(str(int(v)) for v in undeclared[:5])
+    declared = ", ".join(str(i) for i, v in enumerate(lut) if v >= 0)
+    raise AmosegError(
+        f"label ids {shown} are not in dataset.json's labels (declared: {declared})",
+        path,
+        "fix the label map or the 'labels' entry of dataset.json",
+    )
 
 
 def save_nifti(img: nib.Nifti1Image, target: str | Path) -> None:

@@ -26,14 +26,9 @@ import nibabel as nib
 import numpy as np
 
 from amoseg.atomic import read_json, write_json
-from amoseg.data.amos import (
-    AmosCase,
-    check_case_files,
-    check_same_grid,
-    dataset_is_synthetic,
-    find_cases,
-)
-from amoseg.data.nifti import image_array, label_array, load_nifti
+from amoseg.data.amos import AmosCase, check_case_files, check_same_grid, dataset_is_synthetic
+from amoseg.data.datasets import find_cases
+from amoseg.data.nifti import image_voxels, label_array, load_nifti, voxel_spacing
 from amoseg.data.slice_store import SPLITS, STORE_VERSION, case_done, case_writer, image_dtype
 from amoseg.data.splits import check_fractions, split_cases
 from amoseg.errors import AmosegError
@@ -59,12 +54,12 @@ def prepare_case(case: AmosCase, out: str | Path, size: int, keep: str) -> dict[
     # AMOS labels are uint16 on disk, as large as an int16 image.
     label_nii = load_nifti(case.label, "label")
     label_shape, label_affine = label_nii.shape, label_nii.affine
-    label = label_array(label_nii, case.label)
+    label = label_array(label_nii, case.label, case.label_lut)
     del label_nii
     image_nii = load_nifti(case.image, "image")
     check_same_grid(case, image_nii.shape, image_nii.affine, label_shape, label_affine)
     affine = np.asarray(image_nii.affine, dtype=np.float64)
-    zooms = tuple(float(z) for z in image_nii.header.get_zooms()[:3])
+    zooms = voxel_spacing(image_nii)  # the affine, as predict and score use
     original_shape = [int(n) for n in image_nii.shape]
 
     label = pre.canonical(label, affine)
@@ -76,9 +71,7 @@ def prepare_case(case: AmosCase, out: str | Path, size: int, keep: str) -> dict[
         else list(range(n_z))
     )
 
-    raw = np.asarray(image_nii.dataobj)
-    if not np.issubdtype(raw.dtype, np.integer):
-        raw = image_array(image_nii, case.image)  # float voxels: refuse NaN/Inf
+    raw = image_voxels(image_nii, case.image)
     del image_nii
     image = pre.canonical(raw, affine)
     record = pre.plan_record(image, affine, original_shape, kept_slices=kept, zooms=zooms)
@@ -96,6 +89,7 @@ def prepare_case(case: AmosCase, out: str | Path, size: int, keep: str) -> dict[
         "kept_slices": [int(k) for k in kept],
         "image_file": str(case.image),
         "label_file": str(case.label),
+        "label_lut": None if case.label_lut is None else list(case.label_lut),
         "size": size,
         "keep": keep,
         "configuration": "seed",
@@ -150,9 +144,9 @@ def prepare_dataset(
     fractions = check_fractions(split)
     _check_options(size, keep, modality, workers)
 
-    cases = find_cases(root)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        cases = find_cases(root, default_modality=modality if modality != "all" else "ct")
         splits = split_cases(
             [c.case_id for c in cases], [c.modality for c in cases], fractions, seed
         )
@@ -196,7 +190,7 @@ def prepare_dataset(
     skipped: dict[str, str] = {}
     for case in todo:  # header-only pre-flight: most bad inputs fail before any write
         try:
-            check_case_files(case)
+            notes += check_case_files(case)
         except AmosegError as exc:
             if not skip_bad:
                 raise

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 
 from amoseg.data.dicom import load_dicom_series
-from amoseg.data.nifti import case_id_of, image_array, is_nifti_path, load_nifti
+from amoseg.data.nifti import case_id_of, image_voxels, is_nifti_path, load_nifti
 from amoseg.errors import AmosegError
 
 
@@ -71,9 +71,7 @@ def load_scan(item: ScanInput) -> Scan:
     """Read and validate one scan (3D, finite voxels)."""
     loader = load_dicom_series if item.kind == "dicom" else load_nifti
     image = loader(item.path)
-    data = np.asanyarray(image.dataobj)
-    if not np.issubdtype(data.dtype, np.integer):
-        data = image_array(image, item.path)  # float voxels: refuse NaN/Inf
+    data = image_voxels(image, item.path)  # float voxels: full precision, NaN/Inf refused
     if min(data.shape) < 1:
         raise AmosegError(f"image has an empty axis {data.shape}", item.path)
     return Scan(item, image, data)

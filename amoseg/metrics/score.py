@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 
 from amoseg.atomic import write_json, write_text
-from amoseg.data.nifti import case_id_of, is_nifti_path, label_array, load_nifti
+from amoseg.data.nifti import (
+    case_id_of,
+    is_nifti_path,
+    label_array,
+    load_nifti,
+    pixdim_note,
+    voxel_spacing,
+)
 from amoseg.errors import AmosegError
 from amoseg.labels import CLASS_NAMES, NUM_CLASSES, ORGAN_IDS
 from amoseg.metrics.confusion import (
@@ -122,15 +129,26 @@ def match_cases(pred: str | Path, gt: str | Path, subset: bool = False) -> list[
     return [CasePair(case, preds[case], gts[case]) for case in sorted(preds)]
 
 
-def load_truth(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
-    """A ground-truth label map as uint8 AMOS ids, and its voxel spacing in mm."""
+def load_truth(
+    path: Path, notes: list[str] | None = None, lut: tuple[int, ...] | None = None
+) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A ground-truth label map as uint8 AMOS ids (through the dataset's `lut` when its ids
+    differ), and its voxel spacing in mm.
+
+    Spacing comes from the affine, as `predict` and `prepare` take it; a pixdim that
+    disagrees adds a line to `notes`.
+    """
     gt_img = load_nifti(path, "ground-truth label")
-    spacing = tuple(float(z) for z in gt_img.header.get_zooms()[:3])
-    return label_array(gt_img, path), spacing
+    if notes is not None:
+        notes.extend(n for n in (pixdim_note(gt_img, path),) if n)
+    return label_array(gt_img, path, lut), voxel_spacing(gt_img)
 
 
-def load_pair(pair: CasePair) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """Both label maps as uint8 on the same grid, and the voxel spacing in mm."""
+def load_pair(
+    pair: CasePair, notes: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Both label maps as uint8 on the same grid, and the voxel spacing in mm (the ground
+    truth's affine; see `load_truth`)."""
     gt_img = load_nifti(pair.gt, "ground-truth label")
     pred_img = load_nifti(pair.pred, "prediction")
     if pred_img.shape != gt_img.shape:
@@ -149,8 +167,9 @@ def load_pair(pair: CasePair) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]
         )
     gt = label_array(gt_img, pair.gt)
     pred = label_array(pred_img, pair.pred)
-    spacing = tuple(float(z) for z in gt_img.header.get_zooms()[:3])
-    return pred, gt, spacing
+    if notes is not None:
+        notes.extend(n for n in (pixdim_note(gt_img, pair.gt),) if n)
+    return pred, gt, voxel_spacing(gt_img)
 
 
 def score_case(
@@ -279,8 +298,14 @@ def score_pairs(
     tolerance_mm: float = 2.0,
     on_case: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Score matched file pairs one at a time (one volume pair in memory); returns the report."""
-    return score_loaded(((pair, *load_pair(pair)) for pair in pairs), tolerance_mm, on_case)
+    """Score matched file pairs one at a time (one volume pair in memory); returns the report,
+    with `warnings` for files whose pixdim disagrees with their affine."""
+    notes: list[str] = []
+    report = score_loaded(
+        ((pair, *load_pair(pair, notes)) for pair in pairs), tolerance_mm, on_case
+    )
+    report["warnings"] = notes
+    return report
 
 
 def score(

@@ -169,9 +169,13 @@ def summarize(cm: ConfusionMatrix, per_volume: list[dict[str, Any]]) -> dict[str
     }
 
 
-def original_files(store: SliceStore, split: str) -> tuple[list[tuple[str, Path, Path]], str]:
-    """(case, original image, original label) of every case of `split`, as recorded in its
-    meta.json by `prepare`, or ([], why not) when any of them is unknown or gone."""
+OriginalFiles = list[tuple[str, Path, Path, tuple[int, ...] | None]]
+
+
+def original_files(store: SliceStore, split: str) -> tuple[OriginalFiles, str]:
+    """(case, original image, original label, label lut) of every case of `split`, as
+    recorded in its meta.json by `prepare`, or ([], why not) when any of them is unknown or
+    gone. The lut maps the label file's ids to AMOS ids (None: AMOS ids already)."""
     found = []
     for case in store.cases(split):
         meta = store.meta(case)
@@ -181,13 +185,14 @@ def original_files(store: SliceStore, split: str) -> tuple[list[tuple[str, Path,
         for path in (Path(image), Path(label)):
             if not path.is_file():
                 return [], f"original file of case {case} not found: {path}"
-        found.append((case, Path(image), Path(label)))
+        lut = meta.get("label_lut")
+        found.append((case, Path(image), Path(label), None if lut is None else tuple(lut)))
     return found, ""
 
 
 def native_metrics(
     backend: Any,
-    files: list[tuple[str, Path, Path]],
+    files: OriginalFiles,
     *,
     batch_size: int | None = None,
     tolerance_mm: float = 2.0,
@@ -200,12 +205,12 @@ def native_metrics(
     from amoseg.metrics.score import CasePair, load_truth, score_loaded
 
     def cases() -> Any:
-        for case, image_path, label_path in files:
+        for case, image_path, label_path, lut in files:
             [item] = expand_input(image_path)
             scan = load_scan(item)
             pred = segment_scan(backend, scan.data, scan.image.affine, batch_size=batch_size)
             del scan
-            truth, spacing = load_truth(label_path)
+            truth, spacing = load_truth(label_path, lut=lut)
             if truth.shape != pred.shape:
                 raise AmosegError(
                     f"original label {truth.shape} and image {pred.shape} differ in shape",
