@@ -26,7 +26,8 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from amoseg.data.amos import AmosCase, find_cases  # noqa: E402
+from amoseg.data.amos import AmosCase  # noqa: E402
+from amoseg.data.datasets import find_cases  # noqa: E402
 from amoseg.data.geometry import canonical_view, volume_to_slices  # noqa: E402
 from amoseg.data.nifti import label_array, load_nifti  # noqa: E402
 from amoseg.data.prepare import _gather, prepare_dataset  # noqa: E402

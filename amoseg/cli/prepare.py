@@ -1,4 +1,5 @@
-"""`amoseg prepare`: turn an AMOS22 folder into the slice store that training streams from."""
+"""`amoseg prepare`: turn an AMOS22 folder (or an nnU-Net v2 raw dataset) into the slice store
+that training streams from."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ def register(app: typer.Typer) -> None:
 
 
 def prepare(
-    amos_root: Path = typer.Argument(..., help="AMOS22 folder (dataset.json, imagesTr, ...)."),
+    amos_root: Path = typer.Argument(
+        ...,
+        help="AMOS22 folder (dataset.json, imagesTr, ...) or nnU-Net v2 raw dataset "
+        "(imagesTr/<case>_0000.nii.gz, labelsTr, dataset.json).",
+    ),
     out: Path = typer.Argument(..., help="Output slice store folder."),
     size: int = typer.Option(640, "--size", help="Slices are resized to size×size."),
     split: str = typer.Option(

@@ -22,7 +22,7 @@ def make_plan(
     progress: bool = True,
 ) -> Plan:
     """Fingerprint every labelled case of `root` (of `modality`) and plan the dataset."""
-    from amoseg.data.amos import find_cases
+    from amoseg.data.datasets import find_cases
     from amoseg.errors import AmosegError
     from amoseg.planning.fingerprint import fingerprint_dataset
     from amoseg.planning.planner import plan_dataset

@@ -89,7 +89,7 @@ def fingerprint_case(case: AmosCase, index: int) -> tuple[CaseFingerprint, np.nd
     """One case's fingerprint and its sampled foreground intensities (empty for MR)."""
     label_nii = load_nifti(case.label, "label")
     label_shape, label_affine = label_nii.shape, label_nii.affine
-    label = label_array(label_nii, case.label)
+    label = label_array(label_nii, case.label, case.label_lut)
     del label_nii
     image_nii = load_nifti(case.image, "image")
     check_same_grid(case, image_nii.shape, image_nii.affine, label_shape, label_affine)
