@@ -150,3 +150,16 @@ _ORGAN_IDS_BY_NAME: dict[str, int] = {
     **{_name_key(n): i for i, n in enumerate(CLASS_NAMES)},
     **{_name_key(n): i for n, i in _ORGAN_ALIASES.items()},
 }
+
+#: Organs that exist as a right/left pair: mirroring an image along the patient's left–right
+#: axis turns one into the other, so a mirrored label map must swap their ids.
+LEFT_RIGHT_PAIRS: tuple[tuple[int, int], ...] = ((2, 3), (11, 12))
+
+
+def left_right_permutation(num_classes: int = NUM_CLASSES) -> tuple[int, ...]:
+    """perm[c] = the class that c becomes under a left–right mirror (an involution)."""
+    perm = list(range(num_classes))
+    for right, left in LEFT_RIGHT_PAIRS:
+        if max(right, left) < num_classes:
+            perm[right], perm[left] = left, right
+    return tuple(perm)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from amoseg.cli.main import main
-from amoseg.models.registry import MODEL_NAMES
+from amoseg.models.registry import LADDER as MODEL_NAMES
 
 MINI = ["--cases", "6", "--size", "32", "--epochs-scale", "0.01", "--max-slices", "16"]
 MINI += ["--device", "cpu"]

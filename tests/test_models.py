@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from amoseg.errors import AmosegError
 from amoseg.inference.inferers import model_labels
 from amoseg.labels import NUM_CLASSES
-from amoseg.models.registry import MODEL_NAMES, create_model, load_model
+from amoseg.models.registry import LADDER, MODEL_NAMES, create_model, load_model
 from amoseg.training.augment import augment_batch
 from amoseg.training.losses import inverse_frequency_weights
 
@@ -34,14 +34,16 @@ def test_registry_names_and_errors():
         "mlp",
         "unet-seed",
         "unet",
+        "unet3d",
     )
+    assert MODEL_NAMES[: len(LADDER)] == LADDER
     with pytest.raises(AmosegError, match=r"unknown model 'resnet'.*unet-seed"):
         create_model("resnet")
     with pytest.raises(AmosegError, match="unknown hyper-parameter"):
         create_model("unet", wings=2)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", LADDER)  # the slice models' contract; unet3d: test_unet3d.py
 def test_predict_shapes_and_export(name, tmp_path):
     torch.manual_seed(0)
     model = small(name)

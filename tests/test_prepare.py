@@ -66,8 +66,10 @@ def test_real_amos_mini(realdata, tmp_path, capsys):
     assert set(store.info) >= STORE_KEYS and store.info["complete"] is True
     assert store.size == 64
     splits = json.loads((out / "splits.json").read_text())
-    assert set(splits) == {"train", "val", "test"}
+    assert set(splits) == {"train", "val", "test", "folds"}
     assert sorted(splits["train"] + splits["val"] + splits["test"]) == ["amos_0001", "amos_0013"]
+    validated = sorted(c for fold in splits["folds"] for c in fold["val"])
+    assert len(splits["folds"]) == 5 and validated == sorted(splits["train"] + splits["val"])
     liver_sides = []
     for case_id, source_shape in (("amos_0001", [768, 768, 11]), ("amos_0013", [512, 512, 11])):
         meta = store.meta(case_id)
@@ -208,7 +210,7 @@ def test_modality_filter_keeps_split_assignment(tmp_path):
     ct = prepare_dataset(root, tmp_path / "ct", size=8, modality="ct", progress=False)
     splits_all = json.loads((tmp_path / "all/splits.json").read_text())
     splits_ct = json.loads((tmp_path / "ct/splits.json").read_text())
-    for name in splits_all:
+    for name in ("train", "val", "test"):  # folds are dealt over each store's own cases
         assert splits_ct[name] == [c for c in splits_all[name] if c < "amos_0500"]
     assert ct["total"]["cases"] == 8 and both["total"]["cases"] == 12
     with pytest.raises(AmosegError, match="no MR cases"):
@@ -399,9 +401,12 @@ def test_synthetic_dataset_prepares(tmp_path, capsys):
     )
     assert code == 0
     splits = json.loads((out / "splits.json").read_text())
-    assert set(splits) == {"train", "val", "test"} and sum(map(len, splits.values())) == 4
+    assert (
+        set(splits) == {"train", "val", "test", "folds"}
+        and sum(len(splits[n]) for n in ("train", "val", "test")) == 4
+    )
     store = SliceStore(out)
-    for case_id in [c for ids in splits.values() for c in ids]:
+    for case_id in [c for n in ("train", "val", "test") for c in splits[n]]:
         meta = store.meta(case_id)
         assert store.label(case_id).shape == (meta["canonical_shape"][2], 32, 32)
         assert store.label(case_id).max() > 0

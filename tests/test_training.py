@@ -14,7 +14,7 @@ from amoseg.data.slice_store import SliceStore
 from amoseg.errors import AmosegError
 from amoseg.inference.inferers import model_labels
 from amoseg.models.checkpoint import load_checkpoint
-from amoseg.models.registry import MODEL_NAMES, load_model
+from amoseg.models.registry import LADDER, load_model
 from amoseg.training import TrainSettings, load_run, train
 from amoseg.training.data import EpochSampler, SliceDataset
 from amoseg.training.trainer import metrics_of, state_hash, validate
@@ -48,7 +48,7 @@ def settings(name: str, epochs: int = 3, **kw) -> TrainSettings:
     return TrainSettings(**(base | kw))
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", LADDER)  # unet3d: tests/test_unet3d.py
 def test_every_model_trains_saves_and_reloads(name, store, tmp_path):
     losses: list[float] = []
     summary = train(

@@ -13,6 +13,7 @@ import numpy as np
 
 from amoseg.atomic import write_json
 from amoseg.data.slice_store import write_case
+from amoseg.data.splits import cv_folds
 
 #: (class id, centre (row, col) as a fraction of S, radius fraction, HU)
 BLOBS = (
@@ -55,8 +56,11 @@ def make_tiny_store(
         image, label = make_case(rng, size, slices)
         write_case(root, cid, image, label, {"modality": "ct"})
     a, b, _ = split
+    training = ids[: a + b]
+    folds = cv_folds(training, ["ct"] * len(training), seed=seed)
     write_json(
-        root / "splits.json", {"train": ids[:a], "val": ids[a : a + b], "test": ids[a + b :]}
+        root / "splits.json",
+        {"train": ids[:a], "val": ids[a : a + b], "test": ids[a + b :], "folds": folds},
     )
     write_json(
         root / "store.json",

@@ -35,6 +35,17 @@ def _params_file(path: Path) -> dict:
     return params
 
 
+def parse_fold(text: str | None) -> int | str | None:
+    """'3' → 3, 'all' → 'all', None → None; anything else is a user error."""
+    from amoseg.data.splits import ALL_FOLDS
+
+    if text is None or text == ALL_FOLDS:
+        return text
+    if not text.isdigit():
+        raise AmosegError(f"unknown --fold {text!r}", hint=f"use 0..4 or {ALL_FOLDS}")
+    return int(text)
+
+
 def train(
     model: str = typer.Argument(..., help="A registered model (listed by --help)."),
     data: Path = typer.Option(..., "--data", help="Prepared slice store (amoseg prepare)."),
@@ -65,6 +76,12 @@ def train(
     ),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network."),
     seed: int = typer.Option(0, "--seed", help="Random seed (initialisation, order, aug)."),
+    fold: str | None = typer.Option(
+        None,
+        "--fold",
+        help="Cross-validation fold of the store's splits.json: 0..4, or all (every non-test "
+        "case). Default: the store's train/val split.",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from checkpoint_latest.pt."),
 ) -> None:
     """Train a model on a prepared store; validates every epoch, keeps latest + best."""
@@ -88,6 +105,7 @@ def train(
     if values["batch_size"] is not None:
         values["batch_size"] = int(values["batch_size"])
     settings = TrainSettings(
+        fold=parse_fold(fold),
         epochs=epochs,
         device=device,
         seed=seed,

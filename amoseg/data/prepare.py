@@ -30,7 +30,7 @@ from amoseg.data.amos import AmosCase, check_case_files, check_same_grid, datase
 from amoseg.data.datasets import find_cases
 from amoseg.data.nifti import image_voxels, label_array, load_nifti, voxel_spacing
 from amoseg.data.slice_store import SPLITS, STORE_VERSION, case_done, case_writer, image_dtype
-from amoseg.data.splits import check_fractions, split_cases
+from amoseg.data.splits import check_fractions, cv_folds, split_cases
 from amoseg.errors import AmosegError
 from amoseg.labels import CLASS_NAMES, NUM_CLASSES
 from amoseg.preprocessing import Preprocessor
@@ -207,7 +207,14 @@ def prepare_dataset(
         raise AmosegError(
             f"none of the {len(selected)} cases could be prepared", root, "see the errors above"
         )
-    final_splits = {name: [c for c in ids if c not in skipped] for name, ids in splits.items()}
+    final_splits: dict[str, Any] = {
+        name: [c for c in ids if c not in skipped] for name, ids in splits.items()
+    }
+    # five folds over the labelled training cases (train + val), beside the held-out test
+    training = [c for c in done if c.case_id not in set(final_splits["test"])]
+    final_splits["folds"] = cv_folds(
+        [c.case_id for c in training], [c.modality for c in training], seed=seed
+    )
     if overwrite:
         _remove_stale_cases(out, {c.case_id for c in done})
     summary = summarize(out, final_splits)

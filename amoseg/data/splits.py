@@ -23,6 +23,10 @@ from amoseg.errors import AmosegError
 
 SPLITS = ("train", "val", "test")
 TINY_DATASET = 3  # up to this many cases: fill train, then val, then test
+#: cross-validation folds over the labelled training cases (train + val), as nnU-Net's five
+N_FOLDS = 5
+#: `--fold all`: train on every non-test case (its validation is then not held out)
+ALL_FOLDS = "all"
 
 
 def parse_fractions(text: str) -> tuple[float, float, float]:
@@ -122,3 +126,56 @@ def _split_counts(n: int, fractions: tuple[float, float, float]) -> list[int]:
 def _stable_int(text: str) -> int:
     """Seed material independent of Python's per-process hash randomisation."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def cv_folds(
+    case_ids: Sequence[str],
+    modalities: Sequence[str],
+    n_folds: int = N_FOLDS,
+    seed: int = 0,
+) -> list[dict[str, list[str]]]:
+    """`n_folds` entries {"train": [...], "val": [...]}: each case is in exactly one fold's
+    `val` and in every other fold's `train`.
+
+    Stratified by modality: each modality's cases, shuffled, are dealt round-robin, the deal
+    continuing from one modality to the next, so each fold's validation holds CT and MR in
+    proportion and fold sizes differ by at most one. Sorted lists, deterministic for (case
+    set, modalities, seed). With fewer cases than folds, some folds' `val` lists are empty
+    (training such a fold is refused with one line).
+    """
+    if len(case_ids) != len(modalities):
+        raise ValueError("case_ids and modalities must have the same length")
+    modality_of = dict(zip(case_ids, modalities, strict=True))
+    rng = np.random.default_rng([_stable_int(str(seed)), 0xF01D])
+    dealt: list[str] = []
+    for modality in sorted(set(modalities)):
+        group = sorted(c for c in case_ids if modality_of[c] == modality)
+        dealt += [group[i] for i in rng.permutation(len(group))]
+    val = [sorted(dealt[k::n_folds]) for k in range(n_folds)]
+    everyone = sorted(dealt)
+    return [{"train": [c for c in everyone if c not in set(v)], "val": v} for v in val]
+
+
+def select_fold(splits: dict, fold: int | str | None) -> dict[str, list[str]]:
+    """The store's splits with `train`/`val` replaced by cross-validation fold `fold`
+    (0..n-1), by every non-test case (`"all"`; `val` stays the store's own), or unchanged
+    (None). `test` is never touched."""
+    if fold is None:
+        return {name: list(splits.get(name, [])) for name in SPLITS}
+    test = list(splits.get("test", []))
+    if str(fold) == ALL_FOLDS:
+        everyone = sorted({*splits.get("train", []), *splits.get("val", [])})
+        return {"train": everyone, "val": list(splits.get("val", [])), "test": test}
+    folds = splits.get("folds")
+    if not folds:
+        raise AmosegError(
+            "the store's splits.json has no cross-validation folds",
+            hint="re-run `amoseg prepare` with this version to add them",
+        )
+    try:
+        k = int(fold)
+    except ValueError:
+        k = -1
+    if not 0 <= k < len(folds):
+        raise AmosegError(f"unknown fold {fold!r}", hint=f"use 0..{len(folds) - 1} or {ALL_FOLDS}")
+    return {"train": list(folds[k]["train"]), "val": list(folds[k]["val"]), "test": test}

@@ -227,5 +227,7 @@ def backend_for_model(model: Any, device: str = "auto", precision: str = "auto")
                 precision=precision,
                 body_threshold=getattr(model, "body_threshold", None),
                 size_multiple=int(getattr(model, "size_multiple", 1)),
+                # 3D models bring their own inferer (a sliding window over patches)
+                make_inferer=model.inferer if getattr(model, "dims", 2) == 3 else None,
             )
     return ModelBackend(model)

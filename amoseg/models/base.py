@@ -29,6 +29,9 @@ class SegmentationModel(ABC):
     #: place in the report's ladder (position prior 0 … modern U-Net), simplest first:
     #: the order of `model_names()`, the demo and the comparison table.
     ladder: ClassVar[int] = 99
+    #: part of the report's ladder (the demo trains and compares these); False for recipes
+    #: beside it, such as the 3D `unet3d`
+    in_ladder: ClassVar[bool] = True
     #: Adjacent slices on each side fed as extra channels (0 = plain 2D, 1 = 2.5D with 3 ch).
     context: int = 0
     num_classes: int = NUM_CLASSES

@@ -50,6 +50,12 @@ def model_names() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY, key=lambda n: (getattr(_REGISTRY[n], "ladder", 99), n)))
 
 
+def ladder_names() -> tuple[str, ...]:
+    """The report's ladder of slice models (prior … unet): what the demo trains and compares.
+    Recipes outside it (`in_ladder` False, e.g. unet3d) are registered but not in the demo."""
+    return tuple(n for n in model_names() if getattr(_REGISTRY[n], "in_ladder", True))
+
+
 def model_class(name: str) -> type:
     """The class registered under `name`."""
     _discover()
@@ -81,4 +87,6 @@ def load_model(path: str | Path, device: str = "auto") -> Any:
 def __getattr__(name: str) -> Any:
     if name == "MODEL_NAMES":  # the old constant, now generated: every registered model
         return model_names()
+    if name == "LADDER":
+        return ladder_names()
     raise AttributeError(f"module 'amoseg.models.registry' has no attribute {name!r}")

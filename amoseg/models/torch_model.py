@@ -34,6 +34,8 @@ class TorchModel(SegmentationModel):
     optimizer_name: ClassVar[str] = "adam"
     #: bf16 autocast + channels_last on GPU (the modern recipe); the report's ran in fp32.
     fast_gpu: ClassVar[bool] = False
+    #: the layout of inputs and weights on GPU with `fast_gpu` (channels_last_3d for 3D nets)
+    memory_format: ClassVar[torch.memory_format] = torch.channels_last
 
     def __init__(self, input_size: int | None = None, **hparams: Any):
         unknown = sorted(set(hparams) - set(self.HPARAMS))
@@ -90,7 +92,7 @@ class TorchModel(SegmentationModel):
         self.device = resolve_device(device)
         self.net.to(self.device)
         if self.use_fast_gpu:
-            self.net.to(memory_format=torch.channels_last)
+            self.net.to(memory_format=self.memory_format)
         return self
 
     @property
@@ -106,7 +108,7 @@ class TorchModel(SegmentationModel):
         else:
             t = torch.from_numpy(np.asarray(x, dtype=np.float32)).to(self.device)
         if self.use_fast_gpu:
-            t = t.contiguous(memory_format=torch.channels_last)
+            t = t.contiguous(memory_format=self.memory_format)
         with self.autocast():
             return self.net(t).float()
 

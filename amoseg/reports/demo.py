@@ -145,7 +145,7 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> dict[s
 
     from amoseg.data.prepare import prepare_dataset
     from amoseg.data.synth import MODALITIES, generate_dataset
-    from amoseg.models.registry import model_names
+    from amoseg.models.registry import ladder_names
     from amoseg.reports.compare import compare_runs
     from amoseg.reports.evaluate import eval_dir, evaluate_run
     from amoseg.training import TrainSettings, train
@@ -213,7 +213,7 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> dict[s
     )
 
     run_dirs = []
-    for name in model_names():
+    for name in ladder_names():
         settings = model_settings(name, options)
         run = out / "runs" / name
         params = {"store": prep_params, "model": name, "settings": settings}

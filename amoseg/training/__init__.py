@@ -28,10 +28,15 @@ def _plain(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
-def _open_store(data: Path) -> Any:
+def _open_store(data: Path, fold: int | str | None = None) -> Any:
     from amoseg.data.slice_store import SliceStore
+    from amoseg.data.splits import select_fold
 
     store = SliceStore(data)
+    try:
+        store.splits.update(select_fold(store.splits, fold))
+    except AmosegError as exc:
+        raise AmosegError(exc.what, Path(data) / "splits.json", exc.hint) from exc
     store.check_no_leakage()
     if not store.cases("train"):
         raise AmosegError(
@@ -109,7 +114,7 @@ def train(
     if settings.epochs < 1:
         raise AmosegError("epochs must be at least 1", hint="pass --epochs 1 or more")
     out = Path(out)
-    store = _open_store(Path(data))
+    store = _open_store(Path(data), settings.fold)
     hparams = dict(settings.hparams)
     hparams.update(cls.store_hparams(store, hparams))
     cls(input_size=store.size, **hparams)  # reject unknown hparams before touching `out`
@@ -126,7 +131,10 @@ def train(
             },
         }
     )
+    opened_fold = settings.fold
     settings = _run_settings(out, config, settings, resume)
+    if settings.fold != opened_fold:  # resumed: the run's own fold wins
+        store = _open_store(Path(data), settings.fold)
     if resume and not (out / "checkpoint_latest.pt").exists():
         resume = False  # killed during its first epoch: start over, losing only that epoch
     config["settings"] = _plain(settings.to_dict())

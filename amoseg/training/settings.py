@@ -24,6 +24,8 @@ class TrainSettings:
     seed: int = 0
     num_workers: int = 0
     max_slices_per_epoch: int | None = None
+    #: cross-validation fold of the store's splits.json (0..4, "all"); None: its train/val
+    fold: int | str | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
     compile: bool = False
     val_batch_size: int = 16

@@ -246,7 +246,7 @@ def run_epoch(
         y = y.to(device, non_blocking=True).long()
         xn, y = model.augment(net.norm(x), y, gen)
         if fast:
-            xn = xn.contiguous(memory_format=torch.channels_last)
+            xn = xn.contiguous(memory_format=model.memory_format)
         with model.autocast():
             logits = fwd(xn, normalised=True)
         loss = model.loss(logits, y)
@@ -283,7 +283,12 @@ def fit_torch(
         model, store, settings, run_dir, resume=resume, on_epoch=on_epoch, dist=ctx, config=config
     )
 
-    dataset = SliceDataset(store, "train", model.context)
+    # 3D recipes sample patches (`train_dataset` hook); the rest stream whole slices
+    make_dataset = getattr(model, "train_dataset", None)
+    if make_dataset is not None:
+        dataset = make_dataset(store, settings.seed)
+    else:
+        dataset = SliceDataset(store, "train", model.context)
     if len(dataset) == 0:
         raise AmosegError("the store has no training slices", store.root / "splits.json")
     sampler = EpochSampler(
@@ -291,7 +296,7 @@ def fit_torch(
         rank=ctx.rank,
         world=ctx.world,
         seed=settings.seed,
-        cap=settings.max_slices_per_epoch,
+        cap=settings.max_slices_per_epoch or getattr(dataset, "samples_per_epoch", None),
     )
     loader = make_loader(
         dataset,
@@ -325,8 +330,13 @@ def fit_torch(
     if settings.compile:
         fwd = torch.compile(fwd)
     if ctx.is_main and start_epoch == 1:
+        what = (
+            f"{sampler.per_epoch} patches/epoch"
+            if make_dataset is not None
+            else f"{len(dataset)} training slices"
+        )
         print(
-            f"{model.name}: {model.n_params:,} parameters, {len(dataset)} training slices, "
+            f"{model.name}: {model.n_params:,} parameters, {what}, "
             f"{steps_per_epoch} steps/epoch on {device}"
             + (f" × {ctx.world} ranks" if ctx.active else "")
         )

@@ -1,0 +1,206 @@
+"""`unet3d`: a 3D U-Net on patches, as nnU-Net's residual-encoder recipe (ResEnc).
+
+- network: MONAI's `DynUNet` (a re-implementation of nnU-Net's dynamic U-Net) with residual
+  blocks, instance norm, leaky ReLU, `base` channels in the first stage doubling per stage up
+  to 320, strides by nnU-Net's rule, deep-supervision heads. (`dynamic-network-architectures`
+  0.4.4 pulls timm and a CUDA torchvision build that does not import beside our CPU torch);
+- training: patches from the store's volumes, one third centred on an organ
+  (`amoseg.training.patches`); Dice + CE at every supervised decoder scale with weights
+  1/2^k (the coarsest scale left out, as nnU-Net); 3D augmentation on the device
+  (`amoseg.training.augment3d`, left–right mirroring swaps paired organs);
+  AdamW with warm-up then cosine decay; bf16 autocast and channels_last_3d on GPU;
+- inference: sliding window with Gaussian weighting (MONAI), optionally test-time
+  mirroring along every axis combination with the left–right label swap.
+
+Store volumes are read as (slices, rows, cols) = (z, x, y) of the RAS+ grid, so the patient's
+left–right axis is spatial axis `lr_axis` = 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from amoseg.inference.inferers import Inferer, SlidingWindowInferer
+from amoseg.labels import NUM_CLASSES
+from amoseg.models.registry import register_model
+from amoseg.models.torch_model import TorchModel, warmup_cosine
+from amoseg.models.unet import UNetModern
+
+#: nnU-Net's cap on channels per stage
+MAX_FEATURES = 320
+
+
+def build_resunet(
+    in_channels: int, base: int, stages: int, strides: Sequence[Sequence[int]]
+) -> nn.Module:
+    """MONAI's DynUNet (nnU-Net's dynamic U-Net) with residual blocks, instance norm, leaky
+    ReLU and deep-supervision heads on every decoder level but the coarsest."""
+    from monai.networks.nets import DynUNet
+
+    return DynUNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=NUM_CLASSES,
+        kernel_size=[[3, 3, 3]] * stages,
+        strides=[list(s) for s in strides],
+        upsample_kernel_size=[list(s) for s in strides[1:]],
+        filters=[min(base * 2**i, MAX_FEATURES) for i in range(stages)],
+        norm_name=("INSTANCE", {"affine": True}),
+        act_name=("leakyrelu", {"inplace": True, "negative_slope": 0.01}),
+        deep_supervision=stages > 2,
+        deep_supr_num=max(1, stages - 2),
+        res_block=True,
+    )
+
+
+def stage_strides(patch: Sequence[int], stages: int) -> list[list[int]]:
+    """Stride 2 along an axis until it is down to 4 voxels (nnU-Net's rule), first stage 1."""
+    size = [int(p) for p in patch]
+    out = [[1, 1, 1]]
+    for _ in range(stages - 1):
+        step = [2 if n >= 8 else 1 for n in size]
+        size = [n // s for n, s in zip(size, step, strict=True)]
+        out.append(step)
+    return out
+
+
+@register_model
+class UNet3d(TorchModel):
+    name = "unet3d"
+    ladder = 7
+    in_ladder = False
+    dims = 3
+    TRAIN_DEFAULTS: ClassVar[dict[str, Any]] = {"lr": 2e-3, "weight_decay": 3e-5, "batch_size": 2}
+    HPARAMS: ClassVar[dict[str, Any]] = {
+        "base": 32,
+        "stages": 5,
+        "patch": None,  # (z, x, y) voxels; None: up to [64, 128, 128], fitted to the store
+        "norm": None,  # "window" (CT-only store) or "zscore" (MR present), from the store
+        "window": None,
+        "augment": True,
+        "deep_supervision": True,
+        "foreground": 1 / 3,
+        "lambda_dice": 1.0,
+        "lambda_ce": 1.0,
+        "warmup": 0.05,
+        "overlap": 0.5,
+        "lr_axis": 1,
+    }
+    optimizer_name = "adamw"
+    fast_gpu = True
+    memory_format = torch.channels_last_3d
+    DEFAULT_PATCH = (64, 128, 128)
+
+    _loss: nn.Module | None = None
+
+    # ---- the network --------------------------------------------------------------------
+    @property
+    def patch(self) -> tuple[int, int, int]:
+        return tuple(int(p) for p in (self.hparams["patch"] or self.DEFAULT_PATCH))  # type: ignore[return-value]
+
+    @property
+    def size_multiple(self) -> int:  # type: ignore[override]
+        return 2 ** (int(self.hparams["stages"]) - 1)
+
+    def build_core(self, in_channels: int) -> nn.Module:
+        stages = int(self.hparams["stages"])
+        return build_resunet(
+            in_channels, int(self.hparams["base"]), stages, stage_strides(self.patch, stages)
+        )
+
+    build_norm = UNetModern.build_norm
+
+    @classmethod
+    def store_hparams(cls, store: Any, hparams: dict[str, Any]) -> dict[str, Any]:
+        out = UNetModern.store_hparams(store, hparams)
+        if not hparams.get("patch"):
+            stages = int(hparams.get("stages", cls.HPARAMS["stages"]))
+            out["patch"] = fit_patch(store, cls.DEFAULT_PATCH, 2 ** (stages - 1))
+        return out
+
+    # ---- training hooks -------------------------------------------------------------------
+    def train_dataset(self, store: Any, seed: int) -> Any:
+        from amoseg.training.patches import PatchDataset
+
+        return PatchDataset(
+            store, "train", self.patch, seed=seed, foreground=float(self.hparams["foreground"])
+        )
+
+    def crop_batch(self, x, y):
+        return x, y
+
+    def loss(self, logits: Any, target: torch.Tensor) -> torch.Tensor:
+        if self._loss is None:
+            from amoseg.training.losses import DiceCE
+
+            h = self.hparams
+            self._loss = DiceCE(float(h["lambda_dice"]), float(h["lambda_ce"]))
+        # training with deep supervision: (B, heads, C, *patch), every head at full size
+        outputs = list(logits.unbind(1)) if logits.ndim == target.ndim + 2 else [logits]
+        if not self.hparams["deep_supervision"]:
+            outputs = outputs[:1]
+        weights = deep_supervision_weights(len(outputs))
+        total = weights[0] * self._loss(outputs[0], target)
+        for w, out in zip(weights[1:], outputs[1:], strict=True):
+            total = total + w * self._loss(out, target)
+        return total
+
+    def augment(self, x, y, gen):
+        if not self.hparams["augment"]:
+            return x, y
+        from amoseg.training.augment3d import augment_patches
+
+        return augment_patches(x, y, gen, lr_dim=int(self.hparams["lr_axis"]))
+
+    def lr_lambda(self, total_steps: int) -> Callable[[int], float]:
+        return warmup_cosine(total_steps, warmup=float(self.hparams["warmup"]))
+
+    # ---- inference ------------------------------------------------------------------------
+    def inferer(self, batch_size: int = 2) -> Inferer:
+        """Overlapping patches of the training size, blended with Gaussian weights; at most
+        4 patches per forward pass (a 3D patch weighs as much as a batch of slices)."""
+        batch = max(1, min(int(batch_size), 4))
+        return SlidingWindowInferer(self.patch, batch, float(self.hparams["overlap"]))
+
+    def volume_scores(self, volume: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """(Z, X, Y) raw intensities → (Z, 16, X, Y) probabilities on the model's device;
+        `tta`: averaged over the 8 mirrorings, paired organs swapped (`amoseg.inference.tta`)."""
+        from amoseg.inference.tta import mirrored
+
+        predictor = mirrored(self.predictor()) if tta else self.predictor()
+        batch = 2 if self.device.type == "cuda" else 1
+        return self.inferer(batch)(volume.to(self.device), predictor).softmax(1)
+
+    def predict_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x (B, 1, Z, X, Y) raw patches → labels (B, Z, X, Y), probabilities (B, 16, ...)."""
+        return super().predict_batch(x)
+
+    def export_module(self) -> nn.Module:
+        """raw (B, 1, Z, X, Y) → logits (B, 16, Z, X, Y), normaliser inside (eval mode: the
+        full-resolution head only); for the sliding-window `TorchBackend`."""
+        return super().export_module()
+
+
+def deep_supervision_weights(n: int) -> list[float]:
+    """nnU-Net's: 1/2^k for the k-th coarser head, normalised to sum 1 (the coarsest decoder
+    level has no head: DynUNet's `deep_supr_num` leaves it out)."""
+    w = [1 / 2**k for k in range(n)]
+    total = sum(w)
+    return [v / total for v in w]
+
+
+def fit_patch(store: Any, target: Sequence[int], multiple: int) -> list[int]:
+    """The largest patch ≤ `target` per axis that fits the median training volume, rounded
+    down to a multiple of the network's down-sampling (never below one multiple)."""
+    shapes = np.array([store.image(c).shape for c in store.cases("train")])
+    median = np.median(shapes, axis=0) if len(shapes) else np.asarray(target)
+    out = []
+    for want, have in zip(target, median, strict=True):
+        n = min(int(want), int(have))
+        out.append(max(multiple, n // multiple * multiple))
+    return out
