@@ -304,3 +304,29 @@ def test_cuda_pipeline_matches_cpu():
         cpu = segment_scan(backend_for_model(model, "cpu"), data, affine)
         gpu = segment_scan(backend_for_model(model, "cuda"), data, affine)
         assert (cpu == gpu).mean() >= 0.999, type(model).__name__
+
+
+def test_cli_warns_once_about_a_tilted_series_and_a_disagreeing_pixdim(threshold_run, tmp_path):
+    """What the readers noticed reaches the user as one `warning:` line per scan and is
+    kept in the volumes JSON; the scans are still segmented (on the affine's grid)."""
+    from tests.badfiles import amoseg_inprocess
+    from tests.dicom_series import tilted_positions, write_series
+
+    volume = np.full((32, 32, 6), -1000, np.int16)
+    volume[8:20, 8:20, :] = 60
+    write_series(tmp_path / "tilted", volume, tilted_positions(6, 15.0))
+    img = nib.Nifti1Image(volume, np.diag([0.8, 0.8, 3.0, 1.0]))
+    img.header["pixdim"][1:4] = 1.0  # the sform keeps 3 mm slices
+    nib.save(img, str(tmp_path / "pixdim.nii.gz"))
+    for scan, expected in (
+        (tmp_path / "tilted", "tilted: DICOM series has a gantry tilt 15.0 deg resampled upright"),
+        (tmp_path / "pixdim.nii.gz", "pixdim.nii.gz: pixdim (1, 1, 1) mm disagrees"),
+    ):
+        res = amoseg_inprocess("predict", threshold_run, scan, "-o", tmp_path / "out")
+        assert res.returncode == 0, res.stderr
+        warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+        assert len(warnings) == 1 and expected in warnings[0], res.stderr
+        assert "UserWarning" not in res.stderr
+        name = scan.name.removesuffix(".nii.gz")
+        notes = json.loads((tmp_path / "out" / f"{name}_volumes.json").read_text())["notes"]
+        assert len(notes) == 1 and expected in notes[0]

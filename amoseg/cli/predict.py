@@ -91,6 +91,8 @@ def predict(
             if isinstance(outcome, AmosegError):
                 progress.console.print(f"[red]failed[/red] {item.path}")
             else:
+                for note in outcome.notes:
+                    typer.echo(f"warning: {note}", err=True)
                 progress.console.print(f"{outcome.seg_path}  {outcome.seconds:.1f} s")
             progress.advance(task)
 

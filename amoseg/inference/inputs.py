@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -10,7 +11,7 @@ import nibabel as nib
 import numpy as np
 
 from amoseg.data.dicom import load_dicom_series
-from amoseg.data.nifti import case_id_of, image_voxels, is_nifti_path, load_nifti
+from amoseg.data.nifti import case_id_of, image_voxels, is_nifti_path, load_nifti, pixdim_note
 from amoseg.errors import AmosegError
 
 
@@ -31,6 +32,7 @@ class Scan:
     source: ScanInput
     image: nib.Nifti1Image
     data: np.ndarray
+    notes: list[str] = field(default_factory=list)  # one-line warnings about the input
 
 
 def expand_input(path: str | Path) -> list[ScanInput]:
@@ -68,10 +70,16 @@ def unique_names(items: list[ScanInput]) -> list[ScanInput]:
 
 
 def load_scan(item: ScanInput) -> Scan:
-    """Read and validate one scan (3D, finite voxels)."""
+    """Read and validate one scan (3D, finite voxels); what the readers warn about (a
+    resampled gantry tilt, a pixdim that disagrees with the affine) becomes `notes`."""
     loader = load_dicom_series if item.kind == "dicom" else load_nifti
-    image = loader(item.path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = loader(item.path)
+    notes = [" ".join(str(w.message).split()) for w in caught]
+    if item.kind == "nifti" and (note := pixdim_note(image, item.path)):
+        notes.append(note)
     data = image_voxels(image, item.path)  # float voxels: full precision, NaN/Inf refused
     if min(data.shape) < 1:
         raise AmosegError(f"image has an empty axis {data.shape}", item.path)
-    return Scan(item, image, data)
+    return Scan(item, image, data, notes)

@@ -52,6 +52,7 @@ class Prediction:
     overlay: Path | None
     seconds: float
     stages: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # one-line warnings about the input
 
 
 def default_batch_size(backend: ScoreBackend) -> int:
@@ -230,6 +231,7 @@ def predict_scan(
             "shape": list(labels.shape),
             "voxel_volume_ml": voxel_volume_ml(affine),
             "postprocess": postprocess,
+            "notes": scan.notes,
         }
         write_volumes(organ_volumes(labels, scan.data, affine), csv_path, json_path, meta)
     png = None
@@ -243,7 +245,7 @@ def predict_scan(
             )
     return Prediction(
         item.name, item.path, seg_path, csv_path, json_path, png,
-        time.perf_counter() - start, dict(times.seconds),
+        time.perf_counter() - start, dict(times.seconds), scan.notes,
     )  # fmt: skip
 
 
