@@ -76,7 +76,6 @@ CLASS_COLORS: tuple[tuple[int, int, int], ...] = (
 # AMOS's own names (amos_0001 ... amos_0600), never for digits in arbitrary file names.
 MRI_ID_THRESHOLD = 500
 AMOS_CASE_ID = re.compile(r"amos_(\d{4})", re.IGNORECASE)
-MODALITIES = ("ct", "mr")
 
 # Words that name an MR contrast in dataset.json files (nnU-Net channel names: "T2", "ADC").
 _MR_WORDS = {"mr", "mri", "t1", "t1w", "t1c", "t1ce", "t1gd", "t2", "t2w", "flair", "adc", "dwi"}

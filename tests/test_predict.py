@@ -106,11 +106,17 @@ def test_device_reorientation_matches_geometry(codes):
 
 
 def test_slices_are_resized_exactly_as_prepare_stores_them():
-    volume = _ct_like((37, 29, 4)) * 7.3
+    """Integer scans are rounded as the int16 store rounds them; float scans (an MR scaled
+    to [0, 1]) stay float32 in the store and so here."""
+    volume = (_ct_like((37, 29, 4)) * 7.3).astype(np.int16)
     expected = np.round(volume_to_slices(volume, 24, is_label=False))
     got = resize_slices(torch.from_numpy(volume), 24).numpy()
     np.testing.assert_allclose(got, expected, atol=1.0)  # float rounding at .5 boundaries
     assert (got == expected).mean() > 0.999
+    floats = _ct_like((37, 29, 4)) / 120.0
+    got = resize_slices(torch.from_numpy(floats), 24).numpy()
+    np.testing.assert_allclose(got, volume_to_slices(floats, 24, is_label=False), atol=1e-5)
+    assert not np.array_equal(got, np.round(got))
 
 
 @pytest.mark.parametrize(
