@@ -227,10 +227,18 @@ def test_bad_modality_and_limits(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_label_classes_counted(mr_dataset):
+def test_mr_organ_shares_match_real_amos(mr_dataset, realdata):
+    """Upper-abdominal organs' pooled voxel counts, relative to the liver's, lie within 3× of
+    a real AMOS scan's (relative, because MR frames the body more tightly than CT; it mostly
+    stops above the pelvis, so bladder and uterus are rarer and not compared)."""
+    ref = np.asarray(nib.load(realdata / "amos_0013_full_label.nii.gz").dataobj)
+    ref_share = np.bincount(ref.ravel(), minlength=NUM_CLASSES) / ref.size
     counts = np.zeros(NUM_CLASSES, np.int64)
     for entry in _entries(mr_dataset):
         data = np.asarray(nib.load(mr_dataset / entry["label"]).dataobj)
         counts += np.bincount(data.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
     share = counts / counts.sum()
-    assert 0.85 < share[0] < 0.99  # MR frames the body more tightly than CT
+    assert 0.85 < share[0] < 0.99
+    for k in range(1, 14):
+        ratio = (share[k] / share[6]) / (ref_share[k] / ref_share[6])
+        assert 1 / 3 <= ratio <= 3, (k, share[k], ref_share[k])

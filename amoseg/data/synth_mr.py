@@ -11,7 +11,7 @@ Sequences (one per scan):
   fat/water boundaries show the opposed-phase "India-ink" line;
 - ``t1_fs_portal``: the same GRE with fat suppression after gadolinium (portal venous), the
   contrast uptake taken from the CT phantom's own portal-phase enhancement;
-- ``t2_haste``: single-shot turbo spin echo (HASTE-like, long TR, TE_eff 80-120 ms): fluid
+- ``t2_haste``: single-shot turbo spin echo (HASTE-like, long TR, TE_eff 60-100 ms): fluid
   bright, muscle dark, flowing blood black.
 
 Then a smooth multiplicative bias field (coil sensitivity) and Rician noise (the magnitude of
@@ -116,7 +116,7 @@ def sample_protocol(p: Patient, rng: np.random.Generator) -> MrProtocol:
     portal = PHASES.index("portal")
     flip = np.deg2rad(rng.uniform(9, 15))
     tr = rng.uniform(3.5, 5.5)
-    te_eff = rng.uniform(80, 120)
+    te_eff = rng.uniform(60, 100)
     for name, (pd, t1a, t2a, t1b, t2b, ff) in _MR.items():
         k = T[name]
         t1 = (t1b if three_t else t1a) * float(np.exp(rng.normal(0, 0.08)))
