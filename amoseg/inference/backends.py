@@ -40,6 +40,8 @@ class ScoreBackend(Protocol):
     body_threshold: float | None
     #: crop sides are rounded up to a multiple of this (the network's down-sampling factor).
     size_multiple: int
+    #: a planned configuration's `amoseg.preprocessing.Preprocessor` (None: S×S slices).
+    preprocessor: Any
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1+2c, S, S) float32 on `device` → (B, 16, S, S) float logits on `device`."""
@@ -103,6 +105,8 @@ class TorchBackend:
     with native bf16, and the scores come back in bfloat16 (the arg-max needs no float32
     copy; resizing converts them)."""
 
+    preprocessor: Any = None  # set by open_backend for planned runs
+
     def __init__(
         self,
         module: torch.nn.Module,
@@ -148,6 +152,8 @@ class ModelBackend:
     """Fallback for models without a torch module: their own `predict_batch` probabilities,
     computed on the CPU, as log-probabilities (so every backend hands out logits)."""
 
+    preprocessor: Any = None  # set by open_backend for planned runs
+
     def __init__(self, model: Any):
         self.model = model
         self.input_size = int(model.input_size)
@@ -166,6 +172,8 @@ class ModelBackend:
 
 class OnnxBackend:
     """An exported ONNX file run by ONNX Runtime (CUDA provider when present, else CPU)."""
+
+    preprocessor: Any = None  # set by open_backend for planned runs
 
     def __init__(self, onnx_path: str | Path, device: str = "auto"):
         import onnxruntime as ort

@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -119,6 +120,20 @@ def timed_slabs(
         yield slab
 
 
+def planned_scores(
+    backend: ScoreBackend, data: np.ndarray, affine: np.ndarray, batch_size: int, times: StageTimes
+) -> tuple[torch.Tensor, Any, Any]:
+    """For a run of a planned configuration (`backend.preprocessor`): the plan's Preprocessor
+    on the device (orient → crop → resample), the inferer over the whole preprocessed
+    volume → ((K, Z', X', Y') scores, the preprocessor, its record for the exact inverse)."""
+    pre = backend.preprocessor  # type: ignore[attr-defined]
+    with times.stage("preprocess"):
+        out = pre.forward(as_tensor(data).to(backend.device), affine)
+    slabs = timed_slabs(backend.inferer(batch_size), out.image, backend.scores, times)
+    scores = torch.cat([slab.framed().to(backend.device) for slab in slabs])
+    return scores.transpose(0, 1), pre, out.record
+
+
 def segment_volume(
     backend: ScoreBackend,
     data: np.ndarray,
@@ -128,10 +143,16 @@ def segment_volume(
 ) -> np.ndarray:
     """(X, Y, Z) raw intensities in file order → uint8 AMOS ids of the same shape and order.
 
-    Slab by slab, so only one batch of class scores is alive at a time; for a backend with
-    a `body_threshold` (CT-windowed U-Nets) the inferer scores only the body's box.
+    Seed runs (S×S slices): slab by slab, so only one batch of class scores is alive at a
+    time; for a backend with a `body_threshold` (CT-windowed U-Nets) the inferer scores only
+    the body's box. Planned runs: the plan's Preprocessor and its exact inverse
+    (`Preprocessor.invert_labels`: scores resampled before the arg-max).
     """
     times = times if times is not None else StageTimes(backend.device)
+    if getattr(backend, "preprocessor", None) is not None:
+        scores, pre, record = planned_scores(backend, data, affine, batch_size, times)
+        with times.stage("resize_back"):
+            return pre.invert_labels(scores, record).cpu().numpy()
     with times.stage("preprocess"):
         slices, (nx, ny, nz) = model_grid_volume(backend, data, affine)
         out = torch.empty((nz, nx, ny), dtype=torch.uint8, device=backend.device)
@@ -160,7 +181,14 @@ def scan_probabilities(
     device = backends[0].device
     times = times if times is not None else StageTimes(device)
     total: torch.Tensor | None = None
+    planned: torch.Tensor | None = None  # (K, X, Y, Z) file order, summed
     for backend in backends:
+        if getattr(backend, "preprocessor", None) is not None:
+            scores, pre, record = planned_scores(backend, data, affine, batch_size, times)
+            with times.stage("resize_back"):
+                probs = pre.invert(scores.float().softmax(0), record).to(device)
+                planned = probs if planned is None else planned.add_(probs)
+            continue
         with times.stage("preprocess"):
             slices, (nx, ny, nz) = model_grid_volume(backend, data, affine)
             if total is None:
@@ -169,7 +197,10 @@ def scan_probabilities(
             with times.stage("resize_back"):
                 slab.scores = slab.scores.to(device)
                 total[slab.start : slab.stop] += scan_grid_scores(slab, (nx, ny)).softmax(1)
-    assert total is not None
     with times.stage("resize_back"):
-        total /= len(backends)
-        return from_canonical_tensor(total.permute(1, 2, 3, 0), affine).contiguous()
+        summed = planned
+        if total is not None:
+            seed = from_canonical_tensor(total.permute(1, 2, 3, 0), affine)
+            summed = seed if summed is None else summed.add_(seed)
+        assert summed is not None
+        return summed.div_(len(backends)).contiguous()

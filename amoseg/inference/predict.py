@@ -99,6 +99,23 @@ def trained_on_synthetic(run_dir: str | Path) -> bool:
     return isinstance(store, dict) and store.get("synthetic") is True
 
 
+def run_preprocessor(run_dir: str | Path) -> Any:
+    """The plan's `Preprocessor` a run of a planned configuration (`2d`, `3d`) was trained
+    behind, from its config.json; None for a `seed` run (S×S slices, the backend's
+    `input_size`). Stores with MR use the MR rules (no body crop) only if MR-only."""
+    from amoseg.atomic import read_json
+
+    path = Path(run_dir) / "config.json"
+    store = (read_json(path, "run config.json") if path.exists() else {}).get("store") or {}
+    name, plan = str(store.get("configuration") or "seed"), store.get("plan")
+    if name == "seed" or not plan:
+        return None
+    from amoseg.planning.plan import Configuration
+
+    modality = "mr" if store.get("modality") == "mr" else "ct"
+    return Configuration.from_dict(name, plan, path).preprocessor(modality)
+
+
 def open_backend(
     run_dir: str | Path,
     backend: Literal["torch", "onnx"] = "torch",
@@ -124,6 +141,7 @@ def open_backend(
         raise AmosegError(f"unknown backend {backend!r}", None, "use torch or onnx")
     if not crop:
         scorer.body_threshold = None
+    scorer.preprocessor = run_preprocessor(run_dir)
     return scorer
 
 

@@ -89,10 +89,11 @@ def evaluate_model(
             "prepare a store with more cases or choose another --split",
         )
     input_size = getattr(model, "input_size", None)
-    if input_size is not None and int(input_size) != store.size:
+    store_size = store.info.get("size")  # None for a planned store (no single S)
+    if input_size and store_size is not None and int(input_size) != int(store_size):
         raise AmosegError(
             f"model was trained on {input_size}×{input_size} slices but the store has "
-            f"{store.size}×{store.size}",
+            f"{store_size}×{store_size}",
             store.root,
             "evaluate on the store the run was trained on (see its config.json)",
         )
@@ -259,6 +260,7 @@ def evaluate_run(
     score each scan on its original grid (metrics['native'], None with 'native_skipped'
     saying why when the original files are not available)."""
     from amoseg.inference.backends import backend_for_model
+    from amoseg.inference.predict import run_preprocessor
     from amoseg.training import load_run
 
     run_dir = Path(run_dir)
@@ -286,6 +288,7 @@ def evaluate_run(
     metrics["native"] = None
     if files:
         backend = backend_for_model(model, device=device)  # what `amoseg predict` opens
+        backend.preprocessor = run_preprocessor(run_dir)
         metrics["native"] = native_metrics(backend, files, batch_size=batch_size, progress=progress)
     else:
         metrics["native_skipped"] = why

@@ -117,7 +117,8 @@ def train(
     store = _open_store(Path(data), settings.fold)
     hparams = dict(settings.hparams)
     hparams.update(cls.store_hparams(store, hparams))
-    cls(input_size=store.size, **hparams)  # reject unknown hparams before touching `out`
+    size = store.info.get("size")  # None for a planned store: each case has its own planes
+    cls(input_size=size, **hparams)  # reject unknown hparams before touching `out`
     config = _plain(
         {
             "model": model_name,
@@ -125,7 +126,11 @@ def train(
             "settings": settings.to_dict(),
             "store": {
                 "path": str(store.root.resolve()),
-                "size": store.size,
+                "size": size,
+                # planned stores: what predict must do to a new scan (amoseg.planning)
+                "configuration": str(store.info.get("configuration", "seed")),
+                "plan": store.info.get("plan"),
+                "modality": store.info.get("modality"),
                 # trained on amoseg phantoms: predict warns that real-scan output is not meaningful
                 "synthetic": bool(store.info.get("synthetic", False)),
             },
@@ -146,7 +151,7 @@ def train(
         torch.manual_seed(settings.seed)
         np.random.seed(settings.seed % 2**32)
         random.seed(settings.seed)
-        model = cls(input_size=store.size, **hparams)
+        model = cls(input_size=size, **hparams)
         summary = trainer.fit(
             model, store, settings, out, resume=resume, on_epoch=on_epoch, dist=ctx, config=config
         )

@@ -69,6 +69,35 @@ class SliceDataset(Dataset):
         return x, y
 
 
+class EpochPatches(Dataset):
+    """A planned store's `PatchDataset` behind epoch-carrying indices: item k is sample
+    k mod n of epoch k // n, so DataLoader workers (which hold their own copy of the
+    dataset) draw fresh patches every epoch without shared state."""
+
+    def __init__(self, patches: Any):
+        self.patches = patches
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.patches)
+        self.patches.set_epoch(k // n)
+        return self.patches[k % n]
+
+
+def training_dataset(store: Any, context: int, seed: int) -> Dataset:
+    """What the trainer streams: a seed store's S×S slices (`SliceDataset`), or, for a
+    planned store (no single S), patches of its configuration's `patch_size` with
+    nnU-Net's foreground oversampling (`amoseg.data.samplers.PatchDataset`)."""
+    if store.info.get("size") is not None:
+        return SliceDataset(store, "train", context)
+    from amoseg.data.samplers import PatchDataset
+
+    patch = store.configuration.patch_size
+    return EpochPatches(PatchDataset(store, "train", patch, context=context, seed=seed))
+
+
 class EpochSampler(DistributedSampler):
     """DistributedSampler with an optional cap on slices per epoch (across all ranks)."""
 
@@ -91,6 +120,8 @@ class EpochSampler(DistributedSampler):
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.dataset), generator=g)[: self.per_epoch].tolist()
         order += order[: self.total_size - len(order)]  # pad so every rank has equal steps
+        if isinstance(self.dataset, EpochPatches):  # fresh patches each epoch
+            order = [self.epoch * len(self.dataset) + i for i in order]
         return iter(order[self.rank : self.total_size : self.num_replicas])
 
 

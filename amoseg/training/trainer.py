@@ -40,7 +40,7 @@ from amoseg.models.checkpoint import load_checkpoint, save_checkpoint
 from amoseg.progress import progress_bar
 from amoseg.training import distributed
 from amoseg.training.checkpoint import rng_state, set_rng_state
-from amoseg.training.data import EpochSampler, SliceDataset, make_loader
+from amoseg.training.data import EpochSampler, make_loader, training_dataset
 
 LOG_FIELDS = ("epoch", "train_loss", "val_miou", "val_dice", "val_acc", "lr", "seconds")
 #: set to a folder to make every rank write a hash of its final weights there (DDP tests).
@@ -283,12 +283,13 @@ def fit_torch(
         model, store, settings, run_dir, resume=resume, on_epoch=on_epoch, dist=ctx, config=config
     )
 
-    # 3D recipes sample patches (`train_dataset` hook); the rest stream whole slices
+    # a recipe may sample its own patches (`train_dataset` hook, e.g. 3D); otherwise a seed
+    # store's slices, or a planned store's configuration patches
     make_dataset = getattr(model, "train_dataset", None)
     if make_dataset is not None:
         dataset = make_dataset(store, settings.seed)
     else:
-        dataset = SliceDataset(store, "train", model.context)
+        dataset = training_dataset(store, model.context, settings.seed)
     if len(dataset) == 0:
         raise AmosegError("the store has no training slices", store.root / "splits.json")
     sampler = EpochSampler(
