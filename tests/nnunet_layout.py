@@ -57,3 +57,24 @@ def to_nnunet(
     }
     (out / "dataset.json").write_text(json.dumps(spec, indent=2))
     return out
+
+
+def to_nnunet_v1(amos_root: Path, out: Path, order: list[int] | None = None) -> Path:
+    """The same files as `to_nnunet`, listed as an nnU-Net v1 task does: a "training" list
+    naming `imagesTr/<case>.nii.gz` (the files on disk are `<case>_0000.nii.gz`), "modality"
+    and labels id → name."""
+    to_nnunet(amos_root, out, order)
+    v2 = json.loads((out / "dataset.json").read_text())
+    ids = sorted(p.name.removesuffix("_0000.nii.gz") for p in (out / "imagesTr").iterdir())
+    spec = {
+        "name": "AMOS converted by amoseg's tests (nnU-Net v1)",
+        "modality": v2["channel_names"],
+        "labels": {str(i): name for name, i in v2["labels"].items()},
+        "numTraining": len(ids),
+        "training": [
+            {"image": f"./imagesTr/{i}.nii.gz", "label": f"./labelsTr/{i}.nii.gz"} for i in ids
+        ],
+        "test": [],
+    }
+    (out / "dataset.json").write_text(json.dumps(spec, indent=2))
+    return out

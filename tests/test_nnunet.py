@@ -17,7 +17,7 @@ from amoseg.data.slice_store import SPLITS, SliceStore
 from amoseg.data.synth import generate_dataset
 from amoseg.errors import AmosegError
 from tests.badfiles import amoseg_inprocess
-from tests.nnunet_layout import to_nnunet
+from tests.nnunet_layout import to_nnunet, to_nnunet_v1
 
 # nnU-Net-style renumbering: the same 15 organs under other ids (liver first, ...)
 RENUMBERED = [0, 6, 1, 3, 2, 8, 9, 4, 5, 7, 10, 13, 14, 11, 12, 15]
@@ -62,6 +62,13 @@ def test_renumbered_nnunet_labels_are_mapped_back_to_amos_ids(synthetic, synthet
     (case, *_) = find_cases(nnunet)
     assert case.label_lut == tuple(RENUMBERED)
     assert_same_store(synthetic_store, prepare(nnunet, tmp_path / "b"))
+
+
+def test_nnunet_v1_task_listing_reads_its_channel_files(synthetic, synthetic_store, tmp_path):
+    task = to_nnunet_v1(synthetic, tmp_path / "Task501_Synth", order=RENUMBERED)
+    cases = find_cases(task)
+    assert all(c.image.name.endswith("_0000.nii.gz") for c in cases)
+    assert_same_store(synthetic_store, prepare(task, tmp_path / "b"))
 
 
 def test_real_amos_mini_converted_on_the_fly(realdata, tmp_path):

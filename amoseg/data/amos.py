@@ -5,6 +5,8 @@ AMOS ships a `dataset.json` whose "training" and "validation" lists hold every l
 it are scanned instead (imagesTr/labelsTr, imagesVa/labelsVa, imagesTs/labelsTs, matched by
 file name). AMOS's test labels are not public, so its "test" entries carry no label and are
 skipped; a test entry that does name a label (e.g. a synthetic set) is a labelled case too.
+nnU-Net v1 task folders use the same lists (with `case_0000.nii.gz` files on disk) and are
+read here too.
 
 `amoseg.data.datasets.find_cases` picks the layout (this one or nnU-Net's) and turns the
 `Listing` read here into `AmosCase`s (ids, paths, modality and label set checked).
@@ -119,11 +121,11 @@ def _from_lists(root: Path, spec: dict, listing: Path) -> list[CaseEntry]:
                         listing,
                         'entries look like {"image": "./imagesTr/amos_0001.nii.gz", "label": ...}',
                     )
-            image = root / entry["image"]
+            listed = root / entry["image"]
             cases.append(
                 CaseEntry(
-                    case_id_of(image),
-                    image,
+                    case_id_of(listed),
+                    _listed_image(listed),
                     root / entry["label"],
                     entry.get("modality"),
                     entry["image"],
@@ -131,6 +133,17 @@ def _from_lists(root: Path, spec: dict, listing: Path) -> list[CaseEntry]:
                 )
             )
     return cases
+
+
+def _listed_image(image: Path) -> Path:
+    """nnU-Net v1 (and converted MSD) listings name `imagesTr/case.nii.gz` while the file on
+    disk is its first channel, `imagesTr/case_0000.nii.gz`: take that file when only it
+    exists (the case keeps the listed name)."""
+    if image.exists():
+        return image
+    case_id = case_id_of(image)
+    channel = image.with_name(f"{case_id}_0000{image.name[len(case_id) :]}")
+    return channel if channel.exists() else image
 
 
 def _from_folders(root: Path) -> list[CaseEntry]:
