@@ -16,3 +16,11 @@ def realdata() -> Path:
     if not REALDATA.exists():
         pytest.skip(f"real samples not found at {REALDATA}")
     return REALDATA
+
+
+@pytest.fixture(scope="session")
+def tiny_unet_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real `unet` run trained for one epoch on a tiny synthetic store (once per session)."""
+    from tests.predict_models import make_tiny_run
+
+    return make_tiny_run(tmp_path_factory.mktemp("tiny_unet"))

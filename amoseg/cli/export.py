@@ -1,4 +1,4 @@
-"""`amoseg export`: a trained run's network as an ONNX file."""
+"""`amoseg export`: a trained run's network as an ONNX file, or runs as a model package."""
 
 from __future__ import annotations
 
@@ -12,13 +12,53 @@ def register(app: typer.Typer) -> None:
 
 
 def export(
-    run_dir: Path = typer.Argument(..., help="Run folder written by `amoseg train`."),
-    onnx: Path = typer.Option(..., "--onnx", help="ONNX file to write (opset 17)."),
+    run_dirs: list[Path] = typer.Argument(
+        ...,
+        help="Run folder written by `amoseg train` (with --package: one or more, e.g. the "
+        "folds of an ensemble; with --onnx also a .amoseg.zip package).",
+    ),
+    onnx: Path | None = typer.Option(None, "--onnx", help="ONNX file to write (opset 17)."),
+    package: Path | None = typer.Option(
+        None,
+        "--package",
+        help="Model package to write (FILE.amoseg.zip): inference weights, configuration, "
+        "labels and a model card; `amoseg predict FILE.amoseg.zip ...` uses it directly.",
+    ),
     check: bool = typer.Option(
         True, "--check/--no-check", help="Compare ONNX Runtime with PyTorch on a test batch."
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing package."),
 ) -> None:
-    """Export the run's best model: raw slices (batch, 1+2c, S, S) → logits (batch, 16, S, S)."""
+    """Export the run's best model: as ONNX, raw slices (batch, 1+2c, S, S) → logits
+    (batch, 16, S, S); or as one shareable .amoseg.zip package."""
+    from amoseg.errors import AmosegError
+
+    if (onnx is None) == (package is None):
+        raise AmosegError("pass exactly one of --onnx FILE or --package FILE.amoseg.zip")
+    if package is not None:
+        _export_package(run_dirs, package, overwrite)
+        return
+    if len(run_dirs) != 1:
+        raise AmosegError("--onnx exports one run", run_dirs[1], "pass a single run folder")
+    _export_onnx(run_dirs[0], onnx, check)  # type: ignore[arg-type]
+
+
+def _export_package(run_dirs: list[Path], package: Path, overwrite: bool) -> None:
+    from amoseg.errors import AmosegError
+    from amoseg.inference.package import export_package
+
+    if package.exists() and not overwrite:
+        raise AmosegError("output file exists", package, "pass --overwrite to replace it")
+    card = export_package(run_dirs, package)
+    size_mb = package.stat().st_size / 2**20
+    synthetic = " (trained on synthetic data)" if card["training_data"].get("synthetic") else ""
+    typer.echo(
+        f"wrote {package} ({size_mb:.1f} MB, model {card['model']}, "
+        f"{card['members']} member(s){synthetic})"
+    )
+
+
+def _export_onnx(run_dir: Path, onnx: Path, check: bool) -> None:
     from amoseg.inference.export import export_onnx, exports_crops, parity_check
     from amoseg.inference.predict import load_model
 

@@ -12,7 +12,9 @@ def register(app: typer.Typer) -> None:
 
 
 def predict(
-    run_dir: Path = typer.Argument(..., help="Run folder written by `amoseg train`."),
+    run_dir: Path = typer.Argument(
+        ..., help="Run folder written by `amoseg train`, or a .amoseg.zip model package."
+    ),
     inputs: list[Path] = typer.Argument(
         ..., help="NIfTI files (.nii/.nii.gz), folders of them, or DICOM series folders."
     ),
@@ -25,6 +27,15 @@ def predict(
         "none", help="none, or lcc: keep each organ's largest 3D connected component."
     ),
     overlay: bool = typer.Option(False, "--overlay", help="Also write a PNG montage."),
+    output_format: str = typer.Option(
+        "nifti",
+        "--format",
+        help="nifti (<name>_seg.nii.gz), dicom-seg (<name>_seg.dcm, DICOM series inputs "
+        "only; opens in 3D Slicer, OHIF, PACS) or both.",
+    ),
+    html: bool = typer.Option(
+        False, "--html", help="Also write <name>_viewer.html: a self-contained offline viewer."
+    ),
     backend: str = typer.Option(
         "torch", help="torch, or onnx (ONNX Runtime; exports RUNDIR/model.onnx if needed)."
     ),
@@ -49,6 +60,7 @@ def predict(
 
     from amoseg.errors import AmosegError
     from amoseg.inference.backends import PRECISIONS, resolve_device
+    from amoseg.inference.outputs import OutputSettings
     from amoseg.inference.predict import (
         SYNTHETIC_NOTE,
         collect_inputs,
@@ -64,6 +76,10 @@ def predict(
     if precision not in PRECISIONS:
         raise AmosegError(f"unknown --precision {precision!r}", None, "use auto, fp32 or bf16")
     resolve_device(device)  # a bad --device fails before any model is loaded
+    outputs = OutputSettings(output_format, html, model_name=run_dir.name)
+    items, failures = collect_inputs(list(inputs))
+    if len(inputs) == 1 and len(items) == 1:
+        outputs.check_input(items[0].path, items[0].kind)  # before the model is loaded
     console = Console(stderr=False)
     scorer = open_backend(
         run_dir, backend=backend, device=device, onnx_path=onnx,  # type: ignore[arg-type]
@@ -71,7 +87,6 @@ def predict(
     )  # fmt: skip
     if trained_on_synthetic(run_dir):
         typer.echo(SYNTHETIC_NOTE, err=True)
-    items, failures = collect_inputs(list(inputs))
     if len(inputs) == 1 and failures:
         raise failures[0][1]
     if not items and not failures:
@@ -94,12 +109,15 @@ def predict(
                 for note in outcome.notes:
                     typer.echo(f"warning: {note}", err=True)
                 progress.console.print(f"{outcome.seg_path}  {outcome.seconds:.1f} s")
+                for path in outcome.extra.values():
+                    if path != outcome.seg_path:
+                        progress.console.print(f"{path}")
             progress.advance(task)
 
         results, scan_failures = predict_many(
             scorer, items, out,
             batch_size=batch_size, postprocess=postprocess,  # type: ignore[arg-type]
-            overlay=overlay, on_done=done,
+            overlay=overlay, outputs=outputs, on_done=done,
         )  # fmt: skip
     total = len(items) + len(failures)  # scans found + inputs that could not be expanded
     failures += scan_failures

@@ -29,7 +29,9 @@ from amoseg.data.nifti import save_nifti
 from amoseg.errors import AmosegError
 from amoseg.inference.backends import OnnxBackend, ScoreBackend, backend_for_model
 from amoseg.inference.inputs import ScanInput, expand_input, load_scan, unique_names
+from amoseg.inference.outputs import OutputSettings, write_extra_outputs
 from amoseg.inference.overlay import write_overlay
+from amoseg.inference.package import is_package, package_model
 from amoseg.inference.pipeline import StageTimes, segment_volume
 from amoseg.inference.pipeline import scan_probabilities as _scan_probabilities
 from amoseg.inference.postprocess import largest_component_per_organ
@@ -53,6 +55,8 @@ class Prediction:
     seconds: float
     stages: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # one-line warnings about the input
+    #: DICOM-SEG / HTML viewer files, when asked for ("dicom_seg", "html")
+    extra: dict[str, Path] = field(default_factory=dict)
 
 
 def default_batch_size(backend: ScoreBackend) -> int:
@@ -60,8 +64,11 @@ def default_batch_size(backend: ScoreBackend) -> int:
 
 
 def load_model(run_dir: str | Path, device: str = "auto") -> Any:
-    """The run's best model (AmosegError for a folder that is not a finished run)."""
+    """The run's best model, or a model package's (AmosegError for a folder that is not a
+    finished run, or a package that cannot be read)."""
     run_dir = Path(run_dir)
+    if is_package(run_dir):
+        return package_model(run_dir, device=device)
     if not run_dir.is_dir():
         raise AmosegError("run folder not found", run_dir, "pass the OUT folder of `amoseg train`")
     from amoseg.training import load_run
@@ -74,6 +81,12 @@ def run_onnx_path(run_dir: str | Path) -> Path:
     from amoseg.inference.export import export_onnx
 
     run_dir = Path(run_dir)
+    if is_package(run_dir):
+        raise AmosegError(
+            "--backend onnx with a model package needs --onnx FILE",
+            run_dir,
+            f"amoseg export {run_dir} --onnx model.onnx, then pass --onnx model.onnx",
+        )
     target = run_dir / RUN_ONNX
     stamps = [(run_dir / c).stat().st_mtime for c in CHECKPOINTS if (run_dir / c).exists()]
     if not target.exists() or (stamps and target.stat().st_mtime < max(stamps)):
@@ -226,9 +239,13 @@ def predict_scan(
     batch_size: int | None = None,
     postprocess: Postprocess = "none",
     overlay: bool = False,
+    outputs: OutputSettings | None = None,
 ) -> Prediction:
-    """Segment one scan and write its label map, volume table and (optionally) overlay."""
+    """Segment one scan and write its label map, volume table and (optionally) overlay,
+    DICOM-SEG and HTML viewer."""
     out_dir = Path(out_dir)
+    outputs = outputs or OutputSettings()
+    outputs.check_input(item.path, item.kind)
     times = StageTimes(backend.device)
     start = time.perf_counter()
     with times.stage("load"):
@@ -241,7 +258,14 @@ def predict_scan(
     csv_path = out_dir / f"{item.name}_volumes.csv"
     json_path = out_dir / f"{item.name}_volumes.json"
     with times.stage("write"):
-        save_nifti(label_image_like(labels, scan.image), seg_path)
+        if outputs.nifti:
+            save_nifti(label_image_like(labels, scan.image), seg_path)
+        rows = organ_volumes(labels, scan.data, affine)
+        extra = write_extra_outputs(
+            outputs, name=item.name, source=item.path, labels=labels, data=scan.data,
+            affine=affine, organs=rows, out_dir=out_dir,
+        )  # fmt: skip
+        seg_path = seg_path if outputs.nifti else extra["dicom_seg"]
         meta = {
             "input": str(item.path),
             "input_kind": item.kind,
@@ -251,7 +275,7 @@ def predict_scan(
             "postprocess": postprocess,
             "notes": scan.notes,
         }
-        write_volumes(organ_volumes(labels, scan.data, affine), csv_path, json_path, meta)
+        write_volumes(rows, csv_path, json_path, meta)
     png = None
     if overlay:
         with times.stage("overlay"):
@@ -263,7 +287,7 @@ def predict_scan(
             )
     return Prediction(
         item.name, item.path, seg_path, csv_path, json_path, png,
-        time.perf_counter() - start, dict(times.seconds), scan.notes,
+        time.perf_counter() - start, dict(times.seconds), scan.notes, extra,
     )  # fmt: skip
 
 
@@ -289,6 +313,7 @@ def predict_many(
     batch_size: int | None = None,
     postprocess: Postprocess = "none",
     overlay: bool = False,
+    outputs: OutputSettings | None = None,
     on_done: Callable[[ScanInput, Prediction | AmosegError], None] | None = None,
 ) -> tuple[list[Prediction], list[tuple[Path, AmosegError]]]:
     """Segment each scan; a user error on one scan is recorded and the rest still run."""
@@ -299,6 +324,7 @@ def predict_many(
             outcome: Prediction | AmosegError = predict_scan(
                 backend, item, out_dir,
                 batch_size=batch_size, postprocess=postprocess, overlay=overlay,
+                outputs=outputs,
             )  # fmt: skip
             results.append(outcome)
         except AmosegError as exc:

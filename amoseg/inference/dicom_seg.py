@@ -1,0 +1,233 @@
+"""DICOM Segmentation (SEG) output for a DICOM input series, written with highdicom.
+
+A SEG is what PACS viewers, 3D Slicer and OHIF load next to the CT: one segment per organ
+found, each coded in SNOMED CT, every frame referencing the source image it segments (so it
+carries the series' own UIDs and geometry). The labels must be on the series' own grid —
+`amoseg predict` keeps it — which is checked against the source headers before writing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amoseg.atomic import atomic_path
+from amoseg.errors import AmosegError
+from amoseg.labels import CLASS_COLORS, CLASS_NAMES
+
+#: SNOMED CT concept per AMOS organ id, by its keyword in DICOM's code dictionary (pydicom's
+#: `codes.SCT`, the concepts of DICOM CID 7166/7140), with laterality as a property-type
+#: modifier as dcmqi and 3D Slicer's terminology code paired organs. AMOS class 15 is
+#: "prostate/uterus": coded from the series' PatientSex (prostate when unknown).
+ORGAN_CODES: dict[int, tuple[str, str | None]] = {
+    1: ("Spleen", None),
+    2: ("Kidney", "Right"),
+    3: ("Kidney", "Left"),
+    4: ("Gallbladder", None),
+    5: ("Esophagus", None),
+    6: ("Liver", None),
+    7: ("Stomach", None),
+    8: ("Aorta", None),
+    9: ("InferiorVenaCava", None),
+    10: ("Pancreas", None),
+    11: ("AdrenalGland", "Right"),
+    12: ("AdrenalGland", "Left"),
+    13: ("Duodenum", None),
+    14: ("Bladder", None),
+}
+#: slice positions may differ from the volume's grid by float noise only.
+POSITION_TOLERANCE_MM = 1e-2
+
+
+@dataclass
+class SourceSeries:
+    """The input series' headers (no pixel data) in the order the SEG frames follow."""
+
+    folder: Path
+    datasets: list[Any]
+
+
+def read_source_series(folder: str | Path) -> SourceSeries:
+    """Headers of the single series in `folder` (the same files `load_dicom_series` reads)."""
+    import pydicom
+
+    from amoseg.data.dicom import dicom_series_files
+
+    folder = Path(folder)
+    files = dicom_series_files(folder)
+    datasets = []
+    for name in files:
+        try:
+            datasets.append(pydicom.dcmread(name, stop_before_pixels=True))
+        except Exception as exc:  # pydicom raises several types for damaged headers
+            raise AmosegError(f"DICOM header cannot be read ({exc})", name) from exc
+    _complete_identifiers(datasets, folder)
+    return SourceSeries(folder, datasets)
+
+
+def _complete_identifiers(datasets: list[Any], folder: Path) -> None:
+    """Anonymisers sometimes blank the UIDs a SEG must reference. The file meta header
+    repeats each image's SOP class and instance UID, so those are restored from it; a
+    blank study or series UID is replaced by one derived from the instance UIDs (the same
+    for every run), which a PACS cannot match to the original study."""
+    from pydicom.uid import generate_uid
+
+    for ds in datasets:
+        meta = getattr(ds, "file_meta", None)
+        for key, meta_key in (
+            ("SOPClassUID", "MediaStorageSOPClassUID"),
+            ("SOPInstanceUID", "MediaStorageSOPInstanceUID"),
+        ):
+            if not str(getattr(ds, key, "") or "") and meta is not None:
+                setattr(ds, key, str(getattr(meta, meta_key, "") or ""))
+            if not str(getattr(ds, key, "") or ""):
+                raise AmosegError(
+                    f"DICOM image has no {key}", ds.filename, "it cannot be referenced"
+                )
+    instances = sorted(str(ds.SOPInstanceUID) for ds in datasets)
+    for key in ("StudyInstanceUID", "SeriesInstanceUID"):
+        values = {str(getattr(ds, key, "") or "") for ds in datasets}
+        if values == {""}:
+            derived = generate_uid(entropy_srcs=[key, *instances])
+            for ds in datasets:
+                setattr(ds, key, derived)
+        elif len(values) > 1:
+            raise AmosegError(
+                f"DICOM images disagree on {key}", folder, "keep one series per folder"
+            )
+
+
+def organ_code(label: int, patient_sex: str = "") -> tuple[Any, Any | None]:
+    """(SNOMED CT property type, laterality modifier or None) of an AMOS organ id."""
+    from pydicom.sr.codedict import codes
+
+    if label == 15:
+        return (codes.SCT.Uterus if patient_sex.upper() == "F" else codes.SCT.Prostate), None
+    keyword, side = ORGAN_CODES[label]
+    return getattr(codes.SCT, keyword), (getattr(codes.SCT, side) if side else None)
+
+
+def slice_index_of(datasets: list[Any], affine: np.ndarray, shape: tuple[int, ...]) -> list[int]:
+    """For each source image, its slice k in the (X, Y, Z) label volume — after checking that
+    the image's position, orientation, spacing and size are exactly that slice's."""
+    from amoseg.data.dicom import LPS_TO_RAS
+
+    inverse = np.linalg.inv(affine)
+    nx, ny, nz = shape
+    out = []
+    for ds in datasets:
+        iop = np.asarray(ds.ImageOrientationPatient, dtype=float)
+        dy, dx = (float(v) for v in ds.PixelSpacing)  # row spacing, column spacing
+        ipp = np.asarray(ds.ImagePositionPatient, dtype=float)
+        ras = LPS_TO_RAS[:3, :3]
+        column_step = ras @ (iop[:3] * dx)  # next column = next x index
+        row_step = ras @ (iop[3:] * dy)  # next row = next y index
+        ijk = inverse[:3, :3] @ (ras @ ipp) + inverse[:3, 3]
+        k = round(float(ijk[2]))
+        grid_ok = (
+            (int(ds.Rows), int(ds.Columns)) == (ny, nx)
+            and np.allclose(column_step, affine[:3, 0], atol=1e-4)
+            and np.allclose(row_step, affine[:3, 1], atol=1e-4)
+            and np.allclose(ijk[:2], 0.0, atol=1e-3)
+            and 0 <= k < nz
+            and np.allclose(
+                affine[:3, 2] * k + affine[:3, 3], ras @ ipp, atol=POSITION_TOLERANCE_MM
+            )
+        )
+        if not grid_ok:
+            raise AmosegError(
+                "the segmentation's grid is not the DICOM series' own grid "
+                "(a tilted or resampled series?)",
+                getattr(ds, "filename", None),
+                "use --format nifti for this series",
+            )
+        out.append(k)
+    if len(set(out)) != len(out):
+        raise AmosegError("two DICOM images lie on the same slice", datasets[0].filename)
+    return out
+
+
+def segment_descriptions(present: list[int], patient_sex: str = "") -> list[Any]:
+    """One highdicom SegmentDescription per organ found, numbered 1..n in AMOS id order."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    import amoseg
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="amoseg", version=amoseg.__version__, family=codes.DCM.ArtificialIntelligence
+    )
+    out = []
+    for number, label in enumerate(present, start=1):
+        property_type, laterality = organ_code(label, patient_sex)
+        description = hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=CLASS_NAMES[label],
+            segmented_property_category=codes.SCT.AnatomicalStructure,
+            segmented_property_type=property_type,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            tracking_uid=hd.UID(),
+            tracking_id=f"AMOS label {label}",
+            display_color=hd.color.CIELabColor.from_rgb(*CLASS_COLORS[label]),
+        )
+        if laterality is not None:
+            modifier = hd.sr.CodedConcept.from_code(laterality)
+            description.SegmentedPropertyTypeCodeSequence[
+                0
+            ].SegmentedPropertyTypeModifierCodeSequence = [modifier]
+        out.append(description)
+    return out
+
+
+def write_dicom_seg(
+    labels: np.ndarray,
+    affine: np.ndarray,
+    source: SourceSeries,
+    target: str | Path,
+    *,
+    model_name: str = "amoseg",
+) -> Path:
+    """Write `labels` ((X, Y, Z) AMOS ids on the series' grid) as a binary DICOM SEG."""
+    import highdicom as hd
+
+    import amoseg
+
+    target = Path(target)
+    present = [int(v) for v in np.unique(labels) if 0 < v < len(CLASS_NAMES)]
+    if not present:
+        raise AmosegError(
+            "no organ was found, and a DICOM-SEG needs at least one segment",
+            source.folder,
+            "the NIfTI label map (--format nifti) records an empty result",
+        )
+    order = slice_index_of(source.datasets, affine, labels.shape)
+    lut = np.zeros(256, dtype=np.uint8)
+    lut[present] = np.arange(1, len(present) + 1)
+    # frame for each source image: rows = y, columns = x of that slice
+    frames = np.stack([lut[labels[:, :, k].T] for k in order])
+    first = source.datasets[0]
+    sex = str(getattr(first, "PatientSex", "") or "")
+    seg = hd.seg.Segmentation(
+        source_images=source.datasets,
+        pixel_array=frames,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segment_descriptions(present, sex),
+        series_instance_uid=hd.UID(),
+        series_number=int(getattr(first, "SeriesNumber", 0) or 0) + 900,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="amoseg",
+        manufacturer_model_name=model_name[:64],
+        software_versions=amoseg.__version__,
+        device_serial_number="0",
+        series_description="amoseg organs",
+        content_label="AMOSEG",
+        content_description="abdominal organs (AMOS22 classes), automatic",
+    )
+    with atomic_path(target, suffix=".dcm") as tmp:
+        seg.save_as(str(tmp))
+    return target

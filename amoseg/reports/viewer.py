@@ -1,0 +1,128 @@
+"""One self-contained HTML viewer per segmented scan: axial, coronal and sagittal slices with
+the label overlay, per-organ toggles, opacity and the organ table; offline, no server.
+
+A small canvas viewer (`viewer.html`, ~200 lines) rather than NiiVue: NiiVue draws with
+WebGL2, which headless or GPU-less browsers only emulate, and its npm build is ES modules
+with seven dependencies that would need a bundler. Volumes are reoriented to RAS+, reduced
+by whole-voxel strides to at most `MAX_VOXELS` (nearest voxel, so labels stay exact ids),
+gzip-compressed, base64-encoded and unpacked by the browser's own `DecompressionStream`.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import html
+import json
+import math
+from importlib import resources
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from amoseg.atomic import write_text
+from amoseg.data.geometry import canonical_spacing, to_canonical
+from amoseg.labels import CLASS_COLORS
+
+#: voxels kept per volume: a 512×512×100 CT is shown at 256×256×100 (~3-5 MB of HTML).
+MAX_VOXELS = 8_000_000
+#: the abdominal CT window (W 400, L 40) the image is shown in.
+CT_WINDOW = (-160.0, 240.0)
+
+
+def display_strides(shape: tuple[int, ...], max_voxels: int = MAX_VOXELS) -> tuple[int, ...]:
+    """Whole-voxel strides per axis (in-plane first, then across slices) so the volume fits."""
+    strides = [1, 1, 1]
+    while math.prod(math.ceil(n / s) for n, s in zip(shape, strides, strict=True)) > max_voxels:
+        axis = 0 if strides[0] <= strides[2] or shape[2] // strides[2] < 64 else 2
+        if axis == 0:
+            strides[0] += 1
+            strides[1] += 1
+        else:
+            strides[2] += 1
+    return tuple(strides)
+
+
+def to_display_gray(image: np.ndarray, modality: str = "ct") -> np.ndarray:
+    """uint8 grey values: the abdominal window for CT, the 1st-99th percentile for MR."""
+    data = image.astype(np.float32, copy=False)
+    if modality == "ct":
+        lo, hi = CT_WINDOW
+    else:
+        lo, hi = (float(v) for v in np.percentile(data, (1, 99)))
+        hi = hi if hi > lo else lo + 1.0
+    return np.clip((data - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+
+
+def _packed(volume: np.ndarray) -> str:
+    """(X, Y, Z) uint8 → base64 of gzip of its bytes in (Z, Y, X) C order (x fastest)."""
+    raw = np.ascontiguousarray(volume.transpose(2, 1, 0)).tobytes()
+    return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode("ascii")
+
+
+def viewer_html(
+    labels: np.ndarray,
+    affine: np.ndarray,
+    organs: list[dict],
+    image: np.ndarray | None = None,
+    *,
+    title: str = "amoseg",
+    modality: str = "ct",
+    note: str = "",
+) -> str:
+    """The HTML page for one scan; `labels` and `image` are (X, Y, Z) in file order."""
+    canon_labels = to_canonical(np.asarray(labels, dtype=np.uint8), affine)
+    zooms = canonical_spacing(tuple(nib.affines.voxel_sizes(affine)), affine)
+    strides = display_strides(canon_labels.shape)
+    pick = tuple(slice(None, None, s) for s in strides)
+    shown_labels = canon_labels[pick]
+    shape = shown_labels.shape
+    spacing = [round(float(z) * s, 4) for z, s in zip(zooms, strides, strict=True)]
+    start = _start_slices(shown_labels)
+    reduced = strides != (1, 1, 1)
+    info = f"{labels.shape[0]}×{labels.shape[1]}×{labels.shape[2]} voxels"
+    if reduced:
+        info += f", shown at {shape[0]}×{shape[1]}×{shape[2]}"
+    data = {
+        "shape": list(shape),
+        "spacing": spacing,
+        "start": start,
+        "colors": [list(c) for c in CLASS_COLORS],
+        "organs": organs,
+        "labels": _packed(shown_labels),
+        "image": None,
+        "info": info,
+        "note": note,
+    }
+    if image is not None:
+        gray = to_display_gray(to_canonical(np.asarray(image), affine)[pick], modality)
+        data["image"] = _packed(gray)
+    # "</" inside a <script> block would end it early; JSON allows the escaped form.
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    template = resources.files("amoseg.reports").joinpath("viewer.html").read_text("utf-8")
+    return template.replace("__TITLE__", html.escape(title)).replace("__DATA__", payload)
+
+
+def _start_slices(labels: np.ndarray) -> dict[str, int]:
+    """Open each view at the slice through the organs' centre (the volume's centre if none)."""
+    found = np.nonzero(labels)
+    if found[0].size:
+        x, y, z = (int(np.median(axis)) for axis in found)
+    else:
+        x, y, z = (n // 2 for n in labels.shape)
+    return {"axial": z, "coronal": y, "sagittal": x}
+
+
+def write_viewer(
+    target: str | Path,
+    labels: np.ndarray,
+    affine: np.ndarray,
+    organs: list[dict],
+    image: np.ndarray | None = None,
+    **options: str,
+) -> Path:
+    """Write the viewer page atomically → its path."""
+    target = Path(target)
+    write_text(target, viewer_html(labels, affine, organs, image, **options))
+    return target

@@ -1,0 +1,188 @@
+"""Model packages: export a run as one .amoseg.zip, predict and load from it, refuse bad ones."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+import amoseg
+from amoseg.cli.main import main
+from amoseg.errors import AmosegError
+from amoseg.inference.package import (
+    MANIFEST,
+    PACKAGE_FORMAT_VERSION,
+    export_package,
+    read_package,
+)
+
+
+@pytest.fixture(scope="module")
+def package(tiny_unet_run: Path, tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("pkg") / "tiny.amoseg.zip"
+    main(["export", str(tiny_unet_run), "--package", str(target)])
+    return target
+
+
+def test_package_holds_inference_weights_card_and_no_local_paths(package, tiny_unet_run):
+    with zipfile.ZipFile(package) as zf:
+        names = set(zf.namelist())
+        manifest = json.loads(zf.read(MANIFEST))
+        card = json.loads(zf.read("model_card.json"))
+        markdown = zf.read("model_card.md").decode()
+        ckpt = torch.load(io.BytesIO(zf.read("members/0/checkpoint.pt")), weights_only=True)
+        text = b"".join(zf.read(n) for n in names if n.endswith(".json")).decode()
+    assert names == {MANIFEST, "model_card.json", "model_card.md",
+                     "members/0/checkpoint.pt", "members/0/config.json"}  # fmt: skip
+    assert manifest["format_version"] == PACKAGE_FORMAT_VERSION
+    assert manifest["amoseg_version"] == amoseg.__version__
+    assert set(ckpt) <= {"format", "model", "hparams", "input_size", "state", "epoch", "metrics"}
+    assert "optimizer" not in ckpt and "config" not in ckpt
+    assert str(tiny_unet_run.parent) not in text  # the store's location stays behind
+    assert card["model"] == "unet" and card["members"] == 1
+    assert card["labels"]["6"] == "liver"
+    assert "val_miou" in card["metrics"][0]["validation"]
+    assert card["training_data"]["cases"] == {"train": 2, "val": 1, "test": 1}
+    assert "val_miou" in markdown and "# amoseg model: unet" in markdown
+
+
+def test_predict_from_package_equals_predict_from_run(package, tiny_unet_run, realdata, tmp_path):
+    scan = realdata / "example_ct" / "ct.nii.gz"
+    main(["predict", str(tiny_unet_run), str(scan), "-o", str(tmp_path / "run")])
+    main(["predict", str(package), str(scan), "-o", str(tmp_path / "pkg")])
+    a = np.asarray(nib.load(str(tmp_path / "run" / "ct_seg.nii.gz")).dataobj)
+    b = np.asarray(nib.load(str(tmp_path / "pkg" / "ct_seg.nii.gz")).dataobj)
+    np.testing.assert_array_equal(a, b)
+    model = amoseg.load(package)
+    assert model.card["model"] == "unet"
+    np.testing.assert_array_equal(np.asarray(model.segment(scan).label.dataobj), a)
+
+
+def test_synthetic_training_shows_on_the_card(tmp_path):
+    from tests.predict_models import make_tiny_store
+
+    store = make_tiny_store(tmp_path)
+    meta = json.loads((store / "store.json").read_text())
+    (store / "store.json").write_text(json.dumps({**meta, "synthetic": True}))
+    from amoseg.inference.package import model_card_markdown, training_data
+
+    data = training_data({"store": {"path": str(store), "size": 32}})
+    assert data["synthetic"] is True
+    card = {
+        "model": "unet", "members": 1, "input_size": 32, "hparams": {}, "amoseg_version": "x",
+        "intended_use": "research", "training_data": data, "metrics": [], "labels": {},
+    }  # fmt: skip
+    assert "synthetic phantoms" in model_card_markdown(card)
+
+
+def _rewrite(source: Path, target: Path, change) -> Path:
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w") as zout:
+        for info in zin.infolist():
+            name, data = change(info.filename, zin.read(info))
+            if name is not None:
+                zout.writestr(name, data)
+    return target
+
+
+def _one_line_error(args: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_newer_format_corrupt_and_foreign_packages_fail_in_one_line(
+    package, realdata, tmp_path, capsys
+):
+    scan = str(realdata / "example_ct" / "ct.nii.gz")
+
+    def newer(name, data):
+        if name == MANIFEST:
+            data = json.dumps({**json.loads(data), "format_version": 99}).encode()
+        return name, data
+
+    err = _one_line_error(["predict", str(_rewrite(package, tmp_path / "n.amoseg.zip", newer)),
+                           scan, "-o", str(tmp_path / "o")], capsys)  # fmt: skip
+    assert "format 99 is newer" in err and "upgrade amoseg" in err
+
+    truncated = tmp_path / "t.amoseg.zip"
+    truncated.write_bytes(package.read_bytes()[: package.stat().st_size // 2])
+    err = _one_line_error(["predict", str(truncated), scan, "-o", str(tmp_path / "o")], capsys)
+    assert "corrupt" in err
+
+    flipped = bytearray(package.read_bytes())
+    with zipfile.ZipFile(package) as zf:
+        info = zf.getinfo("members/0/checkpoint.pt")
+    flipped[info.header_offset + 200] ^= 0xFF  # inside the stored weights: CRC mismatch
+    damaged = tmp_path / "d.amoseg.zip"
+    damaged.write_bytes(bytes(flipped))
+    err = _one_line_error(["predict", str(damaged), scan, "-o", str(tmp_path / "o")], capsys)
+    assert "corrupt" in err
+
+    foreign = tmp_path / "f.amoseg.zip"
+    with zipfile.ZipFile(foreign, "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    err = _one_line_error(["predict", str(foreign), scan, "-o", str(tmp_path / "o")], capsys)
+    assert "unexpected entry" in err
+    assert not (tmp_path / "o").exists()
+
+    with pytest.raises(AmosegError, match="not found"):
+        amoseg.load(tmp_path / "missing.amoseg.zip")
+
+
+def test_path_traversal_members_are_refused_and_nothing_is_written(package, tmp_path):
+    def evil(name, data):
+        return ("members/0/../../../evil.pt" if name.endswith("checkpoint.pt") else name), data
+
+    crafted = _rewrite(package, tmp_path / "e.amoseg.zip", evil)
+    before = set(Path(tmp_path).parent.iterdir())
+    with pytest.raises(AmosegError, match="unexpected entry"):
+        read_package(crafted)
+    assert set(Path(tmp_path).parent.iterdir()) == before
+    assert not any(p.name == "evil.pt" for p in tmp_path.parent.parent.rglob("evil.pt"))
+
+
+def test_an_ensemble_package_holds_every_member(tiny_unet_run, tmp_path, realdata, capsys):
+    target = tmp_path / "folds.amoseg.zip"
+    card = export_package([tiny_unet_run, tiny_unet_run], target)
+    assert card["members"] == 2 and len(card["metrics"]) == 2
+    package = read_package(target)
+    assert len(package.checkpoints) == 2 and package.manifest["members"] == [
+        "members/0",
+        "members/1",
+    ]
+    first, second = (c["state"].values() for c in package.checkpoints)
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+    scan = realdata / "example_ct" / "ct.nii.gz"
+    try:
+        import amoseg.inference.ensemble
+    except ImportError:
+        err = _one_line_error(
+            ["predict", str(target), str(scan), "-o", str(tmp_path / "o")], capsys
+        )
+        assert "ensemble of 2 models" in err
+    else:  # two identical members average to the single model's labels
+        single = amoseg.load(tiny_unet_run).segment(scan).label
+        both = amoseg.load(target).segment(scan).label
+        np.testing.assert_array_equal(np.asarray(single.dataobj), np.asarray(both.dataobj))
+
+
+def test_export_refuses_overwrite_and_bad_names(tiny_unet_run, tmp_path, capsys):
+    target = tmp_path / "m.amoseg.zip"
+    target.write_bytes(b"mine")
+    err = _one_line_error(["export", str(tiny_unet_run), "--package", str(target)], capsys)
+    assert "exists" in err and target.read_bytes() == b"mine"
+    err = _one_line_error(["export", str(tiny_unet_run), "--package", str(tmp_path / "m.zip")],
+                          capsys)  # fmt: skip
+    assert ".amoseg.zip" in err
+    err = _one_line_error(["export", str(tiny_unet_run)], capsys)
+    assert "exactly one of" in err
