@@ -29,8 +29,8 @@ ImageLike = str | Path | nib.spatialimages.SpatialImage
 class Segmentation:
     """One scan's result. `label`: uint8 AMOS ids with the input's shape, affine and
     qform/sform; `volumes`: per organ id, name, voxels, volume_ml, mean_hu;
-    `probabilities`: (16, X, Y, Z) float16 class probabilities on the input's voxel grid,
-    only when asked for (they take 32 bytes per voxel)."""
+    `probabilities`: (16, X, Y, Z) float16 class probabilities on the input's voxel grid
+    (averaged over an ensemble's members), only when asked for (32 bytes per voxel)."""
 
     label: nib.Nifti1Image
     volumes: list[dict[str, Any]]
@@ -49,13 +49,15 @@ class Model:
     """A loaded run or package, ready to segment many scans."""
 
     def __init__(self, backend: Any, source: Path, card: dict[str, Any] | None = None):
+        #: a ScoreBackend, or a list of them for an ensemble package
         self.backend = backend
         self.source = source
         #: the model card of a package ({} for a run folder)
         self.card = card or {}
 
     def __repr__(self) -> str:
-        return f"amoseg.Model({str(self.source)!r}, device={self.backend.device})"
+        members = self.backend if isinstance(self.backend, list) else [self.backend]
+        return f"amoseg.Model({str(self.source)!r}, members={len(members)})"
 
     def segment(
         self,
@@ -66,8 +68,9 @@ class Model:
         batch_size: int | None = None,
     ) -> Segmentation:
         """Segment one scan: a NIfTI path, a DICOM series folder or a nibabel image."""
-        from amoseg.inference.predict import label_image_like, segment_scan
-        from amoseg.inference.probabilities import volume_probabilities
+        import torch
+
+        from amoseg.inference.predict import label_image_like, scan_probabilities, segment_scan
         from amoseg.inference.volumes import organ_volumes
 
         reference, data, name = _read_image(image)
@@ -77,7 +80,8 @@ class Model:
         )  # fmt: skip
         probs = None
         if probabilities:
-            probs = volume_probabilities(self.backend, data, reference.affine, batch_size)
+            scores = scan_probabilities(self.backend, data, reference.affine, batch_size=batch_size)
+            probs = scores.to(torch.float16).cpu().numpy()
         return Segmentation(
             label=label_image_like(labels, reference),
             volumes=organ_volumes(labels, data, reference.affine),

@@ -13,7 +13,7 @@ import pytest
 import amoseg
 from amoseg.cli.main import main
 from amoseg.inference.backends import ModelBackend
-from amoseg.inference.probabilities import volume_probabilities
+from amoseg.inference.predict import scan_probabilities
 from tests.predict_models import BRIGHT_CLASS, BRIGHT_HU, NoNetworkModel, ThresholdModel
 
 
@@ -77,8 +77,8 @@ def test_probabilities_on_the_scan_grid_agree_with_the_labels(tmp_path):
     assert (labels[6:14, 9:19, 1:5] == BRIGHT_CLASS).all()  # the bright block's interior
     assert ((labels == BRIGHT_CLASS) == (data > BRIGHT_HU)).mean() > 0.98
     # models without a network hand out probabilities themselves: no second softmax
-    plain = volume_probabilities(ModelBackend(NoNetworkModel(32)), data, scan.affine)
-    assert plain.max() > 0.99
+    plain = scan_probabilities(ModelBackend(NoNetworkModel(32)), data, scan.affine)
+    assert float(plain.max()) > 0.99
 
 
 def test_errors_are_amoseg_errors_with_the_cli_line(tiny_unet_run, tmp_path):

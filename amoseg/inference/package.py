@@ -335,18 +335,12 @@ def package_models(path: str | Path, device: str = "auto") -> tuple[list[Any], P
 
 
 def package_model(path: str | Path, device: str = "auto") -> Any:
-    """The package's model. A package of several members is an ensemble: it needs the
-    probability-averaging ensemble of `amoseg.inference.ensemble` (not in this amoseg yet)."""
+    """The model of a one-member package (an ensemble's members: `package_models`)."""
     models, package = package_models(path, device=device)
-    if len(models) == 1:
-        return models[0]
-    try:
-        from amoseg.inference.ensemble import ensemble_of  # type: ignore[import-not-found]
-    except ImportError:
+    if len(models) != 1:
         raise AmosegError(
-            f"model package holds an ensemble of {len(models)} models, which this amoseg "
-            "cannot average yet",
+            f"model package holds an ensemble of {len(models)} models, not one",
             package.path,
-            "export a single run, or use an amoseg with ensemble support",
-        ) from None
-    return ensemble_of(models)
+            "export a single run for this (amoseg export RUN --package/--onnx)",
+        )
+    return models[0]

@@ -31,7 +31,7 @@ from amoseg.inference.backends import OnnxBackend, ScoreBackend, backend_for_mod
 from amoseg.inference.inputs import ScanInput, expand_input, load_scan, unique_names
 from amoseg.inference.outputs import OutputSettings, write_extra_outputs
 from amoseg.inference.overlay import write_overlay
-from amoseg.inference.package import is_package, package_model
+from amoseg.inference.package import is_package, package_model, package_models
 from amoseg.inference.pipeline import StageTimes, segment_volume
 from amoseg.inference.pipeline import scan_probabilities as _scan_probabilities
 from amoseg.inference.postprocess import largest_component_per_organ
@@ -104,6 +104,10 @@ def trained_on_synthetic(run_dir: str | Path) -> bool:
     """Whether the run's config.json says its store came from `amoseg synth` phantoms."""
     from amoseg.atomic import read_json
 
+    if is_package(run_dir):
+        from amoseg.inference.package import read_package
+
+        return read_package(run_dir).card.get("training_data", {}).get("synthetic") is True
     path = Path(run_dir) / "config.json"
     if not path.exists():
         return False
@@ -136,13 +140,20 @@ def open_backend(
     onnx_path: str | Path | None = None,
     precision: str = "auto",
     crop: bool = True,
-) -> ScoreBackend:
-    """The scoring backend for a run: its torch model on `device`, or its ONNX export.
+) -> ScoreBackend | list[ScoreBackend]:
+    """The scoring backend for a run: its torch model on `device`, or its ONNX export; for
+    a model package of several members (an ensemble), one backend per member.
 
     `precision` (auto, fp32, bf16) applies to the torch backend; `crop=False` scores whole
     slices even where the model allows a body crop.
     """
     scorer: ScoreBackend
+    if backend == "torch" and is_package(run_dir):
+        models, _package = package_models(run_dir, device=device)
+        scorers = [backend_for_model(m, device=device, precision=precision) for m in models]
+        for member in scorers if not crop else []:
+            member.body_threshold = None
+        return scorers[0] if len(scorers) == 1 else scorers
     if backend == "onnx":
         if precision == "bf16":
             raise AmosegError("--precision bf16 needs --backend torch", None, "use auto or fp32")
@@ -232,7 +243,7 @@ def segment_scan(
 
 
 def predict_scan(
-    backend: ScoreBackend,
+    backend: ScoreBackend | Sequence[ScoreBackend],
     item: ScanInput,
     out_dir: str | Path,
     *,
@@ -246,7 +257,7 @@ def predict_scan(
     out_dir = Path(out_dir)
     outputs = outputs or OutputSettings()
     outputs.check_input(item.path, item.kind)
-    times = StageTimes(backend.device)
+    times = StageTimes(_backends(backend)[0].device)
     start = time.perf_counter()
     with times.stage("load"):
         scan = load_scan(item)
@@ -306,7 +317,7 @@ def collect_inputs(
 
 
 def predict_many(
-    backend: ScoreBackend,
+    backend: ScoreBackend | Sequence[ScoreBackend],
     items: list[ScanInput],
     out_dir: str | Path,
     *,
