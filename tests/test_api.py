@@ -96,6 +96,7 @@ def test_errors_are_amoseg_errors_with_the_cli_line(tiny_unet_run, tmp_path):
         model.segment(nib.Nifti1Image(np.zeros((4, 4), np.int16), np.eye(4)))
 
 
+@pytest.mark.slow
 def test_real_ct_through_the_api(tiny_unet_run, realdata):
     result = amoseg.load(tiny_unet_run, device="cpu").segment(realdata / "example_ct" / "ct.nii.gz")
     source = nib.load(str(realdata / "example_ct" / "ct.nii.gz"))

@@ -131,6 +131,7 @@ def test_predict_format_both_on_real_dicom(tiny_unet_run, realdata, tmp_path, ca
         np.testing.assert_array_equal(mask.astype(bool), in_order == amos_id)
 
 
+@pytest.mark.slow
 def test_predict_dicom_seg_only_writes_no_nifti(tiny_unet_run, realdata, tmp_path):
     out = tmp_path / "out"
     main(["predict", str(tiny_unet_run), str(realdata / "example_ct" / "dicom"), "-o", str(out),
@@ -156,3 +157,43 @@ def test_unknown_format_is_one_line(tiny_unet_run, realdata, tmp_path, capsys):
               "-o", str(tmp_path), "--format", "rtstruct"])  # fmt: skip
     assert exit_info.value.code == 2
     assert "unknown --format" in capsys.readouterr().err
+
+
+def _synthetic_series(folder: Path, positions) -> tuple:
+    from tests.dicom_series import write_series
+
+    volume = np.full((40, 36, len(positions)), -100, np.int16)
+    volume[5:20, 6:30, 2:8] = 60
+    write_series(folder, volume, positions)
+    return volume
+
+
+def test_synthetic_series_round_trips_and_a_tilted_one_is_refused(tmp_path):
+    import warnings
+
+    from tests.dicom_series import tilted_positions
+
+    _synthetic_series(tmp_path / "straight", tilted_positions(10, 0.0))
+    image = load_dicom_series(tmp_path / "straight")
+    labels = np.zeros(image.shape, np.uint8)
+    labels[5:20, 6:30, 2:8] = 6
+    labels[25:30, 10:14, :] = 15  # AMOS "prostate/uterus": PatientSex is blank → prostate
+    source = read_source_series(tmp_path / "straight")
+    path = write_dicom_seg(labels, image.affine, source, tmp_path / "s.dcm")
+    masks = seg_masks(path, source)
+    in_order = source_order_labels(labels, source, image.affine)
+    assert sorted(masks) == [6, 15]
+    for amos_id, mask in masks.items():
+        np.testing.assert_array_equal(mask.astype(bool), in_order == amos_id)
+    meanings = [s.SegmentedPropertyTypeCodeSequence[0].CodeMeaning
+                for s in hd.seg.segread(str(path)).SegmentSequence]  # fmt: skip
+    assert meanings == ["Liver", "Prostate"]
+
+    _synthetic_series(tmp_path / "tilted", tilted_positions(10, 15.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "gantry tilt ... resampled upright"
+        upright = load_dicom_series(tmp_path / "tilted")
+    with pytest.raises(AmosegError, match="tilted or resampled") as info:
+        write_dicom_seg(np.asarray(labels), upright.affine, read_source_series(tmp_path / "tilted"),
+                        tmp_path / "t.dcm")  # fmt: skip
+    assert "\n" not in info.value.line() and not (tmp_path / "t.dcm").exists()

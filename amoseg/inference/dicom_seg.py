@@ -8,6 +8,7 @@ carries the series' own UIDs and geometry). The labels must be on the series' ow
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,12 @@ ORGAN_CODES: dict[int, tuple[str, str | None]] = {
     13: ("Duodenum", None),
     14: ("Bladder", None),
 }
+#: patient and study attributes the SEG copies from its source (DICOM type 2: they may be
+#: empty but must be present; exporters and test phantoms often leave them out).
+TYPE2_PATIENT_STUDY = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+    "ReferringPhysicianName", "StudyID", "AccessionNumber",
+)  # fmt: skip
 #: slice positions may differ from the volume's grid by float noise only.
 POSITION_TOLERANCE_MM = 1e-2
 
@@ -69,7 +76,8 @@ def read_source_series(folder: str | Path) -> SourceSeries:
 
 
 def _complete_identifiers(datasets: list[Any], folder: Path) -> None:
-    """Anonymisers sometimes blank the UIDs a SEG must reference. The file meta header
+    """Complete the headers in memory (the files are not touched). Anonymisers sometimes
+    blank the UIDs a SEG must reference. The file meta header
     repeats each image's SOP class and instance UID, so those are restored from it; a
     blank study or series UID is replaced by one derived from the instance UIDs (the same
     for every run), which a PACS cannot match to the original study."""
@@ -87,6 +95,9 @@ def _complete_identifiers(datasets: list[Any], folder: Path) -> None:
                 raise AmosegError(
                     f"DICOM image has no {key}", ds.filename, "it cannot be referenced"
                 )
+        for key in TYPE2_PATIENT_STUDY:  # may be empty in DICOM, but must be present
+            if key not in ds:
+                setattr(ds, key, "")
     instances = sorted(str(ds.SOPInstanceUID) for ds in datasets)
     for key in ("StudyInstanceUID", "SeriesInstanceUID"):
         values = {str(getattr(ds, key, "") or "") for ds in datasets}
@@ -194,8 +205,6 @@ def write_dicom_seg(
     """Write `labels` ((X, Y, Z) AMOS ids on the series' grid) as a binary DICOM SEG."""
     import highdicom as hd
 
-    import amoseg
-
     target = Path(target)
     present = [int(v) for v in np.unique(labels) if 0 < v < len(CLASS_NAMES)]
     if not present:
@@ -209,9 +218,24 @@ def write_dicom_seg(
     lut[present] = np.arange(1, len(present) + 1)
     # frame for each source image: rows = y, columns = x of that slice
     frames = np.stack([lut[labels[:, :, k].T] for k in order])
+    with warnings.catch_warnings():
+        # a one-word PatientName (common in exports) is valid DICOM; highdicom warns anyway
+        warnings.filterwarnings("ignore", message=".*intended person name.*")
+        seg = _segmentation(hd, source, frames, present, model_name)
+    with atomic_path(target, suffix=".dcm") as tmp:
+        seg.save_as(str(tmp))
+    return target
+
+
+def _segmentation(
+    hd: Any, source: SourceSeries, frames: np.ndarray, present: list[int], model_name: str
+) -> Any:
+    """The highdicom Segmentation: frames in source order, segments numbered 1..n."""
+    import amoseg
+
     first = source.datasets[0]
     sex = str(getattr(first, "PatientSex", "") or "")
-    seg = hd.seg.Segmentation(
+    return hd.seg.Segmentation(
         source_images=source.datasets,
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -228,6 +252,3 @@ def write_dicom_seg(
         content_label="AMOSEG",
         content_description="abdominal organs (AMOS22 classes), automatic",
     )
-    with atomic_path(target, suffix=".dcm") as tmp:
-        seg.save_as(str(tmp))
-    return target
