@@ -214,7 +214,7 @@ def run_measured(
             cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
         done = threading.Event()
-        stopped = {"by_budget": False}
+        stopped: dict[str, float | None] = {"by_budget": None}
 
         def sample() -> None:
             while not done.wait(1.0):
@@ -224,9 +224,12 @@ def run_measured(
                     usage = _gpu_mib_by_pid()
                     peak["gpu"] = max(peak["gpu"], sum(usage.get(p, 0.0) for p in pids))
                 overrun = stop_after_s is not None and time.perf_counter() - start > stop_after_s
-                if overrun and not stopped["by_budget"]:
-                    stopped["by_budget"] = True
+                if overrun and stopped["by_budget"] is None:
+                    stopped["by_budget"] = time.perf_counter()
                     os.killpg(proc.pid, signal.SIGINT)
+                elif overrun and time.perf_counter() - stopped["by_budget"] > 20:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)  # checkpoints are written atomically
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -239,7 +242,7 @@ def run_measured(
             done.set()
             sampler.join()
         seconds = time.perf_counter() - start
-    if rc != 0 and not stopped["by_budget"]:
+    if rc != 0 and stopped["by_budget"] is None:
         tail = " | ".join(log_file.read_text(errors="replace").strip().splitlines()[-3:])
         raise AmosegError(f"{what or cmd[0]} failed (exit {rc}): {tail[-300:]}", log_file)
     measured = Measured(seconds, peak["ram"] / 1024, peak["gpu"] if gpu else None)
@@ -664,9 +667,8 @@ def run_amoseg(plan: Plan, work: Path, env: dict[str, str], data: dict, model: s
     epochs = int(plan.budget_s // max(epoch_s, 1e-6))
     budget_args: tuple[str, ...] = slices
     if epochs < 1:  # a whole epoch does not fit: one epoch over a share of the slices
-        n_slices = _train_slices(data["store"])
-        share = max(1, int(n_slices * plan.budget_s / epoch_s))
-        budget_args = ("--max-slices", str(min(share, plan.max_slices or share)))
+        n_slices = plan.max_slices or _train_slices(data["store"])  # what calibration saw
+        budget_args = ("--max-slices", str(max(1, int(n_slices * plan.budget_s / epoch_s))))
         epochs = 1
     run_dir = runs / model
     log(f"amoseg {model}: train {epochs} epoch(s) ({epoch_s:.1f} s each; {plan.budget_s:.0f} s)")
@@ -995,6 +997,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    # A shell's background job inherits SIGINT ignored; Ctrl-C and the budget guard need it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main()
     except AmosegError as exc:

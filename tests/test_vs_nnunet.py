@@ -31,14 +31,14 @@ def nnunet_venv() -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 def test_smoke_benchmark_trains_predicts_and_scores_both_tools(nnunet_venv, tmp_path):
     out = tmp_path / "vs"
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "vs_nnunet.py"), "--smoke", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=840,
+        timeout=1740,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / "vs_nnunet.json").read_text())
