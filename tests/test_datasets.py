@@ -403,3 +403,22 @@ def test_prepare_on_random_dataset_json(fuzz_root, document):
         else:
             assert summary["total"]["cases"] >= 1
             assert (Path(out) / "store" / "store.json").exists()
+
+
+def test_modality_default_is_one_warning_line_in_prepare_and_plan(tmp_path):
+    ids = ("case_a", "case_b", "case_c")
+    for n, case_id in enumerate(ids):
+        badfiles.good_pair(tmp_path / "root", case_id, seed=n)
+    listing(tmp_path / "root", [entry(f"{c}.nii.gz") for c in ids])
+    for argv in (
+        ("prepare", tmp_path / "root", tmp_path / "store", "--size", SIZE, "--quiet"),
+        ("plan", tmp_path / "root", "-o", tmp_path / "plan.json", "--quiet"),
+    ):
+        res = amoseg_inprocess(*argv)
+        assert res.returncode == 0, res.stderr
+        notes = [line for line in res.stderr.splitlines() if "no modality" in line]
+        assert notes == [
+            "warning: 3 case(s) have no modality in dataset.json and no AMOS id (amos_NNNN): "
+            "taken as CT"
+        ], res.stderr
+        assert "UserWarning" not in res.stderr

@@ -37,9 +37,15 @@ def plan(
 
     if output.exists() and not overwrite:
         raise AmosegError("plan file exists", output, "pass --overwrite to replace it")
-    result = make_plan(
-        amos_root, size=size, memory_gb=memory_gb, modality=modality, progress=not quiet
-    )
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:  # e.g. find_cases' modality note
+        warnings.simplefilter("always")
+        result = make_plan(
+            amos_root, size=size, memory_gb=memory_gb, modality=modality, progress=not quiet
+        )
+    for note in caught:
+        typer.echo(f"warning: {' '.join(str(note.message).split())}", err=True)
     save_plan(result, output)
     console = Console()
     for name, config in result.configurations.items():

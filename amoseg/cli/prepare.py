@@ -59,7 +59,7 @@ def prepare(
     console = Console()
     err = Console(stderr=True)
     for note in summary["warnings"]:
-        err.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
+        err.print(f"[yellow]warning:[/yellow] {note}", highlight=False, soft_wrap=True)
     console.print(summary_table(summary))
     background = {n: s["class_share"][0] for n, s in summary["splits"].items() if s["slices"]}
     if background:
