@@ -20,7 +20,13 @@ from amoseg.data.datasets import MAX_DATASET_JSON_BYTES, SAFE_CASE_ID, find_case
 from amoseg.data.prepare import prepare_dataset
 from amoseg.data.slice_store import SliceStore
 from amoseg.errors import AmosegError
-from amoseg.labels import AMOS_DATASET_LABELS, modality_from_name, modality_of, organ_id
+from amoseg.labels import (
+    AMOS_DATASET_LABELS,
+    CLASS_NAMES,
+    modality_from_name,
+    modality_of,
+    organ_id,
+)
 from tests import badfiles
 from tests.badfiles import amoseg_inprocess
 
@@ -227,6 +233,8 @@ def test_prepare_modality_filter_uses_the_stated_modality(tmp_path):
 def test_amos_label_set_with_its_own_spellings_passes():
     assert label_lut(dict(AMOS_DATASET_LABELS), Path("dataset.json")) is None
     assert label_lut({"0": "background", "6": "liver"}, Path("dataset.json")) is None
+    clean = {name: i for i, name in enumerate(CLASS_NAMES)}  # bench/vs_nnunet.py writes these
+    assert label_lut(clean, Path("dataset.json")) is None
     assert organ_id("gall bladder") == organ_id("Gallbladder") == 4
     assert organ_id("arota") == organ_id("aorta") == 8
     assert organ_id("postcava (IVC)") == organ_id("inferior_vena_cava") == 9
