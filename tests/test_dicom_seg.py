@@ -197,3 +197,19 @@ def test_synthetic_series_round_trips_and_a_tilted_one_is_refused(tmp_path):
         write_dicom_seg(np.asarray(labels), upright.affine, read_source_series(tmp_path / "tilted"),
                         tmp_path / "t.dcm")  # fmt: skip
     assert "\n" not in info.value.line() and not (tmp_path / "t.dcm").exists()
+
+
+def test_seg_passes_dicom3tools_validator(real_series, tmp_path):
+    """dciodvfy (Debian's dicom3tools) checks the SEG against the standard's IOD tables."""
+    import shutil
+    import subprocess
+
+    validator = shutil.which("dciodvfy")
+    if validator is None:
+        pytest.skip("dciodvfy not installed (apt-get install dicom3tools)")
+    _folder, image, labels, source = real_series
+    path = write_dicom_seg(labels, image.affine, source, tmp_path / "v.dcm")
+    report = subprocess.run([validator, str(path)], capture_output=True, text=True, timeout=120)
+    lines = (report.stdout + report.stderr).splitlines()
+    assert "Segmentation" in lines
+    assert not [line for line in lines if line.startswith("Error")], lines

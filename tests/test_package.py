@@ -188,3 +188,21 @@ def test_export_refuses_overwrite_and_bad_names(tiny_unet_run, tmp_path, capsys)
     assert ".amoseg.zip" in err
     err = _one_line_error(["export", str(tiny_unet_run)], capsys)
     assert "exactly one of" in err
+
+
+def test_a_phantom_trained_run_says_so_on_card_and_in_predict(tiny_unet_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "phantom_run"
+    shutil.copytree(tiny_unet_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["store"]["synthetic"] = True  # what training records for `amoseg synth` data
+    (run / "config.json").write_text(json.dumps(config))
+    target = tmp_path / "phantom.amoseg.zip"
+    main(["export", str(run), "--package", str(target)])
+    assert "trained on synthetic data" in capsys.readouterr().out
+    with zipfile.ZipFile(target) as zf:
+        assert json.loads(zf.read("model_card.json"))["training_data"]["synthetic"] is True
+        assert "Trained on synthetic phantoms" in zf.read("model_card.md").decode()
+    main(["predict", str(target), str(small_ct(tmp_path / "s.nii.gz")), "-o", str(tmp_path / "o")])
+    assert "synthetic phantoms" in capsys.readouterr().err

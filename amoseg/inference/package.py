@@ -226,7 +226,7 @@ def model_card_markdown(card: dict[str, Any]) -> str:
     if data.get("dataset"):
         lines.append(f"- dataset: {data['dataset'].get('description') or data['dataset']}")
     if data.get("synthetic") is None:
-        lines.append("- synthetic: unknown (the training store was not found when exporting)")
+        lines.append("- synthetic: unknown (neither the run nor its store records it)")
     lines += ["", "## Validation metrics", "", "| member | best epoch | metric | value |"]
     lines.append("|---|---|---|---|")
     for i, metrics in enumerate(card["metrics"]):
