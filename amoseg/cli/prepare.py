@@ -19,13 +19,26 @@ def prepare(
         "(imagesTr/<case>_0000.nii.gz, labelsTr, dataset.json).",
     ),
     out: Path = typer.Argument(..., help="Output slice store folder."),
-    size: int = typer.Option(640, "--size", help="Slices are resized to size×size."),
+    size: int = typer.Option(
+        640, "--size", help="seed configuration: slices are resized to size×size."
+    ),
+    configuration: str = typer.Option(
+        "seed",
+        "--configuration",
+        help="Plan configuration: seed (S×S slices), 2d (in-plane median spacing) or 3d "
+        "(3D median spacing); 2d/3d are planned on the fly unless --plan is given.",
+    ),
+    plan_file: Path | None = typer.Option(
+        None, "--plan", help="plan.json from `amoseg plan` (its configurations are used)."
+    ),
     split: str = typer.Option(
         "0.70,0.15,0.15", "--split", help="train,val,test fractions (by scan)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the train/val/test split."),
     keep: str = typer.Option(
-        "organ", "--keep", help="organ: only slices with an organ voxel; all: every slice."
+        "organ",
+        "--keep",
+        help="seed: organ (only slices with an organ voxel) or all; 2d/3d keep every slice.",
     ),
     modality: str = typer.Option("all", "--modality", help="ct, mr or all."),
     workers: int = typer.Option(1, "--workers", help="Cases prepared in parallel."),
@@ -37,7 +50,12 @@ def prepare(
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Split AMOS scans by patient, slice them axially and store size×size slices + labels."""
+    """Split AMOS scans by patient and store each preprocessed volume + labels.
+
+    Examples: `amoseg prepare /data/amos22 store --size 640` (the report's S×S slices);
+    `amoseg prepare /data/amos22 store-2d --configuration 2d` (planned on the fly), or
+    `--plan plan.json --configuration 3d` with a plan from `amoseg plan`.
+    """
     from rich.console import Console
 
     from amoseg.data.prepare import prepare_dataset, summary_table
@@ -47,6 +65,8 @@ def prepare(
         amos_root,
         out,
         size=size,
+        configuration=configuration,
+        plan=plan_file,
         split=parse_fractions(split),
         seed=seed,
         keep=keep,

@@ -12,6 +12,8 @@ streamed to disk in chunks. Slices that will be dropped are never resized.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import time
 import warnings
@@ -31,25 +33,27 @@ from amoseg.data.datasets import find_cases
 from amoseg.data.nifti import image_voxels, label_array, load_nifti, voxel_spacing
 from amoseg.data.slice_store import SPLITS, STORE_VERSION, case_done, case_writer, image_dtype
 from amoseg.data.splits import check_fractions, cv_folds, split_cases
+from amoseg.data.store import source_identity, store_lock
 from amoseg.errors import AmosegError
 from amoseg.labels import CLASS_NAMES, NUM_CLASSES
-from amoseg.preprocessing import Preprocessor
+from amoseg.planning.plan import Configuration, Plan
 from amoseg.preprocessing.orient import canonical_spacing
 
 KEEP_CHOICES = ("organ", "all")
 MODALITY_CHOICES = ("ct", "mr", "all")
 PENDING_FILE = "store.pending.json"
 # Settings that must match for a rerun to reuse an existing store.
-SETTING_KEYS = ("size", "keep", "modality", "seed", "split")
+SETTING_KEYS = ("configuration", "plan", "size", "keep", "modality", "seed", "split")
 RESIZE_CHUNK = 16  # slices resized at once: bounds the float32 working set
 MAX_SIZE = 4096
 
 
-def prepare_case(case: AmosCase, out: str | Path, size: int, keep: str) -> dict[str, Any]:
-    """Read, check, reorient, filter, resize and store one case; returns its meta.json."""
+def prepare_case(case: AmosCase, out: str | Path, config: Configuration) -> dict[str, Any]:
+    """Read, check, orient, crop, resample (and for `keep organ`, filter) and store one case;
+    returns its meta.json."""
     import torch
 
-    pre = Preprocessor(size=size)
+    pre = config.preprocessor(case.modality)
     # The label first, cast to uint8 and its file array dropped before the image is read:
     # AMOS labels are uint16 on disk, as large as an int16 image.
     label_nii = load_nifti(case.label, "label")
@@ -65,11 +69,7 @@ def prepare_case(case: AmosCase, out: str | Path, size: int, keep: str) -> dict[
     label = pre.canonical(label, affine)
     n_z = label.shape[2]
     # max, not any: a uint8 reduction needs no full-size bool temporary
-    kept = (
-        torch.nonzero(label.amax(dim=(0, 1)))[:, 0].tolist()
-        if keep == "organ"
-        else list(range(n_z))
-    )
+    kept = torch.nonzero(label.amax(dim=(0, 1)))[:, 0].tolist() if config.keep == "organ" else None
 
     raw = image_voxels(image_nii, case.image)
     del image_nii
@@ -78,6 +78,7 @@ def prepare_case(case: AmosCase, out: str | Path, size: int, keep: str) -> dict[
     dtype = image_dtype(raw)
     del raw
 
+    n_planes = record.shape[2]
     meta = {
         "modality": case.modality,
         "original_shape": original_shape,
@@ -86,17 +87,22 @@ def prepare_case(case: AmosCase, out: str | Path, size: int, keep: str) -> dict[
         "orientation": "".join(nib.aff2axcodes(affine)),
         "canonical_shape": [int(n) for n in image.shape],
         "canonical_spacing": list(canonical_spacing(zooms, affine)),
-        "kept_slices": [int(k) for k in kept],
+        "kept_slices": [int(k) for k in kept] if kept is not None else list(range(n_z)),
         "image_file": str(case.image),
         "label_file": str(case.label),
         "label_lut": None if case.label_lut is None else list(case.label_lut),
-        "size": size,
-        "keep": keep,
-        "configuration": "seed",
+        "size": config.size,
+        "keep": config.keep,
+        "configuration": config.name,
+        "plan_sha256": config_digest(config),
+        "source_identity": {
+            "image": source_identity(case.image),
+            "label": source_identity(case.label),
+        },
     }
     counts = np.zeros(NUM_CLASSES, dtype=np.int64)
     total, total_sq, n_values = 0.0, 0.0, 0
-    with case_writer(out, case.case_id, len(kept), record.shape[:2], dtype) as writer:
+    with case_writer(out, case.case_id, n_planes, record.shape[:2], dtype) as writer:
         image_slabs = pre.slabs(image, record, label=False, chunk=RESIZE_CHUNK)
         label_slabs = pre.slabs(label, record, label=True, chunk=RESIZE_CHUNK)
         for img, lab in zip(image_slabs, label_slabs, strict=True):
@@ -109,7 +115,13 @@ def prepare_case(case: AmosCase, out: str | Path, size: int, keep: str) -> dict[
         meta["class_pixels"] = [int(c) for c in counts]
         meta["preprocess"] = _with_stats(record, total, total_sq, n_values).to_dict()
         writer.finish(meta)
-    return {"case_id": case.case_id, "n_slices": len(kept), **meta}
+    return {"case_id": case.case_id, "n_slices": n_planes, **meta}
+
+
+def config_digest(config: Configuration) -> str:
+    """A short hash of a configuration: a case prepared under another one is redone."""
+    text = json.dumps(config.to_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _with_stats(record: Any, total: float, total_sq: float, n: int) -> Any:
@@ -128,6 +140,8 @@ def prepare_dataset(
     out: str | Path,
     *,
     size: int = 640,
+    configuration: str = "seed",
+    plan: str | Path | Plan | None = None,
     split: tuple[float, float, float] = (0.7, 0.15, 0.15),
     seed: int = 0,
     keep: str = "organ",
@@ -137,8 +151,13 @@ def prepare_dataset(
     progress: bool = True,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Build (or finish) a slice store in `out` from the AMOS22 folder `root`; returns the
-    summary (also written to OUT/summary.json)."""
+    """Build (or finish) a store in `out` from the AMOS22 folder `root`; returns the summary
+    (also written to OUT/summary.json).
+
+    `configuration` names a plan configuration: `seed` (S×S slices of `size`, `keep` applies)
+    needs no plan; `2d`/`3d` come from `plan` (a plan.json path or a Plan), or are planned on
+    the fly from the selected cases when no plan is given (written to OUT/plan.json).
+    """
     started = time.perf_counter()
     root, out = Path(root), Path(out)
     fractions = check_fractions(split)
@@ -161,10 +180,91 @@ def prepare_dataset(
     selected_ids = {c.case_id for c in selected}
     splits = {name: [c for c in ids if c in selected_ids] for name, ids in splits.items()}
 
+    if out.exists() and not out.is_dir():
+        raise AmosegError("output path exists and is not a folder", out)
+    created = not out.exists()
+    try:
+        with store_lock(out):
+            return _prepare_locked(
+                root,
+                out,
+                selected,
+                splits,
+                notes,
+                fractions,
+                started,
+                size=size,
+                configuration=configuration,
+                plan=plan,
+                seed=seed,
+                keep=keep,
+                modality=modality,
+                workers=workers,
+                skip_bad=skip_bad,
+                progress=progress,
+                overwrite=overwrite,
+            )
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a run that failed before writing anything leaves no empty folder
+
+
+def _configuration(
+    name: str,
+    plan: str | Path | Plan | None,
+    size: int,
+    keep: str,
+    cases: list[AmosCase],
+    progress: bool,
+) -> tuple[Configuration, Plan | None]:
+    """The configuration to prepare, and the plan it came from when one was made here."""
+    from dataclasses import replace
+
+    from amoseg.planning import load_plan
+    from amoseg.planning.fingerprint import fingerprint_dataset
+    from amoseg.planning.planner import plan_dataset, seed_configuration
+
+    if plan is not None:
+        loaded = plan if isinstance(plan, Plan) else load_plan(plan)
+        config = loaded.configuration(name)
+        return (replace(config, keep=keep) if config.name == "seed" else config), None
+    if name == "seed":
+        return seed_configuration(size, keep=keep), None
+    if name not in ("2d", "3d"):
+        raise AmosegError(
+            f"unknown configuration {name!r}", hint="use seed, 2d or 3d, or pass --plan"
+        )
+    made = plan_dataset(fingerprint_dataset(cases, progress=progress), size=size)
+    return made.configuration(name), made
+
+
+def _prepare_locked(
+    root: Path,
+    out: Path,
+    selected: list[AmosCase],
+    splits: dict[str, list[str]],
+    notes: list[str],
+    fractions: tuple[float, float, float],
+    started: float,
+    *,
+    size: int,
+    configuration: str,
+    plan: str | Path | Plan | None,
+    seed: int,
+    keep: str,
+    modality: str,
+    workers: int,
+    skip_bad: bool,
+    progress: bool,
+    overwrite: bool,
+) -> dict[str, Any]:
+    config, made = _configuration(configuration, plan, size, keep, selected, progress)
     settings = {
         "version": STORE_VERSION,
-        "size": size,
-        "keep": keep,
+        "configuration": config.name,
+        "plan": config.to_dict(),
+        "size": config.size,
+        "keep": config.keep,
         "modality": modality,
         "seed": seed,
         "split": list(fractions),
@@ -173,12 +273,18 @@ def prepare_dataset(
         "synthetic": dataset_is_synthetic(root),  # amoseg phantoms, not patients
     }
     previous = _existing_settings(out)
-    changed = previous is not None and any(previous.get(k) != settings[k] for k in SETTING_KEYS)
+    differing = (
+        [] if previous is None else [k for k in SETTING_KEYS if _differs(previous, settings, k)]
+    )
+    changed = bool(differing)
     if changed and not overwrite:
-        diff = ", ".join(
-            f"{k} {previous.get(k)!r} → {settings[k]!r}"
-            for k in SETTING_KEYS
-            if previous.get(k) != settings[k]
+        diff = (
+            ", ".join(
+                f"{k} {previous.get(k)!r} → {settings[k]!r}"  # type: ignore[union-attr]
+                for k in differing
+                if k != "plan"
+            )
+            or "another plan configuration"
         )
         raise AmosegError(
             f"output folder holds a store built with other settings ({diff})",
@@ -186,7 +292,8 @@ def prepare_dataset(
             "pass --overwrite to rebuild it, or choose another output folder",
         )
 
-    todo = [c for c in selected if not _case_current(out, c.case_id, size, keep)]
+    owned = set(_read_splits(out)) | {c.case_id for c in selected}
+    todo = [c for c in selected if not _case_current(out, c, config)]
     skipped: dict[str, str] = {}
     for case in todo:  # header-only pre-flight: most bad inputs fail before any write
         try:
@@ -198,8 +305,12 @@ def prepare_dataset(
     todo = [c for c in todo if c.case_id not in skipped]
 
     _begin(out, settings, splits, invalidate=changed)
+    if made is not None:
+        from amoseg.planning import save_plan
+
+        save_plan(made, out / "plan.json")  # the plan made on the fly, for the record
     reused = len(selected) - len(todo) - len(skipped)
-    for case_id, reason in _run_cases(todo, out, size, keep, workers, skip_bad, progress):
+    for case_id, reason in _run_cases(todo, out, config, workers, skip_bad, progress):
         skipped[case_id] = reason
 
     done = [c for c in selected if c.case_id not in skipped]
@@ -216,7 +327,7 @@ def prepare_dataset(
         [c.case_id for c in training], [c.modality for c in training], seed=seed
     )
     if overwrite:
-        _remove_stale_cases(out, {c.case_id for c in done})
+        _remove_stale_cases(out, {c.case_id for c in done}, owned)
     summary = summarize(out, final_splits)
     summary["skipped"] = [{"case_id": k, "reason": v} for k, v in sorted(skipped.items())]
     summary["warnings"] = notes + _empty_case_notes(out, done)
@@ -265,15 +376,42 @@ def _existing_settings(out: Path) -> dict[str, Any] | None:
     return None
 
 
-def _case_current(out: Path, case_id: str, size: int, keep: str) -> bool:
-    """A finished case built with this size and keep rule (a rebuild redoes the others)."""
-    if not case_done(out, case_id):
+def _differs(previous: dict[str, Any], settings: dict[str, Any], key: str) -> bool:
+    old = previous.get(key)
+    if old is None and key in ("configuration", "plan") and settings["configuration"] == "seed":
+        return False  # stores from before plans existed are all seed stores
+    return old != settings[key]
+
+
+def _read_splits(out: Path) -> list[str]:
+    """Case ids the store in `out` lists (what an --overwrite rebuild may remove)."""
+    path = out / "splits.json"
+    try:
+        data = read_json(path, "splits.json") if path.exists() else {}
+    except AmosegError:
+        return []
+    return [str(c) for name in SPLITS for c in data.get(name, []) if isinstance(c, str)]
+
+
+def _case_current(out: Path, case: AmosCase, config: Configuration) -> bool:
+    """A finished case built with this configuration from the same source files (path, size,
+    modification time): a changed or replaced source file makes the case stale."""
+    if not case_done(out, case.case_id):
         return False
     try:
-        meta = read_json(out / "cases" / case_id / "meta.json", "case meta.json")
+        meta = read_json(out / "cases" / case.case_id / "meta.json", "case meta.json")
     except AmosegError:
         return False
-    return meta.get("size") == size and meta.get("keep") == keep
+    if meta.get("plan_sha256", None) not in (None, config_digest(config)):
+        return False
+    if meta.get("size") != config.size or meta.get("keep") != config.keep:
+        return False
+    recorded = meta.get("source_identity") or {}
+    try:
+        now = {"image": source_identity(case.image), "label": source_identity(case.label)}
+    except OSError:
+        return False
+    return recorded == now
 
 
 def _begin(
@@ -306,12 +444,15 @@ def _remove_temp_leftovers(out: Path) -> None:
                     path.unlink(missing_ok=True)
 
 
-def _remove_stale_cases(out: Path, keep_ids: set[str]) -> None:
+def _remove_stale_cases(out: Path, keep_ids: set[str], owned: set[str]) -> None:
+    """Remove case folders of this store's own ids that are no longer in it; folders of ids
+    the store never listed are not ours to delete."""
     cases_dir = out / "cases"
     if not cases_dir.is_dir():
         return
     for path in cases_dir.iterdir():
-        if path.is_dir() and not path.name.startswith(".") and path.name not in keep_ids:
+        name = path.name
+        if path.is_dir() and not name.startswith(".") and name in owned and name not in keep_ids:
             shutil.rmtree(path)
 
 
@@ -322,11 +463,11 @@ def _init_worker() -> None:
 
 
 def _prepare_or_error(
-    case: AmosCase, out: Path, size: int, keep: str
+    case: AmosCase, out: Path, config: Configuration
 ) -> tuple[str, tuple[str, str | None, str | None] | None]:
     """Run in a worker: user errors travel back as (what, path, hint), bugs as exceptions."""
     try:
-        prepare_case(case, out, size, keep)
+        prepare_case(case, out, config)
     except AmosegError as exc:
         return case.case_id, (exc.what, None if exc.path is None else str(exc.path), exc.hint)
     return case.case_id, None
@@ -335,8 +476,7 @@ def _prepare_or_error(
 def _run_cases(
     todo: list[AmosCase],
     out: Path,
-    size: int,
-    keep: str,
+    config: Configuration,
     workers: int,
     skip_bad: bool,
     progress: bool,
@@ -353,7 +493,7 @@ def _run_cases(
     bar = progress_bar("prepare", enabled=progress)
     with bar:
         task = bar.add_task(todo[0].case_id, total=len(todo))
-        results = _results(todo, out, size, keep, workers)
+        results = _results(todo, out, config, workers)
         try:
             for case_id, error in results:
                 bar.update(task, advance=1, description=case_id)
@@ -372,7 +512,7 @@ def _is_output_error(error: tuple[str, str | None, str | None], out: Path) -> bo
 
 
 def _results(
-    todo: list[AmosCase], out: Path, size: int, keep: str, workers: int
+    todo: list[AmosCase], out: Path, config: Configuration, workers: int
 ) -> Generator[tuple[str, tuple[str, str | None, str | None] | None], None, None]:
     if workers == 1 or len(todo) == 1:
         import torch
@@ -383,7 +523,7 @@ def _results(
         torch.set_num_threads(1)
         try:
             for case in todo:
-                yield _prepare_or_error(case, out, size, keep)
+                yield _prepare_or_error(case, out, config)
         finally:
             torch.set_num_threads(threads)
         return
@@ -394,7 +534,7 @@ def _results(
         initializer=_init_worker,
     )
     try:
-        pending: set[Future] = {pool.submit(_prepare_or_error, c, out, size, keep) for c in todo}
+        pending: set[Future] = {pool.submit(_prepare_or_error, c, out, config) for c in todo}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:

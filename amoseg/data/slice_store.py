@@ -17,6 +17,7 @@ its RAM does not grow with the number of cases.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -185,12 +186,45 @@ class SliceStore:
             )
         self.info: dict[str, Any] = read_json(self.root / "store.json", "store.json")
         self.splits: dict[str, list[str]] = read_json(self.root / "splits.json", "splits.json")
+        # as on disk: a training fold replaces train/val in `splits`, not the store's identity
+        self.stored_splits: dict[str, Any] = json.loads(json.dumps(self.splits))
         for name in SPLITS:
             self.splits.setdefault(name, [])
 
     @property
+    def configuration_name(self) -> str:
+        """The plan configuration the store was prepared with (stores from before plans
+        existed are `seed` stores)."""
+        return str(self.info.get("configuration", "seed"))
+
+    @property
+    def configuration(self) -> Any:
+        """The plan `Configuration` the store was prepared with."""
+        from amoseg.planning.plan import Configuration
+        from amoseg.planning.planner import seed_configuration
+
+        plan = self.info.get("plan")
+        if plan is None:
+            return seed_configuration(self.size, keep=str(self.info.get("keep", "organ")))
+        return Configuration.from_dict(self.configuration_name, plan, self.root / "store.json")
+
+    @property
     def size(self) -> int:
+        """S of a `seed` store's S×S slices."""
+        if self.info.get("size") is None:
+            raise AmosegError(
+                f"the store holds the '{self.configuration_name}' configuration, whose cases "
+                "have their own plane shapes, not S×S slices",
+                self.root,
+                "use a patch sampler (amoseg.data.samplers), or prepare a seed store (--size S)",
+            )
         return int(self.info["size"])
+
+    def identity(self) -> dict[str, Any]:
+        """What a run records about its store and checks again on resume and evaluate."""
+        from amoseg.data.store import store_identity
+
+        return store_identity(self.info, self.stored_splits)
 
     def cases(self, split: str) -> list[str]:
         if split not in SPLITS:

@@ -91,6 +91,33 @@ def _normalisation(fp: Fingerprint) -> dict[str, Normalisation]:
     return out
 
 
+def seed_configuration(
+    size: int,
+    memory_gb: float = DEFAULT_MEMORY_GB,
+    modalities: list[str] | None = None,
+    keep: str = "organ",
+) -> Configuration:
+    """The report's configuration: every axial slice resized to size×size, z as it is, no
+    crop at preprocessing (the seed U-Net crops to the body itself, on the model grid). It
+    needs no fingerprint, so `prepare --size S` plans nothing."""
+    seed_norm = {"ct": Normalisation("window", clip=SEED_WINDOW), "mr": Normalisation("zscore")}
+    return Configuration(
+        name="seed",
+        dims=2,
+        spacing=None,
+        resample_z=False,
+        size=size,
+        patch_size=(size, size),
+        batch_size=batch_for((size, size), UNET_ARGS["base"], UNET_ARGS["depth"], memory_gb),
+        memory_budget_gb=memory_gb,
+        normalisation={m: seed_norm[m] for m in (modalities or ["ct", "mr"])},
+        network=Network("unet", dict(UNET_ARGS)),
+        body_crop=None,
+        context=UNET_ARGS["context"],
+        keep=keep,
+    )
+
+
 def plan_dataset(
     fp: Fingerprint,
     *,
@@ -103,22 +130,7 @@ def plan_dataset(
     median = tuple(float(v) for v in np.median(spacings, axis=0))
     configs: dict[str, Configuration] = {}
 
-    seed_norm = {"ct": Normalisation("window", clip=SEED_WINDOW), "mr": Normalisation("zscore")}
-    configs["seed"] = Configuration(
-        name="seed",
-        dims=2,
-        spacing=None,
-        resample_z=False,
-        size=size,
-        patch_size=(size, size),
-        batch_size=batch_for((size, size), UNET_ARGS["base"], UNET_ARGS["depth"], memory_gb),
-        memory_budget_gb=memory_gb,
-        normalisation={m: seed_norm[m] for m in fp.modalities()},
-        network=Network("unet", dict(UNET_ARGS)),
-        body_crop=None,  # the seed U-Net crops to the body itself, on the model grid
-        context=UNET_ARGS["context"],
-        keep="organ",
-    )
+    configs["seed"] = seed_configuration(size, memory_gb, fp.modalities())
 
     norm = _normalisation(fp)
     multiple = 2 ** UNET_ARGS["depth"]

@@ -22,6 +22,7 @@ import numpy as np
 
 from amoseg.atomic import atomic_dir, read_json, write_json
 from amoseg.data.slice_store import SliceStore
+from amoseg.data.store import check_identity
 from amoseg.errors import AmosegError
 from amoseg.inference.inferers import model_labels
 from amoseg.labels import CLASS_NAMES, NUM_CLASSES, ORGAN_IDS, modality_of
@@ -271,6 +272,7 @@ def evaluate_run(
             raise AmosegError("run config.json names no store", run_dir, "pass --data PREPARED")
     store = SliceStore(data)
     store.check_no_leakage()
+    check_identity((config.get("store") or {}).get("identity"), store.identity(), store.root)
     model = load_run(run_dir, device=device)
     name = str(config.get("model") or getattr(model, "name", run_dir.name))
     metrics, samples = evaluate_model(

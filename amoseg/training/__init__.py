@@ -3,7 +3,7 @@
 Run folder layout::
 
     RUNDIR/config.json             {"model", "hparams", "settings",
-                                    "store": {"path", "size", "synthetic"}}
+                                    "store": {"path", "size", "synthetic", "identity"}}
     RUNDIR/checkpoint_latest.pt    full training state (model, optimiser, scheduler, RNG, ...)
     RUNDIR/checkpoint_best.pt      model state at the best validation mIoU
     RUNDIR/log.csv                 one row per epoch
@@ -133,10 +133,18 @@ def train(
                 "modality": store.info.get("modality"),
                 # trained on amoseg phantoms: predict warns that real-scan output is not meaningful
                 "synthetic": bool(store.info.get("synthetic", False)),
+                # split lists hash, configuration, size: resume/evaluate refuse another store
+                "identity": store.identity(),
             },
         }
     )
     opened_fold = settings.fold
+    if resume and (out / "config.json").exists():
+        from amoseg.atomic import read_json
+        from amoseg.data.store import check_identity
+
+        saved_store = read_json(out / "config.json", "run config.json").get("store") or {}
+        check_identity(saved_store.get("identity"), store.identity(), store.root)
     settings = _run_settings(out, config, settings, resume)
     if settings.fold != opened_fold:  # resumed: the run's own fold wins
         store = _open_store(Path(data), settings.fold)
