@@ -37,36 +37,33 @@ sys.path.insert(0, str(REPO))
 
 
 def make_store(root: Path, cases: int, slices: int, size: int, seed: int = 0) -> Path:
-    """A store of random-anatomy cases written directly (no synth/prepare: benchmark only)."""
-    from amoseg.atomic import write_json
-    from amoseg.data.slice_store import case_done, write_case
+    """A store of random-anatomy cases built from arrays (no synth/prepare: benchmark only),
+    through the public `amoseg.data.store.create_store`."""
+    from amoseg.data.slice_store import case_done
+    from amoseg.data.store import create_store
+    from amoseg.planning.planner import seed_configuration
 
     rng = np.random.default_rng(seed)
     ids = [f"amos_{i:04d}" for i in range(1, cases + 1)]
+    n_val = max(1, cases // 10)
+    splits = {"train": ids[n_val:], "val": ids[:n_val], "test": []}
+    if all(case_done(root, cid) for cid in ids) and (root / "store.json").exists():
+        return root
     yy, xx = np.mgrid[0:size, 0:size] / size
+    volumes = []
     for cid in ids:
-        if case_done(root, cid):
-            continue
         label = np.zeros((slices, size, size), np.uint8)
         for cls in range(1, 16):
             cy, cx, r = rng.uniform(0.25, 0.75), rng.uniform(0.25, 0.75), rng.uniform(0.03, 0.1)
             label[:, (yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = cls
-        image = rng.normal(0, 30, label.shape) + label * 40.0 - 100
-        write_case(root, cid, image.astype(np.int16), label, {"modality": "ct"})
-    n_val = max(1, cases // 10)
-    write_json(root / "splits.json", {"train": ids[n_val:], "val": ids[:n_val], "test": []})
-    write_json(
-        root / "store.json",
-        {
-            "version": 1,
-            "size": size,
-            "keep": "all",
-            "modality": "ct",
-            "seed": seed,
-            "split": [0.9, 0.1, 0.0],
-            "source": "bench",
-            "num_classes": 16,
-        },
+        image = (rng.normal(0, 30, label.shape) + label * 40.0 - 100).astype(np.int16)
+        volumes.append((cid, np.moveaxis(image, 0, 2), np.moveaxis(label, 0, 2), np.eye(4)))
+    create_store(
+        root,
+        volumes,
+        configuration=seed_configuration(size, keep="all"),
+        splits=splits,
+        info={"seed": seed, "source": "bench"},
     )
     return root
 

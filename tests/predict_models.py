@@ -99,13 +99,12 @@ class NoNetworkModel(_ModuleModel):
 def make_tiny_store(root: Path, size: int = 32, air: int = 0) -> Path:
     """A 4-case CT slice store (2 train, 1 val, 1 test) of tissue with two organs, `size`²,
     framed by `air` pixels of air (−1000 HU) on each side → the store folder."""
-    from amoseg.atomic import write_json
-    from amoseg.data.slice_store import write_case
+    from tests.tiny_store import store_from_slices
 
-    store = root / "store"
     rng = np.random.default_rng(0)
     splits: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     frame = ((0, 0), (air, air), (air, air))
+    cases = {}
     for i, split in enumerate(["train", "train", "val", "test"]):
         case = f"amos_{i + 1:04d}"
         image = rng.normal(-100, 40, (6, size, size))
@@ -116,15 +115,9 @@ def make_tiny_store(root: Path, size: int = 32, air: int = 0) -> Path:
         image[label == 1] += 90
         image = np.pad(image, frame, constant_values=-1000.0)
         label = np.pad(label, frame)
-        write_case(store, case, np.round(image).astype(np.int16), label, {"modality": "ct"})
+        cases[case] = (np.round(image).astype(np.int16), label)
         splits[split].append(case)
-    write_json(store / "splits.json", splits)
-    write_json(
-        store / "store.json",
-        {"version": 1, "size": size + 2 * air, "keep": "all", "modality": "ct", "seed": 0,
-         "split": [0.5, 0.25, 0.25], "source": "synthetic", "num_classes": 16},
-    )  # fmt: skip
-    return store
+    return store_from_slices(root / "store", cases, splits, source="synthetic")
 
 
 def make_tiny_run(root: Path, model: str = "unet", size: int = 32) -> Path:

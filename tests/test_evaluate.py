@@ -12,11 +12,12 @@ from PIL import Image
 
 from amoseg.atomic import read_json, write_json
 from amoseg.cli.main import main
-from amoseg.data.slice_store import SliceStore, write_case
+from amoseg.data.slice_store import SliceStore
 from amoseg.errors import AmosegError
 from amoseg.labels import CLASS_NAMES
 from amoseg.models.base import SegmentationModel
 from amoseg.reports.evaluate import evaluate_model, evaluate_run
+from tests.tiny_store import store_from_slices
 
 SIZE = 16
 DROPPED = 3  # the fake model never predicts this class (left kidney)
@@ -71,13 +72,11 @@ def make_store(root: Path, splits: dict[str, list[str]] | None = None) -> Path:
         "amos_0003": [1, 3, 6],
         "amos_0004": [2, 6],
     }
+    cases = {}
     for case in sorted({c for v in splits.values() for c in v}):
         label = _case_label(rng, 5, classes[case])
-        image = (label.astype(np.int16) * 100).astype(np.int16)
-        write_case(root, case, image, label, {"modality": "ct"})
-    write_json(root / "store.json", {"version": 1, "size": SIZE, "num_classes": 16})
-    write_json(root / "splits.json", splits)
-    return root
+        cases[case] = ((label.astype(np.int16) * 100).astype(np.int16), label)
+    return store_from_slices(root, cases, splits)
 
 
 def expected_metrics(store: SliceStore) -> dict[str, float]:

@@ -325,11 +325,12 @@ def test_killed_worker_trial_fails_and_others_finish(tmp_path):
 
 def write_tiny_store(root: Path, cases: int = 3, slices: int = 4, size: int = 32) -> Path:
     """A prepared store with organ blobs: enough for a 1-epoch training run."""
-    from amoseg.data.slice_store import write_case
+    from tests.tiny_store import store_from_slices
 
     rng = np.random.default_rng(0)
     ids = [f"amos_{i:04d}" for i in range(cases)]
     yy, xx = np.mgrid[:size, :size]
+    made = {}
     for n, case in enumerate(ids):
         label = np.zeros((slices, size, size), np.uint8)
         for z in range(slices):
@@ -337,40 +338,9 @@ def write_tiny_store(root: Path, cases: int = 3, slices: int = 4, size: int = 32
             label[z][(yy - cy) ** 2 + (xx - cx) ** 2 < 30] = 1  # spleen-ish disc
             label[z][(yy - 20) ** 2 + (xx - 22 + z) ** 2 < 20] = 6  # liver-ish disc
         image = (-800 + 900 * (label > 0) + rng.normal(0, 20, label.shape)).astype(np.int16)
-        write_case(
-            root,
-            case,
-            image,
-            label,
-            {
-                "modality": "CT",
-                "original_shape": [size, size, slices],
-                "affine": np.eye(4).tolist(),
-                "spacing": [1.0, 1.0, 1.0],
-                "canonical_shape": [size, size, slices],
-                "kept_slices": list(range(slices)),
-                "image_file": f"{case}.nii.gz",
-                "label_file": f"{case}.nii.gz",
-            },
-        )
-    (root / "store.json").write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "size": size,
-                "keep": "all",
-                "modality": "all",
-                "seed": 0,
-                "split": [0.34, 0.33, 0.33],
-                "source": "synthetic test store",
-                "num_classes": 16,
-            }
-        )
-    )
-    (root / "splits.json").write_text(
-        json.dumps({"train": ids[:1], "val": ids[1:2], "test": ids[2:]})
-    )
-    return root
+        made[case] = (image, label)
+    splits = {"train": ids[:1], "val": ids[1:2], "test": ids[2:]}
+    return store_from_slices(root, made, splits, source="synthetic test store")
 
 
 @pytest.fixture(scope="module")

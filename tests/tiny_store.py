@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from amoseg.atomic import write_json
-from amoseg.data.slice_store import write_case
 from amoseg.data.splits import cv_folds
+from amoseg.data.store import create_store
+from amoseg.planning.planner import seed_configuration
 
 #: (class id, centre (row, col) as a fraction of S, radius fraction, HU)
 BLOBS = (
@@ -42,6 +42,30 @@ def make_case(rng: np.random.Generator, size: int, n_slices: int) -> tuple[np.nd
     return image.astype(np.int16), label
 
 
+def store_from_slices(
+    root: Path,
+    cases: dict[str, tuple[np.ndarray, np.ndarray]],
+    splits: dict[str, list[str]],
+    **info,
+) -> Path:
+    """A seed store of (Z, S, S) image/label stacks, through the public `create_store` (each
+    stack is an RAS volume with 1 mm voxels, so the seed resize to S×S is the identity)."""
+    size = next(iter(cases.values()))[0].shape[-1]
+    volumes = [
+        (cid, np.moveaxis(image, 0, 2), np.moveaxis(label, 0, 2), np.eye(4))
+        for cid, (image, label) in cases.items()
+    ]
+    create_store(
+        root,
+        volumes,
+        configuration=seed_configuration(size, keep="all"),
+        splits=splits,
+        modality=info.pop("modality", "ct"),
+        info=info,
+    )
+    return root
+
+
 def make_tiny_store(
     root: Path,
     cases: int = 4,
@@ -52,27 +76,9 @@ def make_tiny_store(
 ) -> Path:
     rng = np.random.default_rng(seed)
     ids = [f"amos_{i:04d}" for i in range(1, cases + 1)]
-    for cid in ids:
-        image, label = make_case(rng, size, slices)
-        write_case(root, cid, image, label, {"modality": "ct"})
+    made = {cid: make_case(rng, size, slices) for cid in ids}
     a, b, _ = split
     training = ids[: a + b]
     folds = cv_folds(training, ["ct"] * len(training), seed=seed)
-    write_json(
-        root / "splits.json",
-        {"train": ids[:a], "val": ids[a : a + b], "test": ids[a + b :], "folds": folds},
-    )
-    write_json(
-        root / "store.json",
-        {
-            "version": 1,
-            "size": size,
-            "keep": "all",
-            "modality": "ct",
-            "seed": seed,
-            "split": list(split),
-            "source": "tiny",
-            "num_classes": 16,
-        },
-    )
-    return root
+    splits = {"train": ids[:a], "val": ids[a : a + b], "test": ids[a + b :], "folds": folds}
+    return store_from_slices(root, made, splits, seed=seed, source="tiny")
