@@ -77,9 +77,16 @@ def store_lock(out: Path) -> Iterator[None]:
     """Hold the store's writer lock for the block; a second writer gets one clear line."""
     import fcntl
 
-    out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise AmosegError(
+            f"cannot write the store folder ({exc.strerror or exc})",
+            out,
+            "choose a writable output folder",
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
