@@ -4,6 +4,7 @@ written, and `invert` undoes orient → crop → resample exactly."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import nibabel as nib
 import numpy as np
@@ -211,3 +212,18 @@ def test_normalisation_schemes():
     assert abs(float(z.mean())) < 1e-6 and abs(float(z.std(unbiased=False)) - 1) < 1e-5
     with pytest.raises(Exception, match="clip"):
         Normalisation("ct", clip=(5.0, 1.0), mean=0.0, std=1.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_same_code_on_the_gpu():
+    image, label = phantom()
+    pre = Preprocessor(spacing=(0.4, 0.5, 2.0), crop_threshold=-500)
+    cpu = pre.forward(image, AFFINES["LAS"], label)
+    gpu = pre.forward(
+        torch.from_numpy(image).cuda(), AFFINES["LAS"], torch.from_numpy(label).cuda()
+    )
+    assert replace(gpu.record, intensity={}) == replace(cpu.record, intensity={})
+    torch.testing.assert_close(gpu.image.cpu(), cpu.image, atol=1e-3, rtol=0)
+    assert torch.equal(gpu.label.cpu(), cpu.label)
+    back = pre.invert_labels(one_hot(gpu.label), gpu.record)
+    assert back.is_cuda and np.array_equal(back.cpu().numpy(), label)
