@@ -52,8 +52,11 @@ def test_planned_configurations_prepare(planned_root, tmp_path, name):
             assert record.shape[2] == record.canonical_shape[2]
         assert record.crop[0][1] - record.crop[0][0] < 40  # body crop took air away
     assert summary["total"]["cases"] == 4
+    assert store.size is None
+    from amoseg.training.data import SliceDataset
+
     with pytest.raises(AmosegError, match="own plane shapes"):
-        _ = store.size
+        SliceDataset(store, "train")
 
 
 def test_3d_patch_sampler_oversamples_foreground(planned_root, tmp_path):

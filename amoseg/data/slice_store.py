@@ -209,16 +209,11 @@ class SliceStore:
         return Configuration.from_dict(self.configuration_name, plan, self.root / "store.json")
 
     @property
-    def size(self) -> int:
-        """S of a `seed` store's S×S slices."""
-        if self.info.get("size") is None:
-            raise AmosegError(
-                f"the store holds the '{self.configuration_name}' configuration, whose cases "
-                "have their own plane shapes, not S×S slices",
-                self.root,
-                "use a patch sampler (amoseg.data.samplers), or prepare a seed store (--size S)",
-            )
-        return int(self.info["size"])
+    def size(self) -> int | None:
+        """S of a `seed` store's S×S slices; None for a planned configuration (2d, 3d), whose
+        cases keep their own plane shapes (read them with `amoseg.data.samplers`)."""
+        size = self.info.get("size")
+        return None if size is None else int(size)
 
     def identity(self) -> dict[str, Any]:
         """What a run records about its store and checks again on resume and evaluate."""

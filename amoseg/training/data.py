@@ -27,6 +27,15 @@ class SliceDataset(Dataset):
 
     def __init__(self, store: Any, split: str = "train", context: int = 0):
         self.context = context
+        if store.size is None:
+            from amoseg.errors import AmosegError
+
+            raise AmosegError(
+                f"the store holds the '{store.configuration_name}' configuration, whose cases "
+                "have their own plane shapes, not S×S slices",
+                store.root,
+                "train a patch model (e.g. unet3d) on it, or prepare a seed store (--size S)",
+            )
         self.size = store.size
         # per case: image path, offset, dtype, label path, offset, number of planes
         self.cases: list[tuple[str, int, np.dtype, str, int, int]] = []
