@@ -671,6 +671,73 @@ def _evaluate_leak(tmp: Path, fx: Fixtures) -> Case:
     return Case(["evaluate", str(fx.run()), "--data", str(store)], "splits.json", None)
 
 
+def _other_split(store: Path) -> str:
+    """The same cases, one training case moved to validation: no leak, another identity."""
+    splits = json.loads((store / "splits.json").read_text())
+    splits["val"] = [*splits["val"], splits["train"].pop()]
+    (store / "splits.json").write_text(json.dumps(splits))
+    return "store"
+
+
+def _evaluate_other_store(tmp: Path, fx: Fixtures) -> Case:
+    store = tmp / "store"
+    shutil.copytree(fx.store(), store)
+    _other_split(store)
+    return Case(["evaluate", str(fx.run()), "--data", str(store)], "store", None)
+
+
+def _resume_other_store(tmp: Path, fx: Fixtures) -> Case:
+    run = tmp / "run"
+    shutil.copytree(fx.run(), run)
+    store = tmp / "store"
+    shutil.copytree(fx.store(), store)
+    _other_split(store)
+    argv = ["train", "prior", "--data", str(store), "--out", str(run), "--resume", *TRAIN_FAST]
+    return Case(argv, "store", None)
+
+
+def _prepare_locked(tmp: Path, fx: Fixtures) -> Case:
+    """A second prepare while another process holds the store's writer lock."""
+    root = amos_root(tmp / "root")
+    out = tmp / "store"
+    code = (
+        "import pathlib, sys, time\n"
+        "from amoseg.data.store import store_lock\n"
+        "with store_lock(pathlib.Path(sys.argv[1])):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(300)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    if holder.stdout is None or holder.stdout.readline().strip() != "held":
+        holder.kill()
+        raise RuntimeError("the lock holder did not start")
+
+    def release() -> None:
+        holder.kill()
+        holder.wait()
+
+    argv = ["prepare", str(root), str(out), "--size", str(SIZE)]
+    return Case(argv, "store", None, cleanup=release)
+
+
+def _prepare_bad_plan(tmp: Path, fx: Fixtures) -> Case:
+    """plan.json edited by hand into an invalid value: one line naming the field."""
+    root = amos_root(tmp / "root")
+    plan = {
+        "version": 1,
+        "configurations": {
+            "2d": {"dims": 2, "spacing": [0.8, -1, 2.5], "patch_size": [32, 32],
+                   "batch_size": 2, "network": {"class": "unet"}}
+        },
+    }  # fmt: skip
+    path = tmp / "plan.json"
+    path.write_text(json.dumps(plan))
+    argv = ["prepare", str(root), str(tmp / "out"), "--plan", str(path), "--configuration", "2d"]
+    return Case(argv, "configurations.2d.spacing", tmp / "out")
+
+
 # (input, command) -> builder.  Order = order of the table in docs/reliability.md.
 MATRIX: dict[tuple[str, str], Callable[[Path, Fixtures], Case]] = {}
 for _bad in BAD_NIFTI:
@@ -721,6 +788,10 @@ MATRIX[("truncated store.json", "train")] = _train_with_store(_broken_store_json
 MATRIX[("truncated case label.npy", "train")] = _train_with_store(_truncated_case)
 MATRIX[("test cases overlap training cases", "train")] = _train_with_store(_leak)
 MATRIX[("test cases overlap training cases", "evaluate")] = _evaluate_leak
+MATRIX[("store with another split than the run's", "evaluate")] = _evaluate_other_store
+MATRIX[("store with another split than the run's", "train")] = _resume_other_store
+MATRIX[("store locked by a running prepare", "prepare")] = _prepare_locked
+MATRIX[("plan.json with an invalid field", "prepare")] = _prepare_bad_plan
 MATRIX[("unwritable output folder", "train")] = _train_unwritable
 MATRIX[("unwritable --json report path", "score")] = _score_unwritable
 MATRIX[("read-only output folder (ro tmpfs)", "prepare")] = _prepare_readonly
