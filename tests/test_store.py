@@ -228,3 +228,23 @@ def test_evaluate_and_resume_refuse_a_store_with_another_identity(tmp_path):
         assert res.returncode == 2, res.stderr
         lines = [line for line in res.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and "not the one this run was trained on" in lines[0]
+
+
+def test_foreground_samples_are_balanced_over_organs(tmp_path):
+    """A 2-voxel-wide adrenal beside a big liver is still the centre of about half of the
+    foreground samples (an organ is drawn first, then a voxel: nnU-Net)."""
+    image = np.full((40, 40, 10), -50, np.int16)
+    label = np.zeros((40, 40, 10), np.uint8)
+    label[2:32, 2:32, 1:9] = 6
+    label[36:38, 36:38, 4:6] = 11
+    store = SliceStore(
+        create_store(
+            tmp_path / "s",
+            [("amos_0001", image, label, np.eye(4))],
+            splits={"train": ["amos_0001"], "val": [], "test": []},
+        )
+    )
+    ds = PatchDataset(store, "train", (4, 4, 2), length=300, seed=3)
+    centres = [int(ds[i][1][1, 2, 2]) for i in range(300) if ds.forced_foreground(i)]
+    assert len(centres) == 100 and set(centres) <= {6, 11}
+    assert 0.3 < centres.count(11) / len(centres) < 0.7

@@ -4,9 +4,10 @@ foreground oversampling.
 Every case of a store is a (Z, X, Y) volume on its configuration's grid (RAS+ axes). A
 sample is a patch of the configuration's `patch_size` ((x, y) for 2D, (x, y, z) for 3D) cut
 from one case; where the patch reaches past the volume it is padded (image with the lowest
-value read, label with background). Of every three samples one is centred on a random
-foreground voxel (nnU-Net's one third); the others are placed uniformly, so the batch still
-sees what the scan looks like away from organs.
+value read, label with background). Of every three samples one is centred on a voxel of an
+organ drawn at random among those the case holds (nnU-Net's one third, class-balanced so the
+adrenal glands are seen as often as the liver); the others are placed uniformly, so the
+batch still sees what the scan looks like away from organs.
 
 Samples are a pure function of (seed, epoch, index): a resumed run replays the same batches,
 and DataLoader workers need no shared state. Images stay in their stored dtype (int16 or
@@ -88,23 +89,31 @@ class PatchDataset(Dataset):
         share = self.foreground_share
         return share > 0 and int((i + 1) * share) > int(i * share)
 
-    def foreground_positions(self, ci: int) -> np.ndarray:
-        """(n, 3) z, x, y positions of up to FOREGROUND_POSITIONS organ voxels of case ci."""
+    def foreground_positions(self, ci: int) -> dict[int, np.ndarray]:
+        """organ id → (n, 3) z, x, y positions of up to FOREGROUND_POSITIONS of its voxels in
+        case ci (sampled once, seeded)."""
         if ci not in self._foreground:
-            label = self.store.label(self.case_ids[ci])
-            where = np.argwhere(np.asarray(label) > 0)
-            if len(where) > FOREGROUND_POSITIONS:
-                rng = np.random.default_rng([self.seed, ci])
-                where = where[rng.choice(len(where), FOREGROUND_POSITIONS, replace=False)]
-            self._foreground[ci] = where
+            label = np.asarray(self.store.label(self.case_ids[ci]))
+            where = np.argwhere(label > 0)  # one pass over the volume, then grouped by organ
+            ids = label[tuple(where.T)]
+            rng = np.random.default_rng([self.seed, ci])
+            found: dict[int, np.ndarray] = {}
+            for organ in np.unique(ids):
+                at = where[ids == organ]
+                if len(at) > FOREGROUND_POSITIONS:
+                    at = at[rng.choice(len(at), FOREGROUND_POSITIONS, replace=False)]
+                found[int(organ)] = at
+            self._foreground[ci] = found
         return self._foreground[ci]
 
     def _start(self, rng: np.random.Generator, ci: int, fg: bool) -> tuple[int, int, int]:
         """The patch's first (z, x, y) voxel (may be negative or past the end: padding)."""
         shape = self.shapes[ci]
         size = self._zxy_patch()
-        positions = self.foreground_positions(ci) if fg else None
-        if positions is not None and len(positions):
+        organs = self.foreground_positions(ci) if fg else {}
+        if organs:
+            # an organ first, then one of its voxels (nnU-Net): small organs get their share
+            positions = organs[sorted(organs)[int(rng.integers(len(organs)))]]
             centre = positions[int(rng.integers(len(positions)))]
             return tuple(int(c) - s // 2 for c, s in zip(centre, size, strict=True))  # type: ignore[return-value]
         starts = []
