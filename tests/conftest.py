@@ -24,3 +24,15 @@ def tiny_unet_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.predict_models import make_tiny_run
 
     return make_tiny_run(tmp_path_factory.mktemp("tiny_unet"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny convolutions are dominated by thread synchronisation: one torch thread is many
+    times faster than two on a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

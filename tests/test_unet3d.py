@@ -23,14 +23,7 @@ from tests.tiny_store import make_tiny_store
 TINY = {"base": 4, "stages": 3, "patch": [8, 16, 16]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny 3D convolutions are dominated by thread synchronisation: one thread is ~10×
-    faster than two on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +152,24 @@ def test_sliding_window_covers_volumes_larger_and_smaller_than_a_patch():
         probs = model.volume_scores(torch.randn(shape) * 200)
         assert probs.shape == (shape[0], 16, *shape[1:])
         torch.testing.assert_close(probs.sum(1), torch.ones(shape), atol=1e-5, rtol=0)
+
+
+def test_predict_cli_runs_the_sliding_window_with_and_without_tta(store, tmp_path):
+    import nibabel as nib
+
+    from amoseg.data.slice_store import SliceStore
+
+    run = tmp_path / "r"
+    train("unet3d", store, run, settings(epochs=1))
+    volume = np.asarray(SliceStore(store).image("amos_0005"))  # (Z, X, Y) on the RAS+ grid
+    scan = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(volume.transpose(1, 2, 0)), np.eye(4)), scan)
+    for flag in ("--no-tta", "--tta"):
+        out = tmp_path / flag.strip("-")
+        main(["predict", str(run), str(scan), "-o", str(out), "--device", "cpu", flag])
+        seg = np.asarray(nib.load(out / "scan_seg.nii.gz").dataobj)
+        assert seg.shape == (32, 32, 12) and seg.dtype == np.uint8
+    model = load_run(run, device="cpu")
+    expected = model_labels(model, volume).transpose(1, 2, 0)
+    plain = np.asarray(nib.load(tmp_path / "no-tta" / "scan_seg.nii.gz").dataobj)
+    assert (plain == expected).mean() > 0.99  # same network and window as validation

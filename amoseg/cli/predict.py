@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -12,11 +13,13 @@ def register(app: typer.Typer) -> None:
 
 
 def predict(
-    run_dir: Path = typer.Argument(
-        ..., help="Run folder written by `amoseg train`, or a .amoseg.zip model package."
-    ),
-    inputs: list[Path] = typer.Argument(
-        ..., help="NIfTI files (.nii/.nii.gz), folders of them, or DICOM series folders."
+    paths: list[Path] = typer.Argument(
+        ...,
+        help="Models, then scans. Models: run folders of `amoseg train`, folders of runs "
+        "(e.g. all folds) or *.amoseg.zip packages; several are ensembled (probabilities "
+        "averaged on each scan's grid). Scans: NIfTI files (.nii/.nii.gz), folders of them, "
+        "or DICOM series folders.",
+        metavar="RUN... SCAN...",
     ),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -24,7 +27,16 @@ def predict(
         None, "--batch-size", min=1, help="Slices per forward pass (default 8 CPU, 32 GPU)."
     ),
     postprocess: str = typer.Option(
-        "none", help="none, or lcc: keep each organ's largest 3D connected component."
+        "auto",
+        help="auto (the organs `amoseg cv` chose from the validation folds, saved with the "
+        "runs; none without a saved choice), none, or lcc: keep every organ's largest 3D "
+        "connected component.",
+    ),
+    tta: bool | None = typer.Option(
+        None,
+        "--tta/--no-tta",
+        help="Test-time mirroring (paired left/right organs swapped), probabilities "
+        "averaged: 4× (2D) or 8× (3D) the compute. Default: on for CUDA, off on CPU.",
     ),
     overlay: bool = typer.Option(False, "--overlay", help="Also write a PNG montage."),
     output_format: str = typer.Option(
@@ -60,7 +72,9 @@ def predict(
 
     from amoseg.errors import AmosegError
     from amoseg.inference.backends import PRECISIONS, resolve_device
+    from amoseg.inference.ensemble import open_members, split_models
     from amoseg.inference.outputs import OutputSettings
+    from amoseg.inference.postprocess import saved_lcc_organs
     from amoseg.inference.predict import (
         SYNTHETIC_NOTE,
         collect_inputs,
@@ -68,24 +82,40 @@ def predict(
         predict_many,
         trained_on_synthetic,
     )
+    from amoseg.inference.tta import MirroredBackend
 
-    if postprocess not in {"none", "lcc"}:
-        raise AmosegError(f"unknown --postprocess {postprocess!r}", None, "use none or lcc")
+    if postprocess not in {"auto", "none", "lcc"}:
+        raise AmosegError(f"unknown --postprocess {postprocess!r}", None, "use auto, none or lcc")
     if backend not in {"torch", "onnx"}:
         raise AmosegError(f"unknown --backend {backend!r}", None, "use torch or onnx")
     if precision not in PRECISIONS:
         raise AmosegError(f"unknown --precision {precision!r}", None, "use auto, fp32 or bf16")
-    resolve_device(device)  # a bad --device fails before any model is loaded
-    outputs = OutputSettings(output_format, html, model_name=run_dir.name)
+    dev = resolve_device(device)  # a bad --device fails before any model is loaded
+    models, inputs = split_models(paths)
+    mirror = dev.type == "cuda" if tta is None else tta
+    outputs = OutputSettings(output_format, html, model_name=models[0].name)
     items, failures = collect_inputs(list(inputs))
     if len(inputs) == 1 and len(items) == 1:
         outputs.check_input(items[0].path, items[0].kind)  # before the model is loaded
     console = Console(stderr=False)
-    scorer = open_backend(
-        run_dir, backend=backend, device=device, onnx_path=onnx,  # type: ignore[arg-type]
-        precision=precision, crop=crop,
-    )  # fmt: skip
-    if trained_on_synthetic(run_dir):
+    scorer: Any
+    if backend == "onnx":
+        if len(models) != 1:
+            raise AmosegError("--backend onnx predicts with one run", models[1], "pass one run")
+        scorer = open_backend(
+            models[0], backend="onnx", device=device, onnx_path=onnx, precision=precision,
+            crop=crop,
+        )  # fmt: skip
+        scorer, runs = (MirroredBackend(scorer) if mirror else scorer), models
+    else:
+        scorer, runs = open_members(
+            models, device=device, precision=precision, crop=crop, tta=mirror
+        )
+    chosen: Any = postprocess
+    if postprocess == "auto":
+        organs = saved_lcc_organs(runs) if runs else None
+        chosen = organs or "none"
+    if any(trained_on_synthetic(run) for run in runs):
         typer.echo(SYNTHETIC_NOTE, err=True)
     if len(inputs) == 1 and failures:
         raise failures[0][1]
@@ -116,7 +146,7 @@ def predict(
 
         results, scan_failures = predict_many(
             scorer, items, out,
-            batch_size=batch_size, postprocess=postprocess,  # type: ignore[arg-type]
+            batch_size=batch_size, postprocess=chosen,
             overlay=overlay, outputs=outputs, on_done=done,
         )  # fmt: skip
     total = len(items) + len(failures)  # scans found + inputs that could not be expanded

@@ -125,7 +125,9 @@ class TorchBackend:
         module = fold_batchnorm(module.eval())
         if self.device.type == "cpu":
             use_strided_pooling(module)
-        self.module = module.to(self.device).to(memory_format=torch.channels_last)
+        volumetric = any(p.ndim == 5 for p in module.parameters())  # 3D convolutions
+        layout = torch.channels_last_3d if volumetric else torch.channels_last
+        self.module = module.to(self.device).to(memory_format=layout)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # slice batches repeat the same shapes
         self.input_size = int(input_size)

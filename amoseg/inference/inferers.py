@@ -148,10 +148,18 @@ class SlidingWindowInferer(_VolumeInferer):
         self.sigma_scale = float(sigma_scale)
 
     def slabs(self, volume: Any, predictor: Predictor) -> Iterator[Slab]:
+        volume = as_volume(volume)
+        # inference mode throughout: a TorchBackend's scores are inference tensors, which
+        # MONAI's in-place blending could not otherwise accumulate
+        with torch.inference_mode():
+            scores = self._blend(volume, predictor)
+        frame = (int(volume.shape[1]), int(volume.shape[2]))
+        yield Slab(0, torch.as_tensor(scores)[0].transpose(0, 1), None, frame)
+
+    def _blend(self, volume: torch.Tensor, predictor: Predictor) -> Any:
         from monai.inferers import sliding_window_inference
 
-        volume = as_volume(volume)
-        scores = sliding_window_inference(
+        return sliding_window_inference(
             volume.float()[None, None],
             roi_size=self.patch_size,
             sw_batch_size=self.batch_size,
@@ -160,8 +168,6 @@ class SlidingWindowInferer(_VolumeInferer):
             mode="gaussian",
             sigma_scale=self.sigma_scale,
         )
-        frame = (int(volume.shape[1]), int(volume.shape[2]))
-        yield Slab(0, torch.as_tensor(scores)[0].transpose(0, 1), None, frame)
 
 
 def label_volume(inferer: Inferer, volume: Any, predictor: Predictor) -> torch.Tensor:

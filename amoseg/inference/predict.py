@@ -37,7 +37,8 @@ from amoseg.inference.pipeline import scan_probabilities as _scan_probabilities
 from amoseg.inference.postprocess import largest_component_per_organ
 from amoseg.inference.volumes import organ_volumes, voxel_volume_ml, write_volumes
 
-Postprocess = Literal["none", "lcc"]
+#: "none", "lcc" (every organ), or the organ ids to clean up (a choice from validation folds)
+Postprocess = Literal["none", "lcc"] | Sequence[int]
 CHECKPOINTS = ("checkpoint_best.pt", "checkpoint_latest.pt")
 RUN_ONNX = "model.onnx"
 
@@ -237,6 +238,9 @@ def segment_scan(
     if postprocess == "lcc":
         with times.stage("postprocess"):
             labels = largest_component_per_organ(labels)
+    elif not isinstance(postprocess, str):
+        with times.stage("postprocess"):
+            labels = largest_component_per_organ(labels, postprocess)
     elif postprocess != "none":
         raise AmosegError(f"unknown postprocess {postprocess!r}", None, "use none or lcc")
     return labels
@@ -252,8 +256,8 @@ def predict_scan(
     overlay: bool = False,
     outputs: OutputSettings | None = None,
 ) -> Prediction:
-    """Segment one scan and write its label map, volume table and (optionally) overlay,
-    DICOM-SEG and HTML viewer."""
+    """Segment one scan (one backend, or an ensemble of several) and write its label map,
+    volume table and (optionally) overlay, DICOM-SEG and HTML viewer."""
     out_dir = Path(out_dir)
     outputs = outputs or OutputSettings()
     outputs.check_input(item.path, item.kind)

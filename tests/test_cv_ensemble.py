@@ -1,0 +1,128 @@
+"""Cross-validation, ensembles and the post-processing choice on tiny synthetic scans."""
+
+from __future__ import annotations
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from amoseg.atomic import read_json
+from amoseg.cli.main import main
+from amoseg.data.prepare import prepare_dataset
+from amoseg.data.slice_store import SliceStore
+from amoseg.data.synth import generate_dataset
+from amoseg.inference.ensemble import open_members, split_models
+from amoseg.inference.postprocess import (
+    POSTPROCESSING_FILE,
+    choose_lcc_organs,
+    largest_component_per_organ,
+    saved_lcc_organs,
+)
+from amoseg.inference.predict import scan_probabilities
+from amoseg.inference.tta import mirrored
+from amoseg.reports.cv import CV_DIR, CV_JSON, postprocessing_choice
+from amoseg.training import TrainSettings, train
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def folds(tmp_path_factory):
+    """5 synthetic scans → a 32² store with 5 folds → tiny unet runs on folds 0 and 1."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("cv")
+    generate_dataset(root / "amos", 5, 0, "demo", progress=False)
+    store = root / "store"
+    prepare_dataset(root / "amos", store, size=32, split=(0.6, 0.2, 0.2), progress=False)
+    runs = root / "runs"
+    for fold in (0, 1):
+        settings = TrainSettings(
+            epochs=1, device="cpu", progress=False, max_slices_per_epoch=8, fold=fold,
+            hparams={"base": 4, "depth": 2, "augment": False},
+        )  # fmt: skip
+        train("unet", store, runs / f"fold_{fold}", settings)
+    return root, store, runs
+
+
+@pytest.mark.slow
+def test_cv_summarises_folds_and_saves_a_reproducible_choice(folds, capsys):
+    _root, store, runs = folds
+    main(["cv", str(runs), "--device", "cpu"])
+    assert "2 folds: validation Dice" in capsys.readouterr().out
+    result = read_json(runs / CV_DIR / CV_JSON)
+    splits = read_json(store / "splits.json")
+    for entry in result["folds"]:  # each fold scored on exactly its own validation cases
+        cases = [c["case"] for c in entry["raw"]["per_case"]]
+        assert cases == splits["folds"][entry["fold"]]["val"]
+    assert [r["fold"] for r in result["summary"]] == [0, 1, "mean", "sd"]
+    for name in ("cv_summary.md", "cv_summary.csv", "cv_dice.png"):
+        assert (runs / CV_DIR / name).stat().st_size > 0
+    saved = read_json(runs / "fold_0" / POSTPROCESSING_FILE)
+    assert postprocessing_choice(result["folds"]) == saved  # reproduced from cv.json alone
+    assert read_json(runs / POSTPROCESSING_FILE) == saved
+    assert saved_lcc_organs([runs / "fold_0", runs / "fold_1"]) == sorted(saved["lcc_organs"])
+
+
+def test_choice_keeps_lcc_only_where_it_raised_dice():
+    raw = [{1: 0.8, 2: 0.5, 3: None}, {1: 0.6, 2: 0.7, 3: None}]
+    lcc = [{1: 0.9, 2: 0.5, 3: None}, {1: 0.6, 2: 0.6, 3: None}]
+    choice = choose_lcc_organs(raw, lcc)
+    assert choice[1]["apply"] and not choice[2]["apply"] and 3 not in choice
+    assert choice[1]["dice"] == pytest.approx(0.7) and choice[1]["dice_lcc"] == pytest.approx(0.75)
+
+
+def test_lcc_on_chosen_organs_only():
+    labels = np.zeros((6, 6, 6), np.uint8)
+    labels[0, 0, 0] = labels[4:6, 4:6, 4:6] = 1  # spleen: an island and a body
+    labels[0, 5, 0] = labels[2:4, 0:2, 2:4] = 6  # liver too
+    out = largest_component_per_organ(labels, organs=[1])
+    assert out[0, 0, 0] == 0 and out[0, 5, 0] == 6 and (out == 1).sum() == 8
+
+
+def _scan(store, tmp_path):
+    meta = SliceStore(store).meta(SliceStore(store).cases("test")[0])
+    return meta["image_file"]
+
+
+@pytest.mark.slow
+def test_ensemble_of_two_identical_runs_equals_one_run(folds, tmp_path):
+    _root, store, runs = folds
+    twin = tmp_path / "twin"
+    shutil.copytree(runs / "fold_0", twin)
+    image = nib.load(_scan(store, tmp_path))
+    data = np.asarray(image.dataobj)
+    [one], _ = open_members([runs / "fold_0"], device="cpu")
+    two, _ = open_members([runs / "fold_0", twin], device="cpu")
+    p1 = scan_probabilities([one], data, image.affine)
+    p2 = scan_probabilities(two, data, image.affine)
+    torch.testing.assert_close(p2, p1, atol=1e-6, rtol=0)
+    # the CLI writes the arg-max of exactly those probabilities (no saved clean-up choice)
+    out = tmp_path / "two"
+    scan = _scan(store, tmp_path)
+    for run in (runs / "fold_0", twin):
+        (run / POSTPROCESSING_FILE).unlink(missing_ok=True)
+    main(["predict", str(runs / "fold_0"), str(twin), scan, "-o", str(out), "--device", "cpu"])
+    [seg] = list(out.glob("*_seg.nii.gz"))
+    assert np.array_equal(np.asarray(nib.load(seg).dataobj), p1.argmax(0).numpy())
+    # a folder of runs is an ensemble of all of them; the rest of the arguments are scans
+    models, inputs = split_models([runs, twin, scan])
+    assert models == [runs, twin] and [str(p) for p in inputs] == [scan]
+    members, found = open_members(models, device="cpu")
+    assert len(members) == 3 and found == [runs / "fold_0", runs / "fold_1", twin]
+
+
+def test_mirrored_2d_predictor_is_left_right_exact():
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(1, 16, 3, padding=1)
+    x = torch.randn(2, 1, 8, 6)
+    x = (x + x.flip(2)) / 2  # symmetric along X (dim 2 of a slice batch)
+    with torch.no_grad():
+        p = mirrored(net)(x).softmax(1)
+        plain = net(x).softmax(1)
+    from amoseg.data.mirror import mirror_scores
+
+    assert not torch.allclose(plain, mirror_scores(plain, [2], 2), atol=1e-3)
+    torch.testing.assert_close(p, mirror_scores(p, [2], 2), atol=1e-6, rtol=0)
