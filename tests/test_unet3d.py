@@ -17,7 +17,6 @@ from amoseg.models.registry import create_model
 from amoseg.models.unet3d import deep_supervision_weights, stage_strides
 from amoseg.training import TrainSettings, load_run, train
 from amoseg.training.augment3d import augment_patches
-from amoseg.training.patches import PatchDataset
 from tests.tiny_store import make_tiny_store
 
 TINY = {"base": 4, "stages": 3, "patch": [8, 16, 16]}
@@ -89,20 +88,6 @@ def test_cli_contract_with_a_fold(store, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main([*args[:6], "--fold", "7", "--device", "cpu"])
     assert exc.value.code == 2
-
-
-def test_patches_oversample_foreground_and_are_reproducible(store):
-    from amoseg.data.slice_store import SliceStore
-
-    data = PatchDataset(SliceStore(store), "train", (4, 8, 8), seed=0, foreground=1.0)
-    fg = [int((data[i][1] > 0).any()) for i in range(12)]
-    assert sum(fg) == 12  # every patch centred on an organ
-    none = PatchDataset(SliceStore(store), "train", (4, 8, 8), seed=0, foreground=0.0)
-    x, y = data[5]
-    assert x.shape == (1, 4, 8, 8) and y.shape == (4, 8, 8)
-    assert torch.equal(data[5][0], x) and not torch.equal(none[5][0], x)
-    big = PatchDataset(SliceStore(store), "train", (16, 40, 40), seed=0)  # larger than a case
-    assert big[0][0].shape == (1, 16, 40, 40)
 
 
 def test_augmentation_keeps_shapes_and_is_seeded():

@@ -4,10 +4,11 @@
   blocks, instance norm, leaky ReLU, `base` channels in the first stage doubling per stage up
   to 320, strides by nnU-Net's rule, deep-supervision heads. (`dynamic-network-architectures`
   0.4.4 pulls timm and a CUDA torchvision build that does not import beside our CPU torch);
-- training: patches from the store's volumes, one third centred on an organ
-  (`amoseg.training.patches`); Dice + CE at every supervised decoder scale with weights
-  1/2^k (the coarsest scale left out, as nnU-Net); 3D augmentation on the device
-  (`amoseg.training.augment3d`, left–right mirroring swaps paired organs);
+- training: patches from the store's volumes (a `3d` store: the plan's patch size), one
+  third centred on an organ (`amoseg.data.samplers.PatchDataset`); Dice + CE at every
+  supervised decoder scale with weights 1/2^k (the coarsest scale left out, as nnU-Net);
+  3D augmentation on the device (`amoseg.training.augment3d`, left–right mirroring swaps
+  paired organs);
   AdamW with warm-up then cosine decay; bf16 autocast and channels_last_3d on GPU;
 - inference: sliding window with Gaussian weighting (MONAI), optionally test-time
   mirroring along every axis combination with the left–right label swap.
@@ -120,16 +121,27 @@ class UNet3d(TorchModel):
         out = UNetModern.store_hparams(store, hparams)
         if not hparams.get("patch"):
             stages = int(hparams.get("stages", cls.HPARAMS["stages"]))
-            out["patch"] = fit_patch(store, cls.DEFAULT_PATCH, 2 ** (stages - 1))
+            target = cls.DEFAULT_PATCH
+            planned = store.info.get("size") is None  # a planned store: its plan's patch
+            if planned and len(store.configuration.patch_size) == 3:
+                x, y, z = store.configuration.patch_size
+                target = (z, x, y)
+            out["patch"] = fit_patch(store, target, 2 ** (stages - 1))
         return out
 
     # ---- training hooks -------------------------------------------------------------------
     def train_dataset(self, store: Any, seed: int) -> Any:
-        from amoseg.training.patches import PatchDataset
+        """3D patches of this model's size from any store's (Z, X, Y) volumes (a `3d` store
+        or the stacks of a seed store), a third centred on an organ."""
+        from amoseg.data.samplers import PatchDataset
+        from amoseg.training.data import EpochPatches
 
-        return PatchDataset(
-            store, "train", self.patch, seed=seed, foreground=float(self.hparams["foreground"])
-        )
+        z, x, y = self.patch
+        patches = PatchDataset(
+            store, "train", (x, y, z), seed=seed,
+            foreground_share=float(self.hparams["foreground"]),
+        )  # fmt: skip
+        return EpochPatches(patches)
 
     def crop_batch(self, x, y):
         return x, y
