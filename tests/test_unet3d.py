@@ -151,10 +151,11 @@ def test_predict_cli_runs_the_sliding_window_with_and_without_tta(store, tmp_pat
     nib.save(nib.Nifti1Image(np.ascontiguousarray(volume.transpose(1, 2, 0)), np.eye(4)), scan)
     for flag in ("--no-tta", "--tta"):
         out = tmp_path / flag.strip("-")
-        main(["predict", str(run), str(scan), "-o", str(out), "--device", "cpu", flag])
+        main(["predict", str(run), str(scan), "-o", str(out), "--device", "cpu", flag,
+              "--precision", "fp32"])  # fmt: skip
         seg = np.asarray(nib.load(out / "scan_seg.nii.gz").dataobj)
         assert seg.shape == (32, 32, 12) and seg.dtype == np.uint8
     model = load_run(run, device="cpu")
     expected = model_labels(model, volume).transpose(1, 2, 0)
     plain = np.asarray(nib.load(tmp_path / "no-tta" / "scan_seg.nii.gz").dataobj)
-    assert (plain == expected).mean() > 0.99  # same network and window as validation
+    assert (plain == expected).mean() > 0.999  # the network and window of validation
