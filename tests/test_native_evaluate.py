@@ -17,16 +17,22 @@ from amoseg.reports.compare import compare_runs
 from amoseg.training import TrainSettings, train
 
 
-@pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
-    """4 synthetic demo-preset scans → a 32² store → a tiny one-epoch unet, evaluated."""
-    root = tmp_path_factory.mktemp("native")
+@pytest.fixture(scope="module", params=["seed", "2d"])
+def evaluated(request, tmp_path_factory):
+    """4 synthetic demo-preset scans → a store (the report's 32² slices, or the planned 2d
+    configuration: body crop + median spacing) → a tiny one-epoch unet, evaluated."""
+    root = tmp_path_factory.mktemp(f"native-{request.param}")
     generate_dataset(root / "amos", 4, 0, "demo", progress=False)
     store = root / "store"
-    prepare_dataset(root / "amos", store, size=32, split=(0.5, 0.25, 0.25), progress=False)
+    if request.param == "seed":
+        prepare_dataset(root / "amos", store, size=32, split=(0.5, 0.25, 0.25), progress=False)
+    else:
+        pytest.importorskip("amoseg.data.samplers")  # planned stores (the plan's volume store)
+        main(["prepare", str(root / "amos"), str(store), "--configuration", "2d",
+              "--split", "0.5,0.25,0.25", "--quiet"])  # fmt: skip
     run = root / "run"
     settings = TrainSettings(
-        epochs=1, device="cpu", progress=False, max_slices_per_epoch=16,
+        epochs=1, device="cpu", progress=False, max_slices_per_epoch=16, num_workers=0,
         hparams={"base": 4, "depth": 2, "augment": False},
     )  # fmt: skip
     train("unet", store, run, settings)
