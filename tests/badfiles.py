@@ -754,7 +754,7 @@ MATRIX[("dataset.json absolute path", "prepare")] = _prepare_listing(
 )
 MATRIX[("symlink leading out of the folder", "prepare")] = _prepare_symlink_out
 MATRIX[("deeply nested dataset.json", "prepare")] = _prepare_document("[" * 100_000)
-MATRIX[("dataset.json is a list, not an object", "prepare")] = _prepare_document("[1, 2]")
+MATRIX[("dataset.json is an array, not an object", "prepare")] = _prepare_document("[1, 2]")
 MATRIX[("huge dataset.json (64 MiB)", "prepare")] = _prepare_document(None, 64 << 20)
 MATRIX[("non-AMOS label set in dataset.json", "prepare")] = _prepare_listing(
     labels={"0": "background", "1": "tumour", "2": "cyst"}

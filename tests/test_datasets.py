@@ -125,9 +125,9 @@ def test_symlinks_inside_the_folder_are_fine(tmp_path):
     [
         ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
         ('{"training": ' + "[" * 50_000 + "]" * 50_000 + "}", "nested too deeply"),
-        ("[]", "JSON list, not an object"),
-        ("3", "JSON int, not an object"),
-        ("null", "JSON NoneType, not an object"),
+        ("[]", "is an array, not a JSON object"),
+        ("3", "is a number, not a JSON object"),
+        ("null", "is null, not a JSON object"),
         ('{"numTraining": 1' + "0" * 5000 + "}", "not valid JSON"),
         ('{"training": [], "labels": {"0": "background", "1": "tumour"}}', "no labelled"),
     ],

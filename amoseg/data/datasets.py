@@ -100,8 +100,11 @@ def read_dataset_json(path: Path) -> dict:
         )
     spec = read_json(path, "dataset.json")
     if not isinstance(spec, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(spec), "a number"
+        )
         raise AmosegError(
-            f"dataset.json is a JSON {type(spec).__name__}, not an object",
+            f"dataset.json is {kind}, not a JSON object",
             path,
             'expected {"training": [...], ...} (AMOS) or {"channel_names": ...} (nnU-Net)',
         )
