@@ -107,3 +107,16 @@ def test_prepare_records_the_affines_spacing_and_warns_about_pixdim(tmp_path):
         "amos_0002: amos_0002.nii.gz: pixdim (1.5, 1.5, 1) mm disagrees with the affine's "
         "voxel sizes (1.5, 1.5, 3) mm; using the affine"
     ]
+
+
+def test_corrupt_qform_quaternion_is_one_line(tmp_path):
+    """Found by tests/test_reader_fuzz.py: quaternion b, c, d with b² + c² + d² > 1 made
+    nibabel raise ValueError outside load_nifti's guarded read."""
+    img = nib.Nifti1Image(badfiles.good_image(), badfiles.affine())
+    img.set_qform(badfiles.affine(), code=1)
+    img.header["quatern_b"], img.header["quatern_c"] = 0.00195312, 1.0
+    path = tmp_path / "bad_qform.nii"
+    nib.save(img, str(path))
+    with pytest.raises(AmosegError, match="cannot be read") as info:
+        load_nifti(path)
+    assert "\n" not in info.value.line() and info.value.path == path

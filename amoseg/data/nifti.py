@@ -55,6 +55,8 @@ def load_nifti(path: str | Path, what: str = "image") -> nib.Nifti1Image:
         _check_header(img, path, what)
         data = np.asanyarray(img.dataobj)
         affine = img.affine
+        # a corrupt quaternion fails here (nibabel: "w2 should be positive"), not later
+        qform, sform = img.get_qform(), img.get_sform()
     except AmosegError:
         raise
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
@@ -91,8 +93,8 @@ def load_nifti(path: str | Path, what: str = "image") -> nib.Nifti1Image:
             "amoseg segments single 3D scans",
         )
     out = nib.Nifti1Image(np.asarray(data), affine, img.header)
-    out.set_qform(img.get_qform(), code=int(img.header["qform_code"]))
-    out.set_sform(img.get_sform(), code=int(img.header["sform_code"]))
+    out.set_qform(qform, code=int(img.header["qform_code"]))
+    out.set_sform(sform, code=int(img.header["sform_code"]))
     return out
 
 
