@@ -65,7 +65,7 @@ def build(work: Path, variant: str, cases: int, size: int) -> Path:
 def train_model(model: str, variant: str, store: Path, run: Path, args) -> dict:
     from amoseg.training import TrainSettings, train
 
-    if (run / "summary.json").exists():
+    if (run / "summary.json").exists():  # trained by an earlier invocation: reuse it
         return json.loads((run / "summary.json").read_text())
     hparams: dict = {"base": args.base} if model == "unet" else {}
     if VARIANTS[variant] and model == "unet":
@@ -101,13 +101,17 @@ def score_run(run: Path, root: Path, out: Path) -> dict[str, dict]:
                 for e in meta["test"]]  # fmt: skip
     scans = [(n, REALDATA / i, REALDATA / g, who) for n, i, g, who in REAL_SCANS] + phantoms
     out.mkdir(parents=True, exist_ok=True)
-    amoseg("predict", str(run), *(str(s[1]) for s in scans), "-o", str(out / "pred"),
-           "--device", "cpu")  # fmt: skip
+    targets = [out / f"score_{name}.json" for name, *_ in scans]
+    trained = (run / "checkpoint_best.pt").stat().st_mtime
+    if not all(t.exists() and t.stat().st_mtime > trained for t in targets):
+        amoseg("predict", str(run), *(str(s[1]) for s in scans), "-o", str(out / "pred"),
+               "--device", "cpu")  # fmt: skip
     results = {}
     for name, image, label, who in scans:
         pred = out / "pred" / f"{image.name.split('.')[0]}_seg.nii.gz"
         target = out / f"score_{name}.json"
-        amoseg("score", str(pred), str(label), "--json", str(target))
+        if not (target.exists() and target.stat().st_mtime > trained):
+            amoseg("score", str(pred), str(label), "--json", str(target))
         dice, mean = organ_dice(json.loads(target.read_text()))
         results[name] = {"labels": who, "mean_organ_dice": mean, "dice": dice}
     return results
@@ -138,7 +142,7 @@ def table(results: dict, summaries: dict, args, seconds: float) -> str:
         lines.append(f"| {scan} | {who} | " + " | ".join(cells) + " |")
     lines.append(
         "| *train time (s)* | | "
-        + " | ".join(f"{summaries[r].get('wall_seconds', float('nan')):.0f}" for r in runs)
+        + " | ".join(f"{summaries[r].get('train_seconds', float('nan')):.0f}" for r in runs)
         + " |"
     )
     lines += ["", "Per organ Dice (%) on the real scans (— : organ not in that scan's labels):", ""]
@@ -180,6 +184,12 @@ def main() -> None:
     p.add_argument("--base", type=int, default=16)
     p.add_argument("--work", type=Path, default=Path("/tmp/amoseg-phantom-to-real"))
     p.add_argument("--docs", type=Path, default=None, help="write the tables into this file")
+    p.add_argument(
+        "--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+        help="train/score only these (e.g. one per process); a later call with all of them "
+        "reuses finished runs and scores and writes the table",
+    )  # fmt: skip
+    p.add_argument("--models", nargs="+", default=None, help="default: unet, + unet3d")
     args = p.parse_args()
     if not REALDATA.exists():
         sys.exit(f"no real samples at {REALDATA}: nothing to score against")
@@ -189,10 +199,10 @@ def main() -> None:
     from amoseg.models.registry import model_names
 
     torch.set_num_threads(1)  # shared 2-core machine: one thread is faster under load
-    models = ["unet"] + (["unet3d"] if "unet3d" in model_names() else [])
+    models = args.models or ["unet"] + (["unet3d"] if "unet3d" in model_names() else [])
     start = time.perf_counter()
     results, summaries = {}, {}
-    for variant in VARIANTS:
+    for variant in args.variants:
         root = build(args.work, variant, args.cases, args.size)
         for model in models:
             key = f"{model} · {variant}"
