@@ -388,12 +388,6 @@ def _write_case(
     return entry, info
 
 
-def _init_worker() -> None:
-    import os
-
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
 def _rendered(
     out: Path, seed: int, preset: str, plans: list, flags: dict, workers: int
 ) -> Iterator[tuple[int, tuple[dict[str, str], dict[str, Any]]]]:
@@ -407,7 +401,6 @@ def _rendered(
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(plans)),
         mp_context=get_context("spawn"),
-        initializer=_init_worker,
     )
     try:
         futures = {
