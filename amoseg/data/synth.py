@@ -116,40 +116,8 @@ def synth_case(
         protocol = sample_protocol(patient, mrng)
     if randomise:
         _randomise_tissues(patient, protocol, case_rng(seed, index, RANDOM_STREAM))
-    muscle, t_ant, t_lat, t_post = patient.body_layers()
-    a, b = patient.cavity_radii(np.array([0.0, 150.0, -300.0]))
-    width = 2 * (a.max() + muscle + t_lat)
-    depth = 2 * (b.max() + muscle) + t_ant + t_post + 20  # + table
-    if mr:
-        # abdominal MR: a smaller matrix at coarser in-plane spacing, rectangular (the
-        # phase-encoding axis, AP, is cut to the body), thicker slices (2-4 mm 3D GRE,
-        # 4-8 mm single-shot TSE)
-        margin = float(rng.uniform(20, 60))
-        fov_x, fov_y = width + margin, depth + margin
-        if preset == "full":
-            sxy = float(rng.uniform(1.1, 1.7))
-            thick = protocol.sequence == "t2_haste"
-            dz = float(rng.uniform(4.0, 8.0) if thick else rng.uniform(2.0, 4.0))
-            n_z = round((patient.z_top - patient.z_bottom) / dz)
-        else:
-            sxy = fov_x / int(rng.integers(80, 113))
-            n_z = int(rng.integers(24, 37))
-            dz = round((patient.z_top - patient.z_bottom) / n_z, 2)
-        n_x = int(np.ceil(fov_x / sxy / 8) * 8)
-        n_y = int(np.ceil(fov_y / sxy / 8) * 8)
-    else:
-        fov = max(width, depth) + float(rng.uniform(30, 90))
-        if preset == "full":
-            n_x = 512
-            sxy = float(np.clip(fov / n_x, 0.6, 0.9))
-            dz = float(rng.choice(_FULL_DZ, p=_FULL_DZ_P))
-            n_z = round((patient.z_top - patient.z_bottom) / dz)
-        else:
-            n_x = int(rng.choice([128, 144, 160]))
-            sxy = fov / n_x
-            n_z = int(rng.integers(45, 61))
-            dz = round((patient.z_top - patient.z_bottom) / n_z, 2)
-        n_y = n_x
+    _, t_ant, _, t_post = patient.body_layers()
+    n_x, n_y, n_z, sxy, dz = _scan_grid(patient, rng, preset, protocol)
     fov_x, fov_y = sxy * n_x, sxy * n_y
     # patient coordinates of the voxel centres (RAS order: x grows toward patient right)
     centre = np.array([rng.normal(0, 10), -15 + (t_ant - t_post) / 2 + rng.normal(0, 10)])
@@ -220,6 +188,47 @@ def synth_case(
         sequence=protocol.sequence if protocol is not None else None,
         extras=extras.describe() if extras is not None else None,
     )
+
+
+def _scan_grid(
+    p: Patient, rng: np.random.Generator, preset: str, protocol: MrProtocol | None
+) -> tuple[int, int, int, float, float]:
+    """Matrix (n_x, n_y, n_z) and spacing (in-plane, slice) of one scan of `p`.
+
+    CT: a square 512² (full) or 128-160² (demo) field of view 3-9 cm wider than the body.
+    MR: a smaller matrix at coarser in-plane spacing, rectangular (the phase-encoding axis,
+    AP, is cut to the body), thicker slices (2-4 mm 3D GRE, 4-8 mm single-shot TSE).
+    """
+    muscle, t_ant, t_lat, t_post = p.body_layers()
+    a, b = p.cavity_radii(np.array([0.0, 150.0, -300.0]))
+    width = 2 * (a.max() + muscle + t_lat)
+    depth = 2 * (b.max() + muscle) + t_ant + t_post + 20  # + table
+    length = p.z_top - p.z_bottom
+    if protocol is not None:
+        margin = float(rng.uniform(20, 60))
+        fov_x, fov_y = width + margin, depth + margin
+        if preset == "full":
+            sxy = float(rng.uniform(1.1, 1.7))
+            thick = protocol.sequence == "t2_haste"
+            dz = float(rng.uniform(4.0, 8.0) if thick else rng.uniform(2.0, 4.0))
+            n_z = round(length / dz)
+        else:
+            sxy = fov_x / int(rng.integers(80, 113))
+            n_z = int(rng.integers(24, 37))
+            dz = round(length / n_z, 2)
+        return int(np.ceil(fov_x / sxy / 8) * 8), int(np.ceil(fov_y / sxy / 8) * 8), n_z, sxy, dz
+    fov = max(width, depth) + float(rng.uniform(30, 90))
+    if preset == "full":
+        n_x = 512
+        sxy = float(np.clip(fov / n_x, 0.6, 0.9))
+        dz = float(rng.choice(_FULL_DZ, p=_FULL_DZ_P))
+        n_z = round(length / dz)
+    else:
+        n_x = int(rng.choice([128, 144, 160]))
+        sxy = fov / n_x
+        n_z = int(rng.integers(45, 61))
+        dz = round(length / n_z, 2)
+    return n_x, n_x, n_z, sxy, dz
 
 
 def _mr_coverage(p: Patient, rng: np.random.Generator) -> None:
