@@ -67,12 +67,13 @@ def train_model(model: str, variant: str, store: Path, run: Path, args) -> dict:
 
     if (run / "summary.json").exists():  # trained by an earlier invocation: reuse it
         return json.loads((run / "summary.json").read_text())
-    hparams: dict = {"base": args.base} if model == "unet" else {}
-    if VARIANTS[variant] and model == "unet":
+    hparams: dict = {"base": args.base}
+    if VARIANTS[variant]:
         # randomised contrast has no HU scale: per-image z-score, as for MR
         hparams |= {"norm": "zscore", "window": [-32768.0, 32767.0]}
+    epochs = args.epochs_3d if model == "unet3d" else args.epochs
     settings = TrainSettings(
-        epochs=args.epochs, device="cpu", seed=0, hparams=hparams,
+        epochs=epochs, device="cpu", seed=0, hparams=hparams,
         max_slices_per_epoch=args.max_slices, progress=False,
     )  # fmt: skip
     start = time.perf_counter()
@@ -125,8 +126,9 @@ def table(results: dict, summaries: dict, args, seconds: float) -> str:
         f"{load:.1f} at the end), `nice -n 10`, no GPU; {seconds / 60:.0f} min in total.",
         f"Training data: {args.cases} synthetic demo-preset CT phantoms (seed 0; plain, or "
         f"`--randomise-intensity`), prepared at {args.size}² (`seed` resize), 70/15/15 by scan. "
-        f"Budget per model: {args.epochs} epochs × ≤ {args.max_slices} slices, batch 4, CPU, "
-        f"`unet` base {args.base} (plain: HU window; randomised: per-image z-score).",
+        f"Budget: `unet` {args.epochs} epochs × ≤ {args.max_slices} slices, batch 4; `unet3d` "
+        f"(when run) {args.epochs_3d} epochs × 2 patches per training case, batch 2; base "
+        f"{args.base} channels, CPU (plain: HU window; randomised: per-image z-score).",
         "",
         "Mean organ Dice (%) per scan — 3D Dice on the scan's own grid, averaged over the organs "
         "present in its labels; `amoseg predict` then `amoseg score`:",
@@ -182,6 +184,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--max-slices", type=int, default=200)
     p.add_argument("--base", type=int, default=16)
+    p.add_argument("--epochs-3d", type=int, default=30, help="unet3d: 2 patches per case each")
     p.add_argument("--work", type=Path, default=Path("/tmp/amoseg-phantom-to-real"))
     p.add_argument("--docs", type=Path, default=None, help="write the tables into this file")
     p.add_argument(
