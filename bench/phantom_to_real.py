@@ -71,10 +71,11 @@ def train_model(model: str, variant: str, store: Path, run: Path, args) -> dict:
     if VARIANTS[variant]:
         # randomised contrast has no HU scale: per-image z-score, as for MR
         hparams |= {"norm": "zscore", "window": [-32768.0, 32767.0]}
-    epochs = args.epochs_3d if model == "unet3d" else args.epochs
+    three_d = model == "unet3d"  # its epoch is 2 patches per training case, not slices
     settings = TrainSettings(
-        epochs=epochs, device="cpu", seed=0, hparams=hparams,
-        max_slices_per_epoch=args.max_slices, progress=False,
+        epochs=args.epochs_3d if three_d else args.epochs, device="cpu", seed=0,
+        hparams=hparams, max_slices_per_epoch=None if three_d else args.max_slices,
+        progress=False,
     )  # fmt: skip
     start = time.perf_counter()
     summary = train(model, store, run, settings)
@@ -122,8 +123,9 @@ def table(results: dict, summaries: dict, args, seconds: float) -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         f"Measured {dt.date.today().isoformat()} on a {os.cpu_count()}-core "
-        f"{platform.machine()} CPU, shared with other jobs during the run (1-min load "
-        f"{load:.1f} at the end), `nice -n 10`, no GPU; {seconds / 60:.0f} min in total.",
+        f"{platform.machine()} CPU, shared with other jobs during the runs (1-min load "
+        f"{load:.1f} when this table was written), `nice -n 10`, no GPU; train time per model "
+        "in the table (this invocation: {:.0f} min, reusing finished runs).".format(seconds / 60),
         f"Training data: {args.cases} synthetic demo-preset CT phantoms (seed 0; plain, or "
         f"`--randomise-intensity`), prepared at {args.size}² (`seed` resize), 70/15/15 by scan. "
         f"Budget: `unet` {args.epochs} epochs × ≤ {args.max_slices} slices, batch 4; `unet3d` "
