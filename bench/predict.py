@@ -87,11 +87,11 @@ def measure(backend, item, out: Path, batch: int, repeats: int) -> tuple[dict, l
     seen: list[tuple[int, int]] = []
     scores = backend.scores
     backend.scores = lambda x: (seen.append(tuple(x.shape[-2:])), scores(x))[1]
-    predict_scan(backend, item, out, batch_size=batch)
+    predict_scan(backend, item, out, batch_size=batch, overwrite=True)
     runs = []
     for _ in range(repeats):
         start = time.perf_counter()
-        result = predict_scan(backend, item, out, batch_size=batch)
+        result = predict_scan(backend, item, out, batch_size=batch, overwrite=True)
         runs.append({"total": time.perf_counter() - start, **result.stages})
     median = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in ("total", *STAGES)}
     return median, runs, seen[-1][0] * seen[-1][1] / backend.input_size**2

@@ -160,9 +160,9 @@ def test_bf16_and_fp32_label_maps_agree_on_a_real_scan(tiny_run, slab):
 
 def test_cli_precision_and_crop_options(tiny_run, slab, realdata, tmp_path, capsys):
     scan = realdata / "amos_mini" / "imagesTr" / "amos_0001.nii.gz"
-    for extra in (["--precision", "fp32", "--no-crop"], []):
-        main(["predict", str(tiny_run), str(scan), "-o", str(tmp_path / "o"), *extra])
-        assert (tmp_path / "o" / "amos_0001_seg.nii.gz").is_file()
+    for i, extra in enumerate((["--precision", "fp32", "--no-crop"], [])):
+        main(["predict", str(tiny_run), str(scan), "-o", str(tmp_path / f"o{i}"), *extra])
+        assert (tmp_path / f"o{i}" / "amos_0001_seg.nii.gz").is_file()
     with pytest.raises(SystemExit) as exc:
         main(["predict", str(tiny_run), str(scan), "-o", str(tmp_path / "x"),
               "--backend", "onnx", "--precision", "bf16"])  # fmt: skip

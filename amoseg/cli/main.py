@@ -8,6 +8,7 @@ line on stderr and exit code 2; `--debug` shows the traceback instead.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -15,6 +16,13 @@ import typer
 
 import amoseg
 from amoseg.errors import AmosegError
+from amoseg.interrupts import exit_code_of, install_sigterm_handler, interrupted_line, note_finished
+
+# typer >= 0.2x vendors click (typer._click); its usage errors are TyperExceptions with
+# .show() and exit_code. Older typer raised the click package's own ClickException.
+UsageErrors: type[Exception] = (
+    getattr(typer, "TyperException", None) or importlib.import_module("click").ClickException
+)
 
 app = typer.Typer(
     name="amoseg",
@@ -57,29 +65,51 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _usage_error(exc: Exception) -> None:
+    """One line, like our own errors: 'error: Invalid value for '--epochs': … (see --help)'."""
+    code = int(getattr(exc, "exit_code", 2))
+    if type(exc).__name__ == "NoArgsIsHelpError":  # bare `amoseg` / `amoseg CMD`: the help
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(code)
+    ctx = getattr(exc, "ctx", None)
+    where = f"{ctx.command_path} --help" if ctx is not None else "amoseg --help"
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    message = " ".join(str(message).split())
+    typer.secho(f"error: {message} (see `{where}`)", err=True, fg=typer.colors.RED)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    """Console-script entry point: every outcome becomes an honest exit status.
+
+    0 success; 2 a user error (one line) or a usage error; 130 Ctrl-C and 143 SIGTERM (one
+    line saying what was finished); 1 a bug (traceback). The click command is invoked here
+    rather than through typer's own main, which in non-standalone mode turns Ctrl-C and
+    `typer.Exit(code)` into a return value that a caller can silently drop.
+    """
+    args = list(argv if argv is not None else sys.argv[1:])
+    debug = "--debug" in args
+    install_sigterm_handler()
+    note_finished(None)
+    command = typer.main.get_command(app)
     try:
-        app(args=argv, standalone_mode=False)
+        with command.make_context("amoseg", args) as ctx:
+            command.invoke(ctx)
     except AmosegError as exc:
         if debug:
             raise
         typer.secho(f"error: {exc.line()}", err=True, fg=typer.colors.RED)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except typer.Exit as exc:
+    except KeyboardInterrupt as exc:
+        typer.echo(interrupted_line(exc), err=True)
+        sys.exit(exit_code_of(exc))
+    except typer.Exit as exc:  # typer.Exit / --version / --help
         sys.exit(exc.exit_code)
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
-    except Exception as exc:  # usage errors arrive here in non-standalone mode
-        # typer >= 0.2x vendors click (typer._click, no `click` package); its usage errors
-        # are TyperException subclasses with .show(). Older typer raises click's own.
-        usage = getattr(typer, "TyperException", ())
-        if isinstance(exc, usage) or type(exc).__module__.startswith("click"):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except UsageErrors as exc:  # usage errors (bad option value, missing argument)
+        _usage_error(exc)
+    except BrokenPipeError:  # `amoseg … | head`: the reader left; nothing to report
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
+        sys.exit(1)

@@ -64,9 +64,15 @@ def predict(
         "--crop/--no-crop",
         help="Score only the body's box where the run was trained on such crops (CT `unet`).",
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace existing outputs in OUT (input files never are)."
+    ),
 ) -> None:
     """Write <name>_seg.nii.gz (uint8 AMOS ids, the input's exact geometry) and
-    <name>_volumes.csv/.json (organ volumes in mL, mean HU) per scan into OUT."""
+    <name>_volumes.csv/.json (organ volumes in mL, mean HU) per scan into OUT.
+
+    Folders are searched for scans, leaving out label maps (*_seg.nii.gz); existing outputs
+    are refused unless --overwrite; repeated names get _2, _3, ... ."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -77,12 +83,14 @@ def predict(
     from amoseg.inference.postprocess import saved_lcc_organs
     from amoseg.inference.predict import (
         SYNTHETIC_NOTE,
+        check_outputs,
         collect_inputs,
         open_backend,
         predict_many,
         trained_on_synthetic,
     )
     from amoseg.inference.tta import MirroredBackend
+    from amoseg.interrupts import listing, note_finished
 
     if postprocess not in {"auto", "none", "lcc"}:
         raise AmosegError(f"unknown --postprocess {postprocess!r}", None, "use auto, none or lcc")
@@ -98,6 +106,11 @@ def predict(
     if len(inputs) == 1 and len(items) == 1:
         outputs.check_input(items[0].path, items[0].kind)  # before the model is loaded
     console = Console(stderr=False)
+    if len(inputs) == 1 and failures:
+        raise failures[0][1]
+    if not items and not failures:
+        raise AmosegError("no scans found in the inputs", inputs[0])
+    check_outputs(items, out, overlay=overlay, outputs=outputs, overwrite=overwrite)
     scorer: Any
     if backend == "onnx":
         if len(models) != 1:
@@ -117,10 +130,8 @@ def predict(
         chosen = organs or "none"
     if any(trained_on_synthetic(run) for run in runs):
         typer.echo(SYNTHETIC_NOTE, err=True)
-    if len(inputs) == 1 and failures:
-        raise failures[0][1]
-    if not items and not failures:
-        raise AmosegError("no scans found in the inputs", inputs[0])
+    written: list[str] = []
+    note_finished(f"predict wrote 0 of {len(items)} scans")
 
     with Progress(
         TextColumn("[bold]predict"),
@@ -142,12 +153,17 @@ def predict(
                 for path in outcome.extra.values():
                     if path != outcome.seg_path:
                         progress.console.print(f"{path}")
+                written.append(outcome.seg_path.name)
+                note_finished(
+                    f"predict wrote {len(written)} of {len(items)} scans to {out}: "
+                    + listing(written)
+                )
             progress.advance(task)
 
         results, scan_failures = predict_many(
             scorer, items, out,
             batch_size=batch_size, postprocess=chosen,
-            overlay=overlay, outputs=outputs, on_done=done,
+            overlay=overlay, outputs=outputs, overwrite=overwrite, on_done=done,
         )  # fmt: skip
     total = len(items) + len(failures)  # scans found + inputs that could not be expanded
     failures += scan_failures

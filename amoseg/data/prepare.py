@@ -488,9 +488,11 @@ def _run_cases(
     """
     if not todo:
         return
+    from amoseg.interrupts import note_finished
     from amoseg.progress import progress_bar
 
     bar = progress_bar("prepare", enabled=progress)
+    finished = 0
     with bar:
         task = bar.add_task(todo[0].case_id, total=len(todo))
         results = _results(todo, out, config, workers)
@@ -498,6 +500,11 @@ def _run_cases(
             for case_id, error in results:
                 bar.update(task, advance=1, description=case_id)
                 if error is None:
+                    finished += 1
+                    note_finished(
+                        f"prepare finished {finished} of {len(todo)} cases in {out} "
+                        "(the same command resumes)"
+                    )
                     continue
                 if not skip_bad or _is_output_error(error, out):
                     raise AmosegError(*error)  # a full disk is no bad case: never skip it

@@ -35,9 +35,33 @@ class Scan:
     notes: list[str] = field(default_factory=list)  # one-line warnings about the input
 
 
+#: the name suffix of the label maps `amoseg predict` writes (`<name>_seg.nii.gz`).
+SEG_SUFFIX = "_seg"
+_NIFTI_INTENT_LABEL = 1002
+
+
+def is_label_map(path: Path) -> bool:
+    """True for a NIfTI that is a label map rather than a scan: our own outputs
+    (`*_seg.nii.gz`, or amoseg's header description) and files whose header says "label".
+
+    A folder given as input may be the previous run's output folder or hold a user's labels
+    beside the scans; segmenting those as scans would be wrong and could overwrite them.
+    """
+    if case_id_of(path).endswith(SEG_SUFFIX):
+        return True
+    try:
+        header = nib.load(str(path)).header
+        intent = int(header.get("intent_code", 0))
+        descrip = bytes(header.get("descrip", b"")).lower()
+    except Exception:  # unreadable: a scan to the reader, which reports it in one line
+        return False
+    return intent == _NIFTI_INTENT_LABEL or descrip.startswith(b"amoseg")
+
+
 def expand_input(path: str | Path) -> list[ScanInput]:
-    """A file → itself; a folder → its .nii/.nii.gz files (not recursive), or else the DICOM
-    series it holds. Raises AmosegError for a missing path, an empty folder or another file."""
+    """A file → itself; a folder → its .nii/.nii.gz scans (not recursive; label maps such as
+    `*_seg.nii.gz` are left out), or else the DICOM series it holds. Raises AmosegError for a
+    missing path, an empty folder or another file."""
     path = Path(path)
     if not path.exists():
         raise AmosegError("input not found", path)
@@ -53,19 +77,37 @@ def expand_input(path: str | Path) -> list[ScanInput]:
     if not entries:
         raise AmosegError("input folder is empty", path)
     niftis = [p for p in entries if p.is_file() and is_nifti_path(p)]
+    scans = [p for p in niftis if not is_label_map(p)]
+    if scans:
+        return [ScanInput(p, "nifti", case_id_of(p)) for p in scans]
     if niftis:
-        return [ScanInput(p, "nifti", case_id_of(p)) for p in niftis]
+        raise AmosegError(
+            "input folder holds only label maps (*_seg.nii.gz or NIfTI label intent), no scans",
+            path,
+            "pass a scan by its file name to segment it anyway",
+        )
     return [ScanInput(path, "dicom", path.resolve().name)]
 
 
 def unique_names(items: list[ScanInput]) -> list[ScanInput]:
-    """Suffix repeated names (`ct`, `ct_2`, ...) so no scan overwrites another's outputs."""
-    seen: dict[str, int] = {}
+    """Suffix repeated names (`ct`, `ct_2`, ...) so no scan overwrites another's outputs.
+
+    Deterministic in the input order; a suffix never takes a name another input has of its
+    own (`a/ct`, `b/ct`, `c/ct_2` → `ct`, `ct_3`, `ct_2`). Names are compared case-blind, as
+    on macOS and Windows file systems.
+    """
+    taken = {item.name.casefold() for item in items}
+    used: set[str] = set()
     out = []
     for item in items:
-        n = seen.get(item.name, 0) + 1
-        seen[item.name] = n
-        out.append(item if n == 1 else ScanInput(item.path, item.kind, f"{item.name}_{n}"))
+        name = item.name
+        if name.casefold() in used:
+            n = 2
+            while f"{name}_{n}".casefold() in taken or f"{name}_{n}".casefold() in used:
+                n += 1
+            name = f"{name}_{n}"
+        used.add(name.casefold())
+        out.append(item if name == item.name else ScanInput(item.path, item.kind, name))
     return out
 
 

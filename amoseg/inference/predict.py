@@ -28,7 +28,7 @@ from amoseg.data.geometry import to_canonical
 from amoseg.data.nifti import save_nifti
 from amoseg.errors import AmosegError
 from amoseg.inference.backends import OnnxBackend, ScoreBackend, backend_for_model
-from amoseg.inference.inputs import ScanInput, expand_input, load_scan, unique_names
+from amoseg.inference.inputs import SEG_SUFFIX, ScanInput, expand_input, load_scan, unique_names
 from amoseg.inference.outputs import OutputSettings, write_extra_outputs
 from amoseg.inference.overlay import write_overlay
 from amoseg.inference.package import is_package, package_model, package_models
@@ -36,6 +36,7 @@ from amoseg.inference.pipeline import StageTimes, segment_volume
 from amoseg.inference.pipeline import scan_probabilities as _scan_probabilities
 from amoseg.inference.postprocess import largest_component_per_organ
 from amoseg.inference.volumes import organ_volumes, voxel_volume_ml, write_volumes
+from amoseg.outputs import check_new_outputs
 
 #: "none", "lcc" (every organ), or the organ ids to clean up (a choice from validation folds)
 Postprocess = Literal["none", "lcc"] | Sequence[int]
@@ -246,6 +247,41 @@ def segment_scan(
     return labels
 
 
+def output_paths(
+    item: ScanInput,
+    out_dir: str | Path,
+    overlay: bool = False,
+    outputs: OutputSettings | None = None,
+) -> list[Path]:
+    """Every file `predict_scan` writes for `item`: label map(s), volume CSV and JSON, and
+    the overlay, DICOM-SEG and viewer when asked."""
+    outputs = outputs or OutputSettings()
+    names = ["_volumes.csv", "_volumes.json"]
+    names += [f"{SEG_SUFFIX}.nii.gz"] if outputs.nifti else []
+    names += [f"{SEG_SUFFIX}.dcm"] if outputs.dicom_seg else []
+    names += ["_viewer.html"] if outputs.html else []
+    names += ["_overlay.png"] if overlay else []
+    return [Path(out_dir) / f"{item.name}{suffix}" for suffix in names]
+
+
+def check_outputs(
+    items: list[ScanInput],
+    out_dir: str | Path,
+    *,
+    overlay: bool = False,
+    outputs: OutputSettings | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Refuse, before any work, a batch that would replace an input file (never allowed) or an
+    existing file (only with `overwrite`), or write two scans' results to one file."""
+    check_new_outputs(
+        [path for item in items for path in output_paths(item, out_dir, overlay, outputs)],
+        overwrite=overwrite,
+        inputs=[item.path for item in items],
+        hint="pass --overwrite to replace it, or choose another -o folder",
+    )
+
+
 def predict_scan(
     backend: ScoreBackend | Sequence[ScoreBackend],
     item: ScanInput,
@@ -255,12 +291,15 @@ def predict_scan(
     postprocess: Postprocess = "none",
     overlay: bool = False,
     outputs: OutputSettings | None = None,
+    overwrite: bool = False,
 ) -> Prediction:
     """Segment one scan (one backend, or an ensemble of several) and write its label map,
-    volume table and (optionally) overlay, DICOM-SEG and HTML viewer."""
+    volume table and (optionally) overlay, DICOM-SEG and HTML viewer. Existing outputs are
+    refused unless `overwrite`; an input file is never replaced."""
     out_dir = Path(out_dir)
     outputs = outputs or OutputSettings()
     outputs.check_input(item.path, item.kind)
+    check_outputs([item], out_dir, overlay=overlay, outputs=outputs, overwrite=overwrite)
     times = StageTimes(_backends(backend)[0].device)
     start = time.perf_counter()
     with times.stage("load"):
@@ -269,7 +308,7 @@ def predict_scan(
     labels = segment_scan(
         backend, scan.data, affine, batch_size=batch_size, postprocess=postprocess, times=times
     )
-    seg_path = out_dir / f"{item.name}_seg.nii.gz"
+    seg_path = out_dir / f"{item.name}{SEG_SUFFIX}.nii.gz"
     csv_path = out_dir / f"{item.name}_volumes.csv"
     json_path = out_dir / f"{item.name}_volumes.json"
     with times.stage("write"):
@@ -329,9 +368,14 @@ def predict_many(
     postprocess: Postprocess = "none",
     overlay: bool = False,
     outputs: OutputSettings | None = None,
+    overwrite: bool = False,
     on_done: Callable[[ScanInput, Prediction | AmosegError], None] | None = None,
 ) -> tuple[list[Prediction], list[tuple[Path, AmosegError]]]:
-    """Segment each scan; a user error on one scan is recorded and the rest still run."""
+    """Segment each scan; a user error on one scan is recorded and the rest still run.
+
+    The whole batch's outputs are checked first (`check_outputs`), so a refusal costs no
+    model time and leaves nothing half-written."""
+    check_outputs(items, out_dir, overlay=overlay, outputs=outputs, overwrite=overwrite)
     results: list[Prediction] = []
     failures: list[tuple[Path, AmosegError]] = []
     for item in items:
@@ -340,6 +384,7 @@ def predict_many(
                 backend, item, out_dir,
                 batch_size=batch_size, postprocess=postprocess, overlay=overlay,
                 outputs=outputs,
+                overwrite=True,  # checked above for the whole batch
             )  # fmt: skip
             results.append(outcome)
         except AmosegError as exc:

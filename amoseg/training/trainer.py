@@ -35,6 +35,7 @@ from amoseg.atomic import write_json, write_text
 from amoseg.devices import resolve_device
 from amoseg.errors import AmosegError
 from amoseg.inference.inferers import as_volume, label_volume
+from amoseg.interrupts import note_finished
 from amoseg.metrics.confusion import ConfusionMatrix, mean_dice, mean_iou, pixel_accuracy
 from amoseg.models.checkpoint import load_checkpoint, save_checkpoint
 from amoseg.progress import progress_bar
@@ -147,6 +148,7 @@ class EpochReporter:
             )
             self.write_log()
             self.write_tensorboard(row)
+            note_saved(self.run_dir, epoch, self.settings.epochs)
         if self.on_epoch is not None and self.dist.is_main:
             self.on_epoch(epoch, {k: row[k] for k in LOG_FIELDS[:5]})
         return row
@@ -223,6 +225,26 @@ def fit(
     metrics = reporter.validate()
     reporter.record(1, train_loss, 0.0, time.perf_counter() - start, metrics, None)
     return reporter.summary()
+
+
+def note_saved(run_dir: Path, epoch: int, epochs: int) -> None:
+    """What an interrupt leaves: the last epoch on disk, and how to go on."""
+    if epoch < 1:
+        note_finished(f"train saved no epoch yet in {run_dir}")
+    else:
+        note_finished(
+            f"train saved epoch {epoch} of {epochs} in {run_dir} (continue with --resume)"
+        )
+
+
+def check_finite_loss(train_loss: float, epoch: int, run_dir: Path) -> None:
+    """A NaN/Inf loss means the weights are garbage from here on: stop before saving them."""
+    if not math.isfinite(train_loss):
+        raise AmosegError(
+            f"training diverged: the loss is {train_loss} in epoch {epoch}",
+            run_dir,
+            "lower --lr or check the data; earlier epochs' checkpoints are kept",
+        )
 
 
 def run_epoch(
@@ -321,6 +343,7 @@ def fit_torch(
         set_rng_state(ckpt["rng"])
         reporter.restore(ckpt)
         start_epoch = int(ckpt["epoch"]) + 1
+    note_saved(run_dir, start_epoch - 1, settings.epochs)
 
     net = model.net
     fwd: Any = net
@@ -357,6 +380,7 @@ def fit_torch(
             )
             distributed.all_reduce_sum(loss_sum, ctx)
             train_loss = float(loss_sum) / max(1, steps_per_epoch * ctx.world)  # one sync
+            check_finite_loss(train_loss, epoch, run_dir)
             distributed.broadcast_buffers(net, ctx)
             metrics = reporter.validate()
             row = reporter.record(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from amoseg.errors import AmosegError
+from amoseg.interrupts import note_finished
 from amoseg.tuning import search_space
 from amoseg.tuning.storage import open_storage, safe_url, sqlite_url
 
@@ -287,7 +288,12 @@ def run_study(
         frozen = outcome.get("trial")
         if frozen is None or is_surplus(frozen):
             continue
-        say(_fmt_outcome(frozen, config.metric, *_tally(study), config.trials))
+        tally = _tally(study)
+        say(_fmt_outcome(frozen, config.metric, *tally, config.trials))
+        note_finished(
+            f"tune: {tally[0]} of {config.trials} trials finished in study '{config.name}' "
+            f"({safe_url(config.storage_url)}; the same command continues it)"
+        )
         if frozen.state == optuna.trial.TrialState.FAIL:
             failures += 1
             if failures >= MAX_FAILURES_IN_A_ROW:

@@ -1,0 +1,63 @@
+"""Ctrl-C and SIGTERM: exit 130 / 143 with one line saying what was finished.
+
+A long command records what is complete as it goes (`note_finished`); `amoseg.cli.main`
+prints it when the command is interrupted, so `amoseg predict … && next-step` stops, and the
+user knows which scans, cases or epochs are safely on disk. SIGTERM (a scheduler, `kill`,
+torchrun tearing down) raises `Terminated`, a KeyboardInterrupt, so every clean-up path that
+handles Ctrl-C (DataLoader workers, Optuna marking the trial failed, temp files) handles it too.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+SIGINT_EXIT = 130  # 128 + SIGINT, what shells report for Ctrl-C
+SIGTERM_EXIT = 143  # 128 + SIGTERM
+
+_finished: str | None = None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+    exit_code = SIGTERM_EXIT
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+def install_sigterm_handler() -> None:
+    """Turn SIGTERM into `Terminated` (main thread only; signals cannot be set elsewhere)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def note_finished(text: str | None) -> None:
+    """Record what the running command has finished, e.g. 'epoch 3 saved in runs/unet'."""
+    global _finished
+    _finished = text
+
+
+def finished() -> str | None:
+    return _finished
+
+
+def exit_code_of(exc: KeyboardInterrupt) -> int:
+    return getattr(exc, "exit_code", SIGINT_EXIT)
+
+
+def interrupted_line(exc: KeyboardInterrupt) -> str:
+    """'interrupted (SIGTERM); finished: …' — the one line the CLI prints."""
+    name = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+    done = _finished or "nothing finished yet"
+    return f"interrupted ({name}); {done}"
+
+
+def listing(names: list[str], limit: int = 8) -> str:
+    """'a, b, c' or 'a, b, … (12 in all)' for a one-line report."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f", … ({len(names)} in all)"
