@@ -1,7 +1,10 @@
 """Crash-safe writes: every file a later step trusts is written to a temp name, then renamed.
 
 `os.replace` is atomic on POSIX within one filesystem, so a reader sees either the old file
-or the complete new one, never a half-written file, even after kill -9 or a full disk.
+or the complete new one, never a half-written file, even after kill -9 or a full disk. For a
+power cut too, the data is fsynced before the rename (else the rename can reach the disk
+before the data, leaving an empty file under the final name) and the folder after it (else
+the rename itself can be lost).
 """
 
 from __future__ import annotations
@@ -34,6 +37,42 @@ _DIR_MODE = 0o777 & ~_UMASK
 def _reason(exc: OSError) -> str:
     """errno text when there is one; numpy's short-write OSError carries only a message."""
     return exc.strerror or str(exc) or type(exc).__name__
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a written file's data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a rename, a new file) to the disk. Some filesystems (and
+    Windows) cannot fsync a folder; there the rename is as durable as the OS makes it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file under `folder`, then every folder, deepest first."""
+    dirs = [folder]
+    for path in folder.rglob("*"):
+        if path.is_dir():
+            dirs.append(path)
+        elif path.is_file():
+            fsync_file(path)
+    for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+        fsync_dir(d)
 
 
 def _disk_full_error(exc: Exception, folder: Path, target: Path) -> AmosegError | None:
@@ -73,7 +112,9 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         yield tmp
         if tmp.exists():
             os.chmod(tmp, _FILE_MODE)
+            fsync_file(tmp)
         os.replace(tmp, target)
+        fsync_dir(parent)
     except OSError as exc:
         raise AmosegError(
             f"could not write ({_reason(exc)})", target, "check free disk space and permissions"
@@ -103,9 +144,11 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, _DIR_MODE)
+        fsync_tree(tmp)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
+        fsync_dir(target.parent)
     except OSError as exc:
         raise AmosegError(
             f"could not write ({_reason(exc)})", target, "check free disk space and permissions"

@@ -17,6 +17,7 @@ SIGINT_EXIT = 130  # 128 + SIGINT, what shells report for Ctrl-C
 SIGTERM_EXIT = 143  # 128 + SIGTERM
 
 _finished: str | None = None
+_pending: KeyboardInterrupt | None = None  # raised by a handler, not yet seen by the CLI
 
 
 class Terminated(KeyboardInterrupt):
@@ -25,20 +26,42 @@ class Terminated(KeyboardInterrupt):
     exit_code = SIGTERM_EXIT
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    # Remembered as well as raised: Python drops an exception raised while a destructor
+    # (`__del__`, e.g. nibabel's) runs, and the command would then finish with exit 0.
+    global _pending
+    _pending = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    raise _pending
 
 
-def install_sigterm_handler() -> None:
-    """Turn SIGTERM into `Terminated` (main thread only; signals cannot be set elsewhere)."""
+def install_signal_handlers() -> None:
+    """SIGINT → KeyboardInterrupt, SIGTERM → `Terminated`, both remembered (main thread
+    only; signal handlers cannot be set elsewhere)."""
+    global _pending
+    _pending = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)
+
+
+def pending() -> KeyboardInterrupt | None:
+    """An interrupt that was signalled but swallowed on its way (see `_on_signal`)."""
+    return _pending
+
+
+def clear_pending() -> None:
+    global _pending
+    _pending = None
 
 
 def note_finished(text: str | None) -> None:
-    """Record what the running command has finished, e.g. 'epoch 3 saved in runs/unet'."""
+    """Record what the running command has finished, e.g. 'epoch 3 saved in runs/unet'.
+
+    Also a safe point: an interrupt that was swallowed since is raised again here."""
     global _finished
     _finished = text
+    if _pending is not None:
+        raise _pending
 
 
 def finished() -> str | None:

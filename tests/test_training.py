@@ -128,7 +128,7 @@ def test_run_folder_and_input_errors(store, tmp_path):
     for f in ("checkpoint_latest.pt", "checkpoint_best.pt", "summary.json"):
         (tmp_path / "r" / f).unlink()
     assert train("logreg-pixel", store, tmp_path / "r", s, resume=True)["epoch"] == 1
-    with pytest.raises(AmosegError, match="different run"):
+    with pytest.raises(AmosegError, match="already holds a run"):
         train("logreg-3x3", store, tmp_path / "r", settings("logreg-3x3", epochs=1))
     with pytest.raises(AmosegError, match="cannot resume"):
         train("logreg-3x3", store, tmp_path / "r", settings("logreg-3x3"), resume=True)

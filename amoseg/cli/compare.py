@@ -15,12 +15,18 @@ def compare(
     run_dirs: list[Path] = typer.Argument(..., help="Evaluated run folders."),
     out: Path = typer.Option(..., "-o", "--out", help="Folder for comparison.{md,csv,png}."),
     split: str = typer.Option("test", "--split", help="Which eval_<split> to read."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an earlier comparison in OUT."
+    ),
 ) -> None:
     """Write comparison.md, comparison.csv and a bar chart (mIoU and Dice per model)."""
     from rich.console import Console
 
+    from amoseg.outputs import check_new_outputs
     from amoseg.reports.compare import compare_runs
 
+    names = ("comparison.md", "comparison.csv", "comparison.png")
+    check_new_outputs([out / n for n in names], overwrite=overwrite)
     result = compare_runs(run_dirs, out, split=split)
     console = Console()
     console.print(result["markdown"].read_text(encoding="utf-8").split("\n\nAccuracy")[0])

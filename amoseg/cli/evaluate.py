@@ -26,6 +26,9 @@ def evaluate(
         "does) and score 3D Dice and NSD per organ against its original label (as `amoseg "
         "score` does).",
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an earlier evaluation of this split."
+    ),
 ) -> None:
     """Write RUNDIR/eval_SPLIT/metrics.json, a confusion-matrix PNG and an overlay figure.
 
@@ -33,8 +36,14 @@ def evaluate(
     and the report's table (pixel accuracy, mIoU, Dice) over the stored slices."""
     from rich.console import Console
 
+    from amoseg.outputs import check_new_outputs
     from amoseg.reports.evaluate import eval_dir, evaluate_run
 
+    check_new_outputs(
+        [eval_dir(run_dir, split) / "metrics.json"],
+        overwrite=overwrite,
+        hint="pass --overwrite to evaluate again",
+    )
     m = evaluate_run(
         run_dir, data, split=split, device=device, batch_size=batch_size, native=native
     )

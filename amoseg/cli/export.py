@@ -27,7 +27,9 @@ def export(
     check: bool = typer.Option(
         True, "--check/--no-check", help="Compare ONNX Runtime with PyTorch on a test batch."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing package."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing ONNX file or package."
+    ),
 ) -> None:
     """Export the run's best model: as ONNX, raw slices (batch, 1+2c, S, S) → logits
     (batch, 16, S, S); or as one shareable .amoseg.zip package."""
@@ -40,15 +42,14 @@ def export(
         return
     if len(run_dirs) != 1:
         raise AmosegError("--onnx exports one run", run_dirs[1], "pass a single run folder")
-    _export_onnx(run_dirs[0], onnx, check)  # type: ignore[arg-type]
+    _export_onnx(run_dirs[0], onnx, check, overwrite)  # type: ignore[arg-type]
 
 
 def _export_package(run_dirs: list[Path], package: Path, overwrite: bool) -> None:
-    from amoseg.errors import AmosegError
     from amoseg.inference.package import export_package
+    from amoseg.outputs import check_new_outputs, input_files
 
-    if package.exists() and not overwrite:
-        raise AmosegError("output file exists", package, "pass --overwrite to replace it")
+    check_new_outputs([package], overwrite=overwrite, inputs=input_files(*run_dirs))
     card = export_package(run_dirs, package)
     size_mb = package.stat().st_size / 2**20
     synthetic = " (trained on synthetic data)" if card["training_data"].get("synthetic") else ""
@@ -58,10 +59,12 @@ def _export_package(run_dirs: list[Path], package: Path, overwrite: bool) -> Non
     )
 
 
-def _export_onnx(run_dir: Path, onnx: Path, check: bool) -> None:
+def _export_onnx(run_dir: Path, onnx: Path, check: bool, overwrite: bool) -> None:
     from amoseg.inference.export import export_onnx, exports_crops, parity_check
     from amoseg.inference.predict import load_model
+    from amoseg.outputs import check_new_outputs, input_files
 
+    check_new_outputs([onnx], overwrite=overwrite, inputs=input_files(run_dir))
     model = load_model(run_dir, device="cpu")
     export_onnx(model, onnx)
     size_mb = onnx.stat().st_size / 2**20

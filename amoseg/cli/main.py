@@ -15,8 +15,8 @@ import sys
 import typer
 
 import amoseg
+from amoseg import interrupts
 from amoseg.errors import AmosegError
-from amoseg.interrupts import exit_code_of, install_sigterm_handler, interrupted_line, note_finished
 
 # typer >= 0.2x vendors click (typer._click); its usage errors are TyperExceptions with
 # .show() and exit_code. Older typer raised the click package's own ClickException.
@@ -89,20 +89,24 @@ def main(argv: list[str] | None = None) -> None:
     """
     args = list(argv if argv is not None else sys.argv[1:])
     debug = "--debug" in args
-    install_sigterm_handler()
-    note_finished(None)
+    interrupts.install_signal_handlers()
+    interrupts.note_finished(None)
     command = typer.main.get_command(app)
     try:
         with command.make_context("amoseg", args) as ctx:
             command.invoke(ctx)
+        swallowed = interrupts.pending()
+        if swallowed is not None:  # the signal came while a destructor ran, and was lost
+            raise swallowed
     except AmosegError as exc:
         if debug:
             raise
         typer.secho(f"error: {exc.line()}", err=True, fg=typer.colors.RED)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt as exc:
-        typer.echo(interrupted_line(exc), err=True)
-        sys.exit(exit_code_of(exc))
+        interrupts.clear_pending()
+        typer.echo(interrupts.interrupted_line(exc), err=True)
+        sys.exit(interrupts.exit_code_of(exc))
     except typer.Exit as exc:  # typer.Exit / --version / --help
         sys.exit(exc.exit_code)
     except typer.Abort:

@@ -22,6 +22,9 @@ def score(
     subset: bool = typer.Option(
         False, "--subset", help="Score only the predicted cases when GT has more files."
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace existing --json/--csv files (never an input)."
+    ),
 ) -> None:
     """Per-organ IoU, Dice, NSD and HD95 plus accuracy and mIoU from one confusion matrix.
 
@@ -36,7 +39,13 @@ def score(
         write_report_csv,
         write_report_json,
     )
+    from amoseg.outputs import check_new_outputs, input_files
 
+    check_new_outputs(
+        [p for p in (json_out, csv_out) if p is not None],
+        overwrite=overwrite,
+        inputs=input_files(pred, gt),
+    )
     pairs = match_cases(pred, gt, subset=subset)
     from amoseg.progress import progress_bar
 

@@ -83,6 +83,9 @@ def train(
         "case). Default: the store's train/val split.",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from checkpoint_latest.pt."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Start over in a run folder that holds a run (deletes it)."
+    ),
 ) -> None:
     """Train a model on a prepared store; validates every epoch, keeps latest + best."""
     import os
@@ -116,7 +119,7 @@ def train(
         progress=os.environ.get("RANK", "0") == "0",
         **values,
     )
-    summary = run_train(model, data, out, settings, resume=resume)
+    summary = run_train(model, data, out, settings, resume=resume, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(
             f"{model}: epoch {summary['epoch']}, train loss {summary['train_loss']:.4f}, "

@@ -45,8 +45,61 @@ def _open_store(data: Path, fold: int | str | None = None) -> Any:
     return store
 
 
+#: what a run folder holds that `train --overwrite` may remove (anything else is kept).
+RUN_FILES = ("config.json", "checkpoint_latest.pt", "checkpoint_best.pt", "log.csv",
+             "summary.json", "model.onnx")  # fmt: skip
+RUN_FOLDERS = ("tensorboard", "eval_train", "eval_val", "eval_test")
+
+
+def _visible_entries(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir() if not p.name.startswith(".")]
+
+
+def _clear_run(out: Path) -> None:
+    """`--overwrite`: remove the previous run's files (rank 0 only under torchrun)."""
+    import os
+    import shutil
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for name in RUN_FOLDERS:
+        shutil.rmtree(out / name, ignore_errors=True)
+
+
+def _check_fresh_run_folder(out: Path, saved: dict[str, Any] | None, overwrite: bool) -> None:
+    """A run folder that already holds something is never trained over silently: that would
+    replace its checkpoints. `--resume` continues it; `--overwrite` starts over."""
+    if out.exists() and not out.is_dir():
+        raise AmosegError("--out is a file, expected a run folder", out, "choose another --out")
+    if not _visible_entries(out):
+        return
+    if saved is None:
+        raise AmosegError(
+            "run folder is not empty and holds no amoseg run (no config.json)",
+            out,
+            "choose a new or empty --out",
+        )
+    if overwrite:
+        _clear_run(out)
+        return
+    raise AmosegError(
+        f"run folder already holds a run (model '{saved.get('model')}')",
+        out,
+        "pass --resume to continue it, --overwrite to start over (deletes its checkpoints), "
+        "or choose another --out",
+    )
+
+
 def _run_settings(
-    out: Path, config: dict[str, Any], settings: TrainSettings, resume: bool
+    out: Path,
+    config: dict[str, Any],
+    settings: TrainSettings,
+    resume: bool,
+    overwrite: bool = False,
 ) -> TrainSettings:
     """Check the run folder against this call; on resume, the saved settings win except the
     ones that do not change the maths (epochs, device, workers, ...)."""
@@ -54,37 +107,30 @@ def _run_settings(
 
     saved_path = out / "config.json"
     saved = read_json(saved_path, "run config.json") if saved_path.exists() else None
-    if resume:
-        if saved is None:  # never started here (a run killed in epoch 1 has config.json)
-            raise AmosegError(
-                "nothing to resume: no checkpoint_latest.pt",
-                out,
-                "run without --resume to start training",
-            )
-        if saved["model"] != config["model"] or saved["hparams"] != config["hparams"]:
-            raise AmosegError(
-                f"cannot resume: the run folder holds model '{saved['model']}' with "
-                f"hparams {saved['hparams']}",
-                out,
-                "resume with the same model and hyper-parameters, or choose another --out",
-            )
-        keep = {k: v for k, v in saved["settings"].items() if k not in RESUMABLE_OVERRIDES}
-        return TrainSettings.from_dict({**config["settings"], **keep}, settings.hparams)
-    if saved is not None:
-
-        def same(a: dict, b: dict) -> bool:
-            strip = {"epochs", *RESUMABLE_OVERRIDES}
-            sa = {k: v for k, v in a["settings"].items() if k not in strip}
-            sb = {k: v for k, v in b["settings"].items() if k not in strip}
-            return a["model"] == b["model"] and a["hparams"] == b["hparams"] and sa == sb
-
-        if not same(saved, config):
-            raise AmosegError(
-                f"run folder already holds a different run (model '{saved['model']}')",
-                out,
-                "pass --resume to continue it, or choose another --out",
-            )
-    return settings
+    if saved is not None and not isinstance(saved, dict):
+        raise AmosegError("run config.json is not a JSON object", saved_path, "fix or remove it")
+    if resume and overwrite:
+        raise AmosegError("--resume and --overwrite exclude each other", out, "pass one of them")
+    if not resume:
+        _check_fresh_run_folder(out, saved, overwrite)
+        return settings
+    if saved is None:  # never started here (a run killed in epoch 1 has config.json)
+        raise AmosegError(
+            "nothing to resume: no checkpoint_latest.pt",
+            out,
+            "run without --resume to start training",
+        )
+    if saved.get("model") != config["model"] or saved.get("hparams") != config["hparams"]:
+        raise AmosegError(
+            f"cannot resume: the run folder holds model '{saved.get('model')}' with "
+            f"hparams {saved.get('hparams')}",
+            out,
+            "resume with the same model and hyper-parameters, or choose another --out",
+        )
+    if not isinstance(saved.get("settings"), dict):
+        raise AmosegError("run config.json has no settings", saved_path, "retrain without --resume")
+    keep = {k: v for k, v in saved["settings"].items() if k not in RESUMABLE_OVERRIDES}
+    return TrainSettings.from_dict({**config["settings"], **keep}, settings.hparams)
 
 
 def train(
@@ -94,10 +140,12 @@ def train(
     settings: TrainSettings | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     on_epoch: Callable[[int, dict], None] | None = None,
 ) -> dict[str, Any]:
     """Train `model_name` on the store at `data`, writing the run folder `out`.
 
+    A non-empty `out` is refused unless `resume` (continue it) or `overwrite` (start over).
     Works unchanged under torchrun (DDP: rank 0 writes, all ranks validate a shard).
     Returns the summary: last epoch's epoch/train_loss/val_miou/val_dice/val_acc plus
     best_val_miou, best_epoch, train_seconds, n_params.
@@ -118,7 +166,20 @@ def train(
     hparams = dict(settings.hparams)
     hparams.update(cls.store_hparams(store, hparams))
     size = store.info.get("size")  # None for a planned store: each case has its own planes
-    cls(input_size=size, **hparams)  # reject unknown hparams before touching `out`
+    # reject unknown hparams, and a network too large for this machine's memory, before
+    # touching `out` (measured on the meta device: nothing is allocated)
+    from amoseg.devices import resolve_device
+    from amoseg.training.memory import check_fits
+
+    patch = getattr(getattr(store, "configuration", None), "patch_size", None) if not size else None
+    spatial = tuple(int(n) for n in patch) if patch else None
+    if size or spatial:
+        estimate = check_fits(cls, size, hparams, int(settings.batch_size or 1),
+                              resolve_device(settings.device), spatial)  # fmt: skip
+    else:
+        estimate = None
+    if estimate is None:
+        cls(input_size=size, **hparams)
     config = _plain(
         {
             "model": model_name,
@@ -145,7 +206,7 @@ def train(
 
         saved_store = read_json(out / "config.json", "run config.json").get("store") or {}
         check_identity(saved_store.get("identity"), store.identity(), store.root)
-    settings = _run_settings(out, config, settings, resume)
+    settings = _run_settings(out, config, settings, resume, overwrite)
     if settings.fold != opened_fold:  # resumed: the run's own fold wins
         store = _open_store(Path(data), settings.fold)
     if resume and not (out / "checkpoint_latest.pt").exists():

@@ -204,6 +204,23 @@ def _tally(study: Any) -> tuple[int, int]:
     return finished, in_flight
 
 
+#: what a tune folder holds; a non-empty --out with none of these is someone else's folder.
+TUNE_MARKERS = ("study.db", "trials", "best_params.json")
+
+
+def check_tune_folder(out: Path) -> None:
+    """A rerun continues the study in its own folder; any other non-empty folder is refused,
+    so a typo in --out never mixes trial folders into, say, a run or a dataset."""
+    if out.exists() and not out.is_dir():
+        raise AmosegError("--out is a file, expected a folder", out, "choose another --out")
+    if not out.is_dir() or any((out / m).exists() for m in TUNE_MARKERS):
+        return
+    if any(not p.name.startswith(".") for p in out.iterdir()):
+        raise AmosegError(
+            "output folder is not empty and is not a tune folder", out, "choose another --out"
+        )
+
+
 def run_study(
     config: TuneConfig,
     trial_fn: TrialFn,
@@ -222,6 +239,7 @@ def run_study(
     config.validate()
     _quiet_optuna()
     say = log or (lambda _msg: None)
+    check_tune_folder(Path(config.out))
     Path(config.out).mkdir(parents=True, exist_ok=True)
     study = open_study(config)
     metric_key = METRICS[config.metric]

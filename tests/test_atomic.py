@@ -1,0 +1,60 @@
+"""Durability of `amoseg.atomic`: data reaches the disk before the rename, the rename after."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from amoseg import atomic
+
+
+@pytest.fixture
+def calls(monkeypatch) -> list[tuple[str, str]]:
+    """Records ('fsync', path) and ('replace', target) in the order they happen."""
+    seen: list[tuple[str, str]] = []
+    real_fsync, real_open, real_replace = os.fsync, os.open, os.replace
+    names: dict[int, str] = {}
+
+    def opening(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        names[fd] = str(path)
+        return fd
+
+    def fsync(fd):
+        seen.append(("fsync", names.get(fd, "?")))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        seen.append(("replace", str(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "open", opening)
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    return seen
+
+
+def test_file_is_fsynced_before_the_rename_and_its_folder_after(tmp_path, calls):
+    target = tmp_path / "splits.json"
+    atomic.write_json(target, {"train": ["a"]})
+    kinds = [(kind, Path(p).name if kind == "replace" else p) for kind, p in calls]
+    replace_at = kinds.index(("replace", "splits.json"))
+    before = [p for kind, p in calls[:replace_at] if kind == "fsync"]
+    after = [p for kind, p in calls[replace_at + 1 :] if kind == "fsync"]
+    assert any(Path(p).name.startswith(".splits.json.") for p in before), calls
+    assert str(tmp_path) in after, calls
+    assert atomic.read_json(target) == {"train": ["a"]}
+
+
+def test_folder_contents_are_fsynced_before_the_folder_is_renamed(tmp_path, calls):
+    target = tmp_path / "cases" / "amos_0001"
+    with atomic.atomic_dir(target) as tmp:
+        (tmp / "image.npy").write_bytes(b"x" * 10)
+        (tmp / "meta.json").write_text("{}")
+    replace_at = [kind for kind, _ in calls].index("replace")
+    synced = {Path(p).name for kind, p in calls[:replace_at] if kind == "fsync"}
+    assert {"image.npy", "meta.json"} <= synced, calls
+    assert str(target.parent) in [p for kind, p in calls[replace_at + 1 :] if kind == "fsync"]
+    assert sorted(p.name for p in target.iterdir()) == ["image.npy", "meta.json"]
