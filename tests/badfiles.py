@@ -738,6 +738,102 @@ def _prepare_bad_plan(tmp: Path, fx: Fixtures) -> Case:
     return Case(argv, "configurations.2d.spacing", tmp / "out")
 
 
+# --- outputs that already exist, inputs that would be replaced (nothing replaced unless asked)
+
+
+def _predict_existing_output(tmp: Path, fx: Fixtures) -> Case:
+    scan = write_nifti(tmp / "in" / "scan.nii.gz", good_image())
+    out = tmp / "out"
+    write_nifti(out / "scan_seg.nii.gz", good_label())
+    return Case(["predict", str(fx.run()), str(scan), "-o", str(out)], "scan_seg.nii.gz", out)
+
+
+def _predict_into_input_folder(tmp: Path, fx: Fixtures) -> Case:
+    folder = tmp / "case"
+    write_nifti(folder / "ct.nii.gz", good_image())
+    write_nifti(folder / "ct_seg.nii.gz", good_label())  # the user's own label
+    return Case(["predict", str(fx.run()), str(folder), "-o", str(folder)], "ct_seg.nii.gz")
+
+
+def _score_json_onto_label(tmp: Path, fx: Fixtures) -> Case:
+    pred, gt = tmp / "pred", tmp / "gt"
+    write_nifti(pred / f"{GOOD_IDS[0]}.nii.gz", good_label(0))
+    label = write_nifti(gt / f"{GOOD_IDS[0]}.nii.gz", good_label(0))
+    argv = ["score", str(pred), str(gt), "--json", str(label), "--overwrite"]
+    return Case(argv, label.name)
+
+
+def _train_into_finished_run(tmp: Path, fx: Fixtures) -> Case:
+    run = tmp / "run"
+    shutil.copytree(fx.run(), run)
+    return Case(["train", "prior", "--data", str(fx.store()), "--out", str(run), *TRAIN_FAST],
+                "--resume")  # fmt: skip
+
+
+def _train_into_foreign_folder(tmp: Path, fx: Fixtures) -> Case:
+    folder = tmp / "thesis"
+    folder.mkdir()
+    (folder / "chapter1.tex").write_text("...")
+    argv = ["train", "prior", "--data", str(fx.store()), "--out", str(folder), *TRAIN_FAST,
+            "--overwrite"]  # fmt: skip
+    return Case(argv, "thesis")
+
+
+def _export_existing(tmp: Path, fx: Fixtures) -> Case:
+    target = tmp / "model.onnx"
+    target.write_bytes(b"someone else's model")
+    return Case(["export", str(fx.run()), "--onnx", str(target)], "model.onnx")
+
+
+def _compare_existing(tmp: Path, fx: Fixtures) -> Case:
+    out = tmp / "report"
+    out.mkdir()
+    (out / "comparison.md").write_text("my edited table")
+    return Case(["compare", str(fx.run()), "-o", str(out)], "comparison.md")
+
+
+def _tune_foreign_folder(tmp: Path, fx: Fixtures) -> Case:
+    folder = tmp / "data"
+    folder.mkdir()
+    (folder / "scan.nii.gz").write_bytes(b"")
+    argv = ["tune", "logreg-pixel", "--data", str(fx.store()), "--out", str(folder),
+            "--trials", "1", "--epochs", "1"]  # fmt: skip
+    return Case(argv, "data")
+
+
+# --- values outside their range, networks too large, damaged checkpoints and studies -----
+
+
+def _train_option(*extra: str, names: str, model: str = "unet") -> Callable[[Path, Fixtures], Case]:
+    def build(tmp: Path, fx: Fixtures) -> Case:
+        out = tmp / "run"
+        argv = ["train", model, "--data", str(fx.store()), "--out", str(out), *TRAIN_FAST, *extra]
+        return Case(argv, names, out)
+
+    return build
+
+
+def _predict_damaged_checkpoint(tmp: Path, fx: Fixtures) -> Case:
+    import torch
+
+    run = tmp / "run"
+    run.mkdir()
+    ckpt = torch.load(fx.run() / "checkpoint_best.pt", weights_only=True)
+    ckpt.pop("state")
+    torch.save(ckpt, run / "checkpoint_best.pt")
+    scan = write_nifti(tmp / "scan.nii.gz", good_image())
+    return Case(["predict", str(run), str(scan), "-o", str(tmp / "out")], "checkpoint_best.pt")
+
+
+def _tune_corrupt_study(tmp: Path, fx: Fixtures) -> Case:
+    out = tmp / "tune"
+    out.mkdir()
+    (out / "study.db").write_bytes(b"SQLite format 3\0" + bytes(range(256)) * 8)
+    argv = ["tune", "logreg-pixel", "--data", str(fx.store()), "--out", str(out),
+            "--trials", "1", "--epochs", "1", "--device", "cpu"]  # fmt: skip
+    return Case(argv, "study.db")
+
+
 # (input, command) -> builder.  Order = order of the table in docs/reliability.md.
 MATRIX: dict[tuple[str, str], Callable[[Path, Fixtures], Case]] = {}
 for _bad in BAD_NIFTI:
@@ -798,6 +894,32 @@ MATRIX[("read-only output folder (ro tmpfs)", "prepare")] = _prepare_readonly
 MATRIX[("disk full mid-write (tiny tmpfs)", "prepare")] = _prepare_disk_full
 MATRIX[("disk full mid-write (tiny tmpfs)", "predict")] = _predict_disk_full
 MATRIX[("disk full mid-write (tiny tmpfs)", "train")] = _train_disk_full
+MATRIX[("existing output without --overwrite", "predict")] = _predict_existing_output
+MATRIX[("-o the input folder, holding the user's label", "predict")] = _predict_into_input_folder
+MATRIX[("--json onto a ground-truth label (even with --overwrite)", "score")] = (
+    _score_json_onto_label
+)
+MATRIX[("run folder holding a run, no --resume", "train")] = _train_into_finished_run
+MATRIX[("non-empty folder that is not a run (even with --overwrite)", "train")] = (
+    _train_into_foreign_folder
+)
+MATRIX[("existing --onnx file without --overwrite", "export")] = _export_existing
+MATRIX[("existing comparison without --overwrite", "compare")] = _compare_existing
+MATRIX[("non-empty folder that is not a tune folder", "tune")] = _tune_foreign_folder
+MATRIX[("--lr -1", "train")] = _train_option("--lr", "-1", names="--lr")
+MATRIX[("--lr nan", "train")] = _train_option("--lr", "nan", names="--lr")
+MATRIX[("--weight-decay inf", "train")] = _train_option(
+    "--weight-decay", "inf", names="--weight-decay"
+)
+MATRIX[("--hparams '{\"base\": 0}'", "train")] = _train_option(
+    "--hparams", '{"base": 0}', names="base"
+)
+MATRIX[("network too large for memory", "train")] = _train_option(
+    "--hparams", '{"base": 1024, "depth": 8}', names="GiB"
+)
+MATRIX[("--epochs -1", "train")] = _train_option("--epochs", "-1", names="--epochs")
+MATRIX[("checkpoint without its weights", "predict")] = _predict_damaged_checkpoint
+MATRIX[("corrupt SQLite study", "tune")] = _tune_corrupt_study
 
 
 def run_row(

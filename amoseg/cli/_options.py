@@ -22,7 +22,9 @@ def parse_hparams(text: str | None) -> dict[str, Any]:
         ) from exc
     if not isinstance(value, dict):
         raise AmosegError("--hparams must be a JSON object", hint="e.g. '{\"base\": 16}'")
-    return value
+    from amoseg.training.settings import check_hparams
+
+    return check_hparams(value)  # types and ranges now, not in the middle of a run
 
 
 class ModelHelpCommand(TyperCommand):

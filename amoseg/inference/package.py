@@ -327,10 +327,10 @@ def _load_weights(data: bytes, path: Path, member: str) -> dict[str, Any]:
 
 def package_models(path: str | Path, device: str = "auto") -> tuple[list[Any], Package]:
     """The package's models, rebuilt on `device`, and the package itself."""
-    from amoseg.models.registry import model_class
+    from amoseg.models.checkpoint import rebuild_model
 
     package = read_package(path)
-    models = [model_class(c["model"]).from_checkpoint(c, device) for c in package.checkpoints]
+    models = [rebuild_model(c, device, Path(path)) for c in package.checkpoints]
     return models, package
 
 

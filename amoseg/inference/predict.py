@@ -256,9 +256,9 @@ def output_paths(
     """Every file `predict_scan` writes for `item`: label map(s), volume CSV and JSON, and
     the overlay, DICOM-SEG and viewer when asked."""
     outputs = outputs or OutputSettings()
-    names = ["_volumes.csv", "_volumes.json"]
-    names += [f"{SEG_SUFFIX}.nii.gz"] if outputs.nifti else []
+    names = [f"{SEG_SUFFIX}.nii.gz"] if outputs.nifti else []
     names += [f"{SEG_SUFFIX}.dcm"] if outputs.dicom_seg else []
+    names += ["_volumes.csv", "_volumes.json"]
     names += ["_viewer.html"] if outputs.html else []
     names += ["_overlay.png"] if overlay else []
     return [Path(out_dir) / f"{item.name}{suffix}" for suffix in names]

@@ -28,7 +28,40 @@ def load_checkpoint(path: Path | IO[bytes], name: Path | None = None) -> dict[st
         ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise AmosegError("not an amoseg checkpoint", shown, "pass a run folder written by train")
+    for key, kind in (("model", str), ("state", dict)):
+        if not isinstance(ckpt.get(key), kind):
+            raise AmosegError(
+                f"checkpoint has no valid '{key}' field", shown, "it is damaged; re-run training"
+            )
+    if not isinstance(ckpt.get("hparams", {}), dict):
+        raise AmosegError("checkpoint has no valid 'hparams' field", shown, "re-run training")
     return ckpt
+
+
+#: what a checkpoint that does not fit its model raises inside torch / the model classes.
+MISMATCH_ERRORS = (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError)
+
+
+def rebuild_model(ckpt: dict[str, Any], device: str = "auto", shown: Any = None) -> Any:
+    """The model a loaded checkpoint holds; fields that do not fit the model class (missing,
+    renamed, wrong shapes) are one line, not a traceback from deep inside torch."""
+    from amoseg.models.registry import model_class
+
+    try:
+        cls = model_class(ckpt["model"])
+    except AmosegError as exc:  # a model this amoseg does not have: name the file
+        raise AmosegError(f"checkpoint holds an {exc.what}", shown, exc.hint) from exc
+    try:
+        return cls.from_checkpoint(ckpt, device)
+    except AmosegError:
+        raise
+    except MISMATCH_ERRORS as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise AmosegError(
+            f"checkpoint does not fit model '{ckpt['model']}' ({type(exc).__name__}: {reason})",
+            shown,
+            "it is damaged or from another amoseg version; re-run training",
+        ) from exc
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:

@@ -78,10 +78,10 @@ def train_defaults(name: str) -> dict[str, Any]:
 
 def load_model(path: str | Path, device: str = "auto") -> Any:
     """Rebuild whichever model a checkpoint file holds."""
-    from amoseg.models.checkpoint import load_checkpoint
+    from amoseg.models.checkpoint import load_checkpoint, rebuild_model
 
     ckpt = load_checkpoint(Path(path))
-    return model_class(ckpt["model"]).from_checkpoint(ckpt, device)
+    return rebuild_model(ckpt, device, Path(path))
 
 
 def __getattr__(name: str) -> Any:

@@ -26,8 +26,8 @@ class Rule:
     option: str = ""  # the CLI flag, for the error line
     above: bool = False  # lo itself is not allowed (lr > 0)
 
-    def check(self, name: str, value: Any) -> int | float:
-        label = self.option or name
+    def check(self, name: str, value: Any, label: str | None = None) -> int | float:
+        label = label or self.option or name
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise AmosegError(f"{label} must be a number, got {value!r}", hint=self.describe())
         if self.kind is int and (isinstance(value, float) and not value.is_integer()):

@@ -37,7 +37,7 @@ from amoseg.errors import AmosegError
 from amoseg.inference.inferers import as_volume, label_volume
 from amoseg.interrupts import note_finished
 from amoseg.metrics.confusion import ConfusionMatrix, mean_dice, mean_iou, pixel_accuracy
-from amoseg.models.checkpoint import load_checkpoint, save_checkpoint
+from amoseg.models.checkpoint import MISMATCH_ERRORS, load_checkpoint, save_checkpoint
 from amoseg.progress import progress_bar
 from amoseg.training import distributed
 from amoseg.training.checkpoint import rng_state, set_rng_state
@@ -336,13 +336,22 @@ def fit_torch(
 
     start_epoch = 1
     if resume:
-        ckpt = load_checkpoint(run_dir / "checkpoint_latest.pt")
-        model.net.load_state_dict(ckpt["state"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        set_rng_state(ckpt["rng"])
-        reporter.restore(ckpt)
-        start_epoch = int(ckpt["epoch"]) + 1
+        latest = run_dir / "checkpoint_latest.pt"
+        ckpt = load_checkpoint(latest)
+        try:
+            model.net.load_state_dict(ckpt["state"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            set_rng_state(ckpt["rng"])
+            reporter.restore(ckpt)
+            start_epoch = int(ckpt["epoch"]) + 1
+        except MISMATCH_ERRORS as exc:
+            raise AmosegError(
+                f"checkpoint cannot be resumed ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:160]})",
+                latest,
+                "it is damaged or from another amoseg version; start over with --overwrite",
+            ) from exc
     note_saved(run_dir, start_epoch - 1, settings.epochs)
 
     net = model.net

@@ -46,6 +46,7 @@ def training_objective(
 
     def run_trial(params: dict[str, Any], trial_dir: Path, report: Report) -> float:
         from amoseg.training import TrainSettings, train
+        from amoseg.tuning.search_space import hparams_of
 
         settings = TrainSettings(
             epochs=epochs,
@@ -54,7 +55,7 @@ def training_objective(
             weight_decay=float(params["weight_decay"]),
             device=device,
             seed=seed,
-            hparams=dict(hparams or {}),
+            hparams={**(hparams or {}), **hparams_of(params)},  # searched ones win
             max_slices_per_epoch=max_slices_per_epoch,
         )
         seen: list[float] = []

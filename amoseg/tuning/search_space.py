@@ -9,6 +9,12 @@ File format (every key optional; a key left out keeps its default)::
     lr:           {low: 1.0e-5, high: 1.0e-2, log: true}   # or a number to fix it
     weight_decay: {low: 1.0e-6, high: 1.0e-2, log: true}
     batch_size:   [2, 4, 8, 16]                            # or {choices: [...]}, or a number
+
+Any numeric model hyper-parameter of `amoseg.training.settings.HPARAM_RULES` may be searched
+too, within its allowed range (integers with suggest_int)::
+
+    base:         {low: 8, high: 32, log: true}            # or [8, 16, 32], or a number
+    lambda_dice:  {low: 0.5, high: 2.0}
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from amoseg.errors import AmosegError
+from amoseg.training.settings import HPARAM_RULES, Rule
 
 FLOAT_PARAMS = ("lr", "weight_decay")
 CHOICE_PARAMS = ("batch_size",)
@@ -59,20 +66,73 @@ def load_space(path: str | Path | None) -> dict[str, dict[str, Any]]:
         raise AmosegError(
             "search-space file must be a mapping of parameter names",
             path,
-            f"allowed keys: {', '.join(PARAM_NAMES)}",
+            f"allowed keys: {', '.join(searchable())}",
         )
-    unknown = sorted(str(k) for k in raw if k not in PARAM_NAMES)
+    unknown = sorted(str(k) for k in raw if k not in searchable())
     if unknown:
         raise AmosegError(
             f"unknown key(s) {', '.join(unknown)} in search-space file",
             path,
-            f"allowed keys: {', '.join(PARAM_NAMES)}",
+            f"allowed keys: {', '.join(searchable())}",
         )
     for name, value in raw.items():
-        space[name] = (
-            _float_spec(name, value, path) if name in FLOAT_PARAMS else _choice_spec(value, path)
-        )
+        if name in FLOAT_PARAMS:
+            space[name] = _float_spec(name, value, path)
+        elif name in CHOICE_PARAMS:
+            space[name] = _choice_spec(value, path)
+        else:
+            space[name] = _hparam_spec(name, value, path, HPARAM_RULES[name])
     return space
+
+
+def searchable() -> tuple[str, ...]:
+    """Every name a search-space file may hold: training settings, then hyper-parameters."""
+    return (*PARAM_NAMES, *HPARAM_RULES)
+
+
+def names(space: dict[str, dict[str, Any]]) -> list[str]:
+    """The space's parameters in canonical order (settings first, then hyper-parameters)."""
+    return [n for n in searchable() if n in space]
+
+
+def hparams_of(params: dict[str, Any]) -> dict[str, Any]:
+    """The model hyper-parameters among a trial's parameters."""
+    return {k: v for k, v in params.items() if k in HPARAM_RULES}
+
+
+def _hparam_spec(name: str, value: Any, path: Path, rule: Rule) -> dict[str, Any]:
+    """A hyper-parameter's spec, every bound checked against the setting's own rule."""
+
+    def checked(where: str, v: Any) -> int | float:
+        if isinstance(v, str):  # PyYAML reads `1e-5` (no dot) as a string
+            with contextlib.suppress(ValueError):
+                v = float(v)
+        try:
+            return rule.check(name, v, label=f"'{where}'")
+        except AmosegError as exc:
+            raise AmosegError(f"search space: {exc.what}", path, exc.hint) from exc
+
+    if isinstance(value, list):
+        if not value:
+            raise AmosegError(f"'{name}' choices must not be empty", path)
+        return {"type": "categorical", "choices": sorted({checked(name, v) for v in value})}
+    if not isinstance(value, dict):
+        return {"type": "fixed", "value": checked(name, value)}
+    unknown = sorted(str(k) for k in value if k not in _FLOAT_KEYS)
+    if unknown or "low" not in value or "high" not in value:
+        raise AmosegError(
+            f"'{name}' needs low and high (and optionally log) in search-space file", path
+        )
+    low, high = checked(f"{name}.low", value["low"]), checked(f"{name}.high", value["high"])
+    log = value.get("log", False)
+    if not isinstance(log, bool):
+        raise AmosegError(f"'{name}.log' must be true or false, got {log!r}", path)
+    if not low < high:
+        raise AmosegError(f"'{name}': low ({low:g}) must be below high ({high:g})", path)
+    if log and low <= 0:
+        raise AmosegError(f"'{name}.low' must be > 0 for a log scale, got {low:g}", path)
+    kind = "int" if rule.kind is int else "float"
+    return {"type": kind, "low": low, "high": high, "log": log}
 
 
 def _parse(text: str, path: Path) -> Any:
@@ -153,12 +213,14 @@ def _choice_spec(value: Any, path: Path) -> dict[str, Any]:
 def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Sample one parameter set from an optuna trial (fixed entries are passed through)."""
     params: dict[str, Any] = {}
-    for name in PARAM_NAMES:
+    for name in names(space):
         spec = space[name]
         if spec["type"] == "fixed":
             params[name] = spec["value"]
         elif spec["type"] == "float":
             params[name] = trial.suggest_float(name, spec["low"], spec["high"], log=spec["log"])
+        elif spec["type"] == "int":
+            params[name] = trial.suggest_int(name, spec["low"], spec["high"], log=spec["log"])
         else:
             params[name] = trial.suggest_categorical(name, list(spec["choices"]))
     return params
@@ -167,7 +229,7 @@ def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def full_params(space: dict[str, dict[str, Any]], sampled: dict[str, Any]) -> dict[str, Any]:
     """A trial's sampled params completed with the space's fixed values, in canonical order."""
     out = {}
-    for name in PARAM_NAMES:
+    for name in names(space):
         spec = space[name]
         out[name] = spec["value"] if spec["type"] == "fixed" else sampled[name]
     return out
@@ -181,10 +243,13 @@ def canonical(space: dict[str, dict[str, Any]]) -> str:
 def describe(space: dict[str, dict[str, Any]]) -> str:
     """One line per parameter for the user ('lr: log-uniform 1e-05…0.01')."""
     parts = []
-    for name in PARAM_NAMES:
+    for name in names(space):
         spec = space[name]
         if spec["type"] == "fixed":
             parts.append(f"{name}={spec['value']:g}")
+        elif spec["type"] == "int":
+            scale = "log-int" if spec["log"] else "int"
+            parts.append(f"{name} {scale} {spec['low']}…{spec['high']}")
         elif spec["type"] == "float":
             kind = "log-uniform" if spec["log"] else "uniform"
             parts.append(f"{name} {kind} {spec['low']:g}…{spec['high']:g}")

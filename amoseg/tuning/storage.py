@@ -138,6 +138,12 @@ def open_storage(url: str, *, heartbeat_s: int = 30, grace_s: int | None = None)
             # Two machines creating the tables at the same moment: the loser retries.
             last_exc = exc
             time.sleep(0.2 + random.random() * (attempt + 1))
+        except sqlalchemy.exc.DatabaseError as exc:  # e.g. a SQLite file that is no database
+            raise AmosegError(
+                f"study storage '{safe_url(url)}' is not a usable database ({_first_line(exc)})",
+                hint="it is damaged or another program's file; move it aside or pass another "
+                "--storage / --out",
+            ) from exc
     raise AmosegError(
         f"cannot initialise study storage '{safe_url(url)}' ({_first_line(last_exc)})",
         hint="retry; if it persists the database may hold a foreign schema",

@@ -70,7 +70,9 @@ class TuneConfig:
             raise AmosegError(f"unknown metric '{self.metric}'", hint="use miou or dice")
         if self.pruner not in PRUNERS:
             raise AmosegError(f"unknown pruner '{self.pruner}'", hint=f"use {'|'.join(PRUNERS)}")
-        if self.timeout_s is not None and self.timeout_s <= 0:
+        if self.timeout_s is not None and not (
+            math.isfinite(self.timeout_s) and self.timeout_s > 0
+        ):
             raise AmosegError(f"--timeout must be > 0 seconds, got {self.timeout_s}")
         if self.heartbeat_s < 1:
             raise AmosegError(f"heartbeat must be >= 1 second, got {self.heartbeat_s}")

@@ -30,6 +30,10 @@ def best_params(study: Any, space: dict[str, dict[str, Any]], metric: str) -> di
     best = max(done, key=lambda t: (t.value, -t.number))
     params = search_space.full_params(space, best.params)
     params["batch_size"] = int(params["batch_size"])
+    searched = search_space.hparams_of(params)
+    params = {k: v for k, v in params.items() if k not in searched}
+    if searched:  # `amoseg train --params` reads model hyper-parameters from "hparams"
+        params["hparams"] = searched
     return {**params, "value": float(best.value), "metric": metric, "trial": int(best.number)}
 
 
