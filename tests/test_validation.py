@@ -260,3 +260,18 @@ def test_random_options_of_other_commands_never_give_a_traceback(tmp_path, comma
     for value in values:
         argv += [data.draw(st.sampled_from(names)), str(value)]
     _assert_clean(amoseg_inprocess(*argv))
+
+
+def test_library_warnings_become_one_line_notes(capsys, monkeypatch):
+    import warnings
+
+    from amoseg.cli import main as cli
+
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    monkeypatch.setattr(warnings, "filters", list(warnings.filters))
+    cli.install_warning_notes()
+    warnings.warn("the header's\nqform is odd", UserWarning, stacklevel=1)
+    warnings.warn("old API", DeprecationWarning, stacklevel=1)
+    warnings.warn("will change", FutureWarning, stacklevel=1)
+    err = capsys.readouterr().err
+    assert err == "warning: the header's qform is odd\n"

@@ -65,6 +65,22 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library warning as one `warning:` line on stderr, without file/line internals."""
+    text = " ".join(str(message).split())
+    print(f"warning: {text}", file=file or sys.stderr)
+
+
+def install_warning_notes() -> None:
+    """Library warnings become our own one-line notes; deprecation notices, which are for
+    amoseg's developers and mean nothing to a user, are silenced (`--debug` keeps them)."""
+    import warnings
+
+    warnings.showwarning = _show_warning
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
 def _usage_error(exc: Exception) -> None:
     """One line, like our own errors: 'error: Invalid value for '--epochs': … (see --help)'."""
     code = int(getattr(exc, "exit_code", 2))
@@ -89,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     """
     args = list(argv if argv is not None else sys.argv[1:])
     debug = "--debug" in args
+    if not debug:
+        install_warning_notes()
     interrupts.install_signal_handlers()
     interrupts.note_finished(None)
     command = typer.main.get_command(app)
