@@ -75,7 +75,18 @@ def test_report_style_table_is_labelled_and_console_shows_both(evaluated, tmp_pa
     metrics = read_json(run / "eval_test" / "metrics.json")
     assert "stored slices" in metrics["report_style_note"]
     copy = shutil.copytree(run, tmp_path / "run")
-    main(["evaluate", str(copy), "--data", str(store), "--device", "cpu", "--no-native"])
+    main(
+        [
+            "evaluate",
+            str(copy),
+            "--data",
+            str(store),
+            "--device",
+            "cpu",
+            "--no-native",
+            "--overwrite",
+        ]
+    )  # re-evaluating replaces eval_test: asked for
     out = capsys.readouterr().out
     assert "native grid: skipped" in out and "report-style, stored slices" in out
     assert read_json(copy / "eval_test" / "metrics.json")["native"] is None
