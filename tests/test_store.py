@@ -248,3 +248,21 @@ def test_foreground_samples_are_balanced_over_organs(tmp_path):
     centres = [int(ds[i][1][1, 2, 2]) for i in range(300) if ds.forced_foreground(i)]
     assert len(centres) == 100 and set(centres) <= {6, 11}
     assert 0.3 < centres.count(11) / len(centres) < 0.7
+
+
+def test_unet_reads_the_plan_normalisation_of_a_planned_store(planned_root, tmp_path):
+    import torch
+
+    from amoseg.models.unet import UNetModern
+
+    prepare_dataset(planned_root, tmp_path / "2d", configuration="2d", seed=0, progress=False)
+    prepare_dataset(planned_root, tmp_path / "seed", size=16, seed=0, progress=False)
+    planned, seed = SliceStore(tmp_path / "2d"), SliceStore(tmp_path / "seed")
+    norm = planned.configuration.normalisation["ct"]
+    hparams = UNetModern.store_hparams(planned, {})
+    assert hparams == {"norm": "ct", "window": [*norm.clip, norm.mean, norm.std]}
+    assert UNetModern.store_hparams(seed, {})["norm"] == "window"
+    model = UNetModern(input_size=0, **{**UNetModern.HPARAMS, "base": 4, **hparams})
+    x = torch.linspace(-1200, 400, 50).reshape(1, 1, 5, 10)
+    torch.testing.assert_close(model.build_norm()(x), norm.apply(x))
+    assert model.body_threshold is None  # the store is cropped already

@@ -42,6 +42,18 @@ class ZScoreNorm(nn.Module):
         return (x - mean) / (std + 1e-5)
 
 
+class ForegroundNorm(nn.Module):
+    """A planned CT store's normalisation (nnU-Net's): clip to the training foreground's
+    0.5/99.5 percentiles, then z-score with its mean/std (plan.json `normalisation.ct`)."""
+
+    def __init__(self, lo: float, hi: float, mean: float, std: float):
+        super().__init__()
+        self.lo, self.hi, self.mean, self.std = float(lo), float(hi), float(mean), float(std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.clamp(self.lo, self.hi) - self.mean) / self.std
+
+
 class MaxAbsNorm(nn.Module):
     """The report's scaling: divide each input image by its own maximum absolute intensity,
     so every slice lands in [-1, 1] (per slice, because the report normalised each image it
@@ -59,6 +71,8 @@ def make_norm(mode: str, window: tuple[float, float] | list[float]) -> nn.Module
         return ZScoreNorm(*window)
     if mode == "maxabs":
         return MaxAbsNorm()
+    if mode == "ct":  # window = [lo, hi, mean, std] from the plan
+        return ForegroundNorm(*window)
     raise ValueError(f"unknown intensity normalisation '{mode}'")
 
 

@@ -37,6 +37,17 @@ def store_is_ct_only(store: Any) -> bool:
     )
 
 
+def plan_ct_normalisation(store: Any) -> list[float] | None:
+    """[lo, hi, mean, std] of a planned (2d/3d) CT store's plan normalisation, or None for a
+    seed store (its U-Nets keep the report's fixed HU window)."""
+    if store.info.get("size") is not None or not store.info.get("plan"):
+        return None
+    norm = store.configuration.normalisation.get("ct")
+    if norm is None or norm.scheme != "ct":
+        return None
+    return [float(norm.clip[0]), float(norm.clip[1]), float(norm.mean), float(norm.std)]
+
+
 @register_model
 class UNetModern(TorchModel):
     name = "unet"
@@ -52,7 +63,7 @@ class UNetModern(TorchModel):
         "base": 32,
         "depth": 4,
         "context": 1,
-        "norm": None,  # "window" (CT-only store) or "zscore" (MR present), chosen from the store
+        "norm": None,  # "window" (CT seed store), "ct" (planned CT store: the plan's), "zscore"
         "window": None,
         "augment": True,
         "body_crop": True,  # train and predict on the body's box (CT): ≈ 1.5× faster predict
@@ -99,6 +110,9 @@ class UNetModern(TorchModel):
         if hparams.get("norm"):
             return {}
         if store_is_ct_only(store):
+            planned = plan_ct_normalisation(store)
+            if planned is not None:
+                return {"norm": "ct", "window": planned}
             return {"norm": "window", "window": [-1000.0, 1000.0]}
         return {"norm": "zscore", "window": [-32768.0, 32767.0]}
 
