@@ -65,7 +65,8 @@ def seconds(backend, data, affine, repeats: int) -> tuple[float, dict]:
     from amoseg.inference.pipeline import StageTimes
     from amoseg.inference.predict import segment_scan
 
-    segment_scan(backend, data, affine)  # warm-up (allocations, cuDNN autotuning)
+    if backend.device.type == "cuda":
+        segment_scan(backend, data, affine)  # warm-up (allocations, cuDNN autotuning)
     runs, stages = [], {}
     for _ in range(repeats):
         times = StageTimes(backend.device)
@@ -97,7 +98,9 @@ def main() -> None:
     b3, patch = unet3d_backend(args.plan, args.device, args.base, size)
     b2 = unet2d_backend(args.device, size)
     t2, s2 = seconds(b2, data, affine, args.repeats)
+    print(f"unet: {t2:.2f} s", flush=True)
     t3, s3 = seconds(b3, data, affine, args.repeats)
+    print(f"unet3d: {t3:.2f} s", flush=True)
     t3t, s3t = (
         (math.nan, {})
         if args.skip_tta
