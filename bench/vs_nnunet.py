@@ -27,8 +27,9 @@ What it does, all under --out (nothing else is written except the virtual enviro
    CPU), the epoch count set after the first epoch to floor(budget / first epoch's seconds)
    with the poly learning-rate schedule stretched to it, a hard stop before an epoch that
    would overrun the budget, and nnU-Net's fold validation skipped (see that file).
-5. amoseg: `unet` (and the 3D recipe `unet3d` when the registry has it). One calibration
-   epoch (not counted) measures an epoch's seconds; then `amoseg train --epochs
+5. amoseg: `unet` (and the 3D recipe `unet3d` when the registry has it). A two-epoch
+   calibration run (not counted) measures a warm epoch's seconds (its second: the first pays
+   the cold page cache and start-up, as nnU-Net's warm-up above); then `amoseg train --epochs
    floor(budget / epoch seconds)` (or one shortened epoch with --max-slices when a whole
    epoch does not fit), stopped with SIGINT should it overrun; `amoseg predict` on the test
    images. amoseg has no test-time mirroring.
@@ -98,6 +99,7 @@ class Plan:
     max_slices: int | None
     mirroring_cases: int | None
     shrink: bool
+    amoseg_models: tuple[str, ...]
     nnunet_epochs: int
     smoke: bool
 
@@ -348,7 +350,7 @@ def install_trainer() -> None:
 
 def write_dataset(plan: Plan, work: Path, env: dict[str, str]) -> dict[str, Any]:
     """Synthesise (or select) the cases, split them with `amoseg prepare`, convert for nnU-Net."""
-    from amoseg.data.amos import find_cases
+    from amoseg.data.datasets import find_cases
 
     if plan.root is None:
         root = work / "amos"
@@ -395,7 +397,7 @@ def write_dataset(plan: Plan, work: Path, env: dict[str, str]) -> dict[str, Any]
     gt = work / "test_labels"
     gt.mkdir(parents=True, exist_ok=True)
     for case_id in splits["test"]:
-        _copy_nifti_gz(by_id[case_id].label, gt / f"{case_id}.nii.gz")
+        _write_label(by_id[case_id], gt / f"{case_id}.nii.gz")
     log(
         f"split: {len(splits['train'])} train / {len(splits['val'])} val / "
         f"{len(splits['test'])} test cases; nnU-Net raw dataset → {raw}"
@@ -417,7 +419,7 @@ def shrink_scans(root: Path, slices: int | None) -> None:
     affine exact."""
     import nibabel as nib
 
-    from amoseg.data.amos import find_cases
+    from amoseg.data.datasets import find_cases
 
     for case in find_cases(root):
         for path in (case.image, case.label):
@@ -458,6 +460,20 @@ def _copy_nifti_gz(source: Path, target: Path) -> None:
         nib.save(nib.load(str(source)), str(target))
 
 
+def _write_label(case: Any, target: Path) -> None:
+    """A label map in AMOS ids: a dataset whose dataset.json numbers organs otherwise carries
+    `label_lut` (file id → AMOS id), applied here as `amoseg prepare` applies it."""
+    lut = getattr(case, "label_lut", None)
+    if lut is None:
+        _copy_nifti_gz(case.label, target)
+        return
+    import nibabel as nib
+
+    img = nib.load(str(case.label))
+    ids = np.asarray(lut, np.uint8)[np.asarray(img.dataobj).astype(np.int64)]
+    nib.save(nib.Nifti1Image(ids, img.affine, img.header), str(target))
+
+
 def write_nnunet_raw(
     by_id: dict, splits: dict[str, list[str]], raw: Path, mirroring_cases: int | None = None
 ) -> Path:
@@ -472,7 +488,7 @@ def write_nnunet_raw(
     for case_id in training:
         case = by_id[case_id]
         _copy_nifti_gz(case.image, raw / "imagesTr" / f"{case_id}_0000.nii.gz")
-        _copy_nifti_gz(case.label, raw / "labelsTr" / f"{case_id}.nii.gz")
+        _write_label(case, raw / "labelsTr" / f"{case_id}.nii.gz")
     for case_id in splits["test"]:
         _copy_nifti_gz(by_id[case_id].image, raw / "imagesTs" / f"{case_id}_0000.nii.gz")
     mirror = raw / "imagesTs_mirroring"
@@ -644,7 +660,7 @@ def run_amoseg(plan: Plan, work: Path, env: dict[str, str], data: dict, model: s
     runs = work / "amoseg_runs"
     common = ("--data", str(data["store"]), "--device", plan.device, "--seed", "0")
     slices = ("--max-slices", str(plan.max_slices)) if plan.max_slices else ()
-    log(f"amoseg {model}: one calibration epoch (not counted)")
+    log(f"amoseg {model}: two calibration epochs (not counted)")
     run_measured(
         amoseg_cmd(
             "train",
@@ -654,7 +670,7 @@ def run_amoseg(plan: Plan, work: Path, env: dict[str, str], data: dict, model: s
             str(runs / f"{model}-calibration"),
             *slices,
             "--epochs",
-            "1",
+            "2",
         ),
         env,
         work / "logs" / f"amoseg_{model}_calibration.log",
@@ -662,8 +678,10 @@ def run_amoseg(plan: Plan, work: Path, env: dict[str, str], data: dict, model: s
         what=f"amoseg train {model} (calibration)",
         fresh=runs / f"{model}-calibration",
     )
-    calibration = json.loads((runs / f"{model}-calibration" / "summary.json").read_text())
-    epoch_s = float(calibration["train_seconds"])
+    import csv
+
+    with open(runs / f"{model}-calibration" / "log.csv") as f:
+        epoch_s = float(list(csv.DictReader(f))[-1]["seconds"])  # the warm epoch
     epochs = int(plan.budget_s // max(epoch_s, 1e-6))
     budget_args: tuple[str, ...] = slices
     if epochs < 1:  # a whole epoch does not fit: one epoch over a share of the slices
@@ -688,14 +706,12 @@ def run_amoseg(plan: Plan, work: Path, env: dict[str, str], data: dict, model: s
         summary = json.loads(latest.read_text())
         row.train_s, row.epochs = summary["train_seconds"], summary["epoch"]
     else:  # stopped by the guard: the latest checkpoint's log says how far it got
-        import csv
-
         rows = list(csv.DictReader((run_dir / "log.csv").open()))
         row.train_s = sum(float(r["seconds"]) for r in rows)
         row.epochs = len(rows)
         row.notes.append("stopped by the budget guard")
     row.train_wall_s = trained.seconds
-    row.notes.append(f"{row.epochs} epoch(s), calibration epoch {epoch_s:.1f} s")
+    row.notes.append(f"{row.epochs} epoch(s), warm calibration epoch {epoch_s:.1f} s")
     pred = work / "predictions" / f"amoseg_{model}"
     n_test = len(data["test_images"])
     log(f"amoseg {model}: predict {n_test} test case(s)")
@@ -862,6 +878,12 @@ def parse_plan(argv: list[str] | None = None) -> Plan:
         action="store_true",
         help="synthetic scans at every 2nd voxel in-plane (64-80²): CPU-sized (smoke: always)",
     )
+    p.add_argument(
+        "--amoseg-models",
+        nargs="+",
+        default=list(AMOSEG_MODELS),
+        help=f"amoseg models to run when registered (default: {' '.join(AMOSEG_MODELS)})",
+    )
     p.add_argument("--smoke", action="store_true", help="minutes end to end: checks the bench")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     p.add_argument("--resume", action="store_true", help="reuse finished steps of a run in --out")
@@ -889,6 +911,7 @@ def parse_plan(argv: list[str] | None = None) -> Plan:
         if a.mirroring_cases is not None
         else (1 if a.device == "cpu" else None),
         shrink=a.shrink or smoke,
+        amoseg_models=tuple(a.amoseg_models),
         nnunet_epochs=2 if smoke else 8,
         smoke=smoke,
     )
@@ -946,7 +969,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             continue
         rows.append(run_nnunet(plan, out, nn_env, data, configuration))
     check = scorer_check(out, nn_env, data, NNUNET_CONFIGS[0]) if rows else None
-    for model in AMOSEG_MODELS:
+    for model in plan.amoseg_models:
         if not amoseg_has_model(model):
             note = f"amoseg {model}: not in this checkout's model registry, skipped"
             log(note)
