@@ -23,10 +23,13 @@ What it does, all under --out (nothing else is written except the virtual enviro
    without `--disable_tta` (mirroring). **The budget**: bench/nnunet_budget_trainer.py is
    copied into the venv's trainer search path
    (`nnunetv2/training/nnUNetTrainer/nnUNetTrainer_AmosegBudget.py`); it is nnU-Net's
-   default trainer with iterations per epoch set by this script (250/50 → a few dozen on a
-   CPU), the epoch count set after the first epoch to floor(budget / first epoch's seconds)
-   with the poly learning-rate schedule stretched to it, a hard stop before an epoch that
-   would overrun the budget, and nnU-Net's fold validation skipped (see that file).
+   default trainer with at most --nnunet-iters iterations per epoch (nnU-Net: 250; the first
+   epoch stops its iterations at budget / 8 and later epochs repeat that count) and 2
+   validation iterations (nnU-Net: 50), the epoch count set after the first epoch to
+   floor(budget / first epoch's seconds) with the poly learning-rate schedule stretched to it,
+   the workers' warm-up not counted, a stop before an epoch that would overrun the budget,
+   and nnU-Net's fold validation skipped (see that file). Mirroring predictions run last, on
+   the first --mirroring-cases test cases.
 5. amoseg: `unet` (and the 3D recipe `unet3d` when the registry has it). A two-epoch
    calibration run (not counted) measures a warm epoch's seconds (its second: the first pays
    the cold page cache and start-up, as nnU-Net's warm-up above); then `amoseg train --epochs
@@ -42,6 +45,10 @@ up, planning and preprocessing excluded and listed separately). Predict seconds 
 whole `predict` command's wall time (start-up and model loading included) divided by the number
 of test cases. Peak RAM is the sum of PSS over the command's processes, sampled every second;
 peak GPU memory sums nvidia-smi's per-process figures for them.
+
+Both tools run with --threads torch threads (nnU-Net's own CPU default, all cores, is capped
+by a launcher). --shrink halves the synthetic scans in-plane (CPU-sized); --resume reuses every
+finished step of an interrupted run (a step is done when logs/<step>.json exists).
 
 Writes OUT/vs_nnunet.json and OUT/vs_nnunet.md (the printed table).
 """
