@@ -128,7 +128,8 @@ def predict(
     if postprocess == "auto":
         organs = saved_lcc_organs(runs) if runs else None
         chosen = organs or "none"
-    if any(trained_on_synthetic(run) for run in runs):
+    # runs: the run folders (fold roots expanded); models: packages carry their own card
+    if any(trained_on_synthetic(path) for path in [*runs, *models]):
         typer.echo(SYNTHETIC_NOTE, err=True)
     written: list[str] = []
     note_finished(f"predict wrote 0 of {len(items)} scans")
