@@ -126,3 +126,15 @@ def test_mirrored_2d_predictor_is_left_right_exact():
 
     assert not torch.allclose(plain, mirror_scores(plain, [2], 2), atol=1e-3)
     torch.testing.assert_close(p, mirror_scores(p, [2], 2), atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_evaluate_takes_the_same_model_list_as_predict(folds, tmp_path, capsys):
+    _root, store, runs = folds
+    out = tmp_path / "ens"
+    main(["evaluate", str(runs), "--data", str(store), "--device", "cpu", "-o", str(out)])
+    assert "ensemble of 2 on test" in capsys.readouterr().out
+    metrics = read_json(out / "metrics.json")
+    native = metrics["native"]
+    assert metrics["members"] == 2 and native["n_cases"] == len(SliceStore(store).cases("test"))
+    assert 0.0 <= native["mean_dice"] <= 1.0 and 0.0 <= native["mean_nsd"] <= 1.0

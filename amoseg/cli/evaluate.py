@@ -12,7 +12,13 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate(
-    run_dir: Path = typer.Argument(..., help="Run folder written by `amoseg train`."),
+    models: list[Path] = typer.Argument(
+        ...,
+        help="Run folder written by `amoseg train`; several runs, folders of fold runs or "
+        "packages are evaluated as one ensemble (as `amoseg predict` takes them; native "
+        "grid only).",
+        metavar="RUN...",
+    ),
     data: Path | None = typer.Option(
         None, "--data", help="Prepared store (default: the one the run was trained on)."
     ),
@@ -29,6 +35,10 @@ def evaluate(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an earlier evaluation of this split."
     ),
+    out_dir: Path | None = typer.Option(
+        None, "-o", "--out", help="Ensembles: output folder (default RUN/eval_ensemble_SPLIT)."
+    ),
+    tta: bool = typer.Option(False, "--tta/--no-tta", help="Ensembles: test-time mirroring."),
 ) -> None:
     """Write RUNDIR/eval_SPLIT/metrics.json, a confusion-matrix PNG and an overlay figure.
 
@@ -36,9 +46,29 @@ def evaluate(
     and the report's table (pixel accuracy, mIoU, Dice) over the stored slices."""
     from rich.console import Console
 
+    from amoseg.inference.ensemble import member_runs
     from amoseg.outputs import check_new_outputs
-    from amoseg.reports.evaluate import eval_dir, evaluate_run
+    from amoseg.reports.evaluate import eval_dir, evaluate_ensemble, evaluate_run
 
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.2f} %"
+
+    run_dir = models[0]
+    if len(models) > 1 or len(member_runs(run_dir)) > 1:
+        target = out_dir or run_dir / f"eval_ensemble_{split}"
+        check_new_outputs(
+            [target / "metrics.json"], overwrite=overwrite, hint="pass --overwrite or -o DIR"
+        )
+        e = evaluate_ensemble(
+            models, data, target, split=split, device=device, batch_size=batch_size, tta=tta
+        )
+        nat = e["native"]
+        typer.echo(
+            f"ensemble of {e['members']} on {split} ({nat['n_cases']} scans, native grid): "
+            f"mean organ Dice {pct(nat['mean_dice'])}, NSD {pct(nat['mean_nsd'])} → "
+            f"{target / 'metrics.json'}"
+        )
+        return
     check_new_outputs(
         [eval_dir(run_dir, split) / "metrics.json"],
         overwrite=overwrite,
@@ -47,9 +77,6 @@ def evaluate(
     m = evaluate_run(
         run_dir, data, split=split, device=device, batch_size=batch_size, native=native
     )
-
-    def pct(x: float | None) -> str:
-        return "n/a" if x is None else f"{100 * x:.2f} %"
 
     out = eval_dir(run_dir, split)
     nat = m.get("native")

@@ -300,3 +300,43 @@ def evaluate_run(
         save_overlay_png(samples, tmp / OVERLAY_PNG, title)
         write_json(tmp / METRICS_FILE, metrics)
     return metrics
+
+
+def evaluate_ensemble(
+    models: list[Path],
+    data: str | Path | None,
+    out: Path,
+    split: str = "test",
+    device: str = "auto",
+    batch_size: int = 8,
+    *,
+    tta: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Native-grid scores of an ensemble (runs, folders of fold runs, packages: the same list
+    `amoseg predict` takes) on `split` of a store: each scan segmented by the averaged
+    probabilities of all members, as `predict` does, → OUT/metrics.json."""
+    from amoseg.inference.ensemble import open_members
+
+    backends, runs = open_members(models, device=device, tta=tta)
+    if data is None:
+        if not runs:
+            raise AmosegError("no run among the models names a store", models[0], "pass --data")
+        data = (read_json(runs[0] / "config.json", "run config.json").get("store") or {}).get(
+            "path"
+        )
+    store = SliceStore(data)
+    files, why = original_files(store, split)
+    if not files:
+        raise AmosegError(f"cannot score the ensemble natively: {why}", store.root)
+    metrics = {
+        "models": [str(m) for m in models],
+        "members": len(backends),
+        "runs": [str(r) for r in runs],
+        "store": str(Path(data)),
+        "split": split,
+        "tta": tta,
+        "native": native_metrics(backends, files, batch_size=batch_size, progress=progress),
+    }
+    write_json(Path(out) / METRICS_FILE, metrics)
+    return metrics
