@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 
 from amoseg.atomic import read_json
-from amoseg.data.nifti import case_id_of, is_nifti_path, load_nifti, pixdim_note
+from amoseg.data.nifti import case_id_of, is_nifti_path, label_array, load_nifti, pixdim_note
 from amoseg.errors import AmosegError
 
 LABELLED_LISTS = ("training", "validation")
@@ -213,3 +213,16 @@ def check_same_grid(
             case.label,
             f"the label must share {case.image.name}'s voxel grid",
         )
+
+
+def open_case(case: AmosCase) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """(uint8 AMOS-id label, the image's NIfTI, header read, voxels not yet) of a case whose
+    grids agree. The label comes first and its file array is dropped before the image is
+    opened: AMOS labels are uint16 on disk, as large as an int16 image."""
+    label_nii = load_nifti(case.label, "label")
+    label_shape, label_affine = label_nii.shape, label_nii.affine
+    label = label_array(label_nii, case.label, case.label_lut)
+    del label_nii
+    image_nii = load_nifti(case.image, "image")
+    check_same_grid(case, image_nii.shape, image_nii.affine, label_shape, label_affine)
+    return label, image_nii

@@ -28,9 +28,9 @@ import nibabel as nib
 import numpy as np
 
 from amoseg.atomic import read_json, write_json
-from amoseg.data.amos import AmosCase, check_case_files, check_same_grid, dataset_is_synthetic
+from amoseg.data.amos import AmosCase, check_case_files, dataset_is_synthetic, open_case
 from amoseg.data.datasets import find_cases
-from amoseg.data.nifti import image_voxels, label_array, load_nifti, voxel_spacing
+from amoseg.data.nifti import image_voxels, voxel_spacing
 from amoseg.data.slice_store import SPLITS, STORE_VERSION, case_done, case_writer, image_dtype
 from amoseg.data.splits import check_fractions, cv_folds, split_cases
 from amoseg.data.store import source_identity, store_lock
@@ -54,14 +54,7 @@ def prepare_case(case: AmosCase, out: str | Path, config: Configuration) -> dict
     import torch
 
     pre = config.preprocessor(case.modality)
-    # The label first, cast to uint8 and its file array dropped before the image is read:
-    # AMOS labels are uint16 on disk, as large as an int16 image.
-    label_nii = load_nifti(case.label, "label")
-    label_shape, label_affine = label_nii.shape, label_nii.affine
-    label = label_array(label_nii, case.label, case.label_lut)
-    del label_nii
-    image_nii = load_nifti(case.image, "image")
-    check_same_grid(case, image_nii.shape, image_nii.affine, label_shape, label_affine)
+    label, image_nii = open_case(case)
     affine = np.asarray(image_nii.affine, dtype=np.float64)
     zooms = voxel_spacing(image_nii)  # the affine, as predict and score use
     original_shape = [int(n) for n in image_nii.shape]

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from amoseg.data.amos import AmosCase, check_same_grid
+from amoseg.data.amos import AmosCase, open_case
 from amoseg.data.crop import body_box
-from amoseg.data.nifti import image_array, label_array, load_nifti
+from amoseg.data.nifti import image_array
 from amoseg.preprocessing.orient import canonical_spacing
 from amoseg.preprocessing.preprocessor import Preprocessor
 
@@ -87,12 +87,7 @@ def affine_spacing(affine: np.ndarray) -> tuple[float, float, float]:
 
 def fingerprint_case(case: AmosCase, index: int) -> tuple[CaseFingerprint, np.ndarray]:
     """One case's fingerprint and its sampled foreground intensities (empty for MR)."""
-    label_nii = load_nifti(case.label, "label")
-    label_shape, label_affine = label_nii.shape, label_nii.affine
-    label = label_array(label_nii, case.label, case.label_lut)
-    del label_nii
-    image_nii = load_nifti(case.image, "image")
-    check_same_grid(case, image_nii.shape, image_nii.affine, label_shape, label_affine)
+    label, image_nii = open_case(case)
     affine = np.asarray(image_nii.affine, dtype=np.float64)
     image = image_array(image_nii, case.image)
     del image_nii

@@ -72,10 +72,8 @@ def validate_fold(
     largest-component clean-up of every organ."""
     from amoseg.data.slice_store import SliceStore
     from amoseg.data.splits import select_fold
-    from amoseg.inference.inputs import expand_input, load_scan
-    from amoseg.inference.predict import open_backend, segment_scan
-    from amoseg.metrics.score import CasePair, load_truth
-    from amoseg.reports.evaluate import original_files
+    from amoseg.inference.predict import open_backend
+    from amoseg.reports.evaluate import native_cases, original_files
 
     config = read_json(run_dir / "config.json", "run config.json")
     store = SliceStore((config.get("store") or {}).get("path", ""))
@@ -88,13 +86,7 @@ def validate_fold(
     lcc: list[tuple[Any, np.ndarray, np.ndarray, Any]] = []
     with progress_bar(enabled=progress, transient=True) as bar:
         task = bar.add_task(f"validate {run_dir.name}", total=len(files))
-        for case, image_path, label_path, lut in files:
-            [item] = expand_input(image_path)
-            scan = load_scan(item)
-            pred = segment_scan(backend, scan.data, scan.image.affine, batch_size=batch_size)
-            del scan
-            truth, spacing = load_truth(label_path, lut=lut)
-            pair = CasePair(case, image_path, label_path)
+        for pair, pred, truth, spacing in native_cases(backend, files, batch_size):
             raw.append((pair, pred, truth, spacing))
             lcc.append((pair, largest_component_per_organ(pred), truth, spacing))
             bar.advance(task)

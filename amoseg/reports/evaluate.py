@@ -192,6 +192,29 @@ def original_files(store: SliceStore, split: str) -> tuple[OriginalFiles, str]:
     return found, ""
 
 
+def native_cases(backend: Any, files: OriginalFiles, batch_size: int | None = None) -> Any:
+    """Per original scan: (CasePair, predicted labels, truth, spacing) from predict's path
+    (`segment_scan` on the original image) and score's reader (`load_truth`), one at a time:
+    what native evaluate and cross-validation both score."""
+    from amoseg.inference.inputs import expand_input, load_scan
+    from amoseg.inference.predict import segment_scan
+    from amoseg.metrics.score import CasePair, load_truth
+
+    for case, image_path, label_path, lut in files:
+        [item] = expand_input(image_path)
+        scan = load_scan(item)
+        pred = segment_scan(backend, scan.data, scan.image.affine, batch_size=batch_size)
+        del scan
+        truth, spacing = load_truth(label_path, lut=lut)
+        if truth.shape != pred.shape:
+            raise AmosegError(
+                f"original label {truth.shape} and image {pred.shape} differ in shape",
+                label_path,
+                "the store's meta.json points at mismatched files: re-run prepare",
+            )
+        yield CasePair(case, image_path, label_path), pred, truth, spacing
+
+
 def native_metrics(
     backend: Any,
     files: OriginalFiles,
@@ -202,28 +225,15 @@ def native_metrics(
 ) -> dict[str, Any]:
     """AMOS-style scores on each scan's own grid: `segment_scan` (predict's path) on the
     original image, `score_loaded` (score's code) against the original label."""
-    from amoseg.inference.inputs import expand_input, load_scan
-    from amoseg.inference.predict import segment_scan
-    from amoseg.metrics.score import CasePair, load_truth, score_loaded
-
-    def cases() -> Any:
-        for case, image_path, label_path, lut in files:
-            [item] = expand_input(image_path)
-            scan = load_scan(item)
-            pred = segment_scan(backend, scan.data, scan.image.affine, batch_size=batch_size)
-            del scan
-            truth, spacing = load_truth(label_path, lut=lut)
-            if truth.shape != pred.shape:
-                raise AmosegError(
-                    f"original label {truth.shape} and image {pred.shape} differ in shape",
-                    label_path,
-                    "the store's meta.json points at mismatched files: re-run prepare",
-                )
-            yield CasePair(case, image_path, label_path), pred, truth, spacing
+    from amoseg.metrics.score import score_loaded
 
     with progress_bar(enabled=progress, transient=True) as bar:
         task = bar.add_task("native grid", total=len(files))
-        report = score_loaded(cases(), tolerance_mm, on_case=lambda _c: bar.advance(task))
+        report = score_loaded(
+            native_cases(backend, files, batch_size),
+            tolerance_mm,
+            on_case=lambda _c: bar.advance(task),
+        )
     organs = [row for row in report["per_class"] if row["id"] in ORGAN_IDS]
     return {
         "definition": NATIVE_NOTE,
