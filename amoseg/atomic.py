@@ -98,6 +98,12 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
     """
     target = Path(target)
     parent = target.parent
+    if target.exists() and not target.is_file():
+        # A rename onto /dev/null (say, `--json /dev/null` as root) would replace the device
+        # with a plain file; a folder cannot take a file's place either.
+        raise AmosegError(
+            "output path exists and is not a regular file", target, "choose a file path"
+        )
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -58,3 +58,17 @@ def test_folder_contents_are_fsynced_before_the_folder_is_renamed(tmp_path, call
     assert {"image.npy", "meta.json"} <= synced, calls
     assert str(target.parent) in [p for kind, p in calls[replace_at + 1 :] if kind == "fsync"]
     assert sorted(p.name for p in target.iterdir()) == ["image.npy", "meta.json"]
+
+
+def test_a_device_or_folder_is_never_replaced_by_an_output_file(tmp_path):
+    """`--json /dev/null` must not swap the device for a plain file (a rename would)."""
+    from amoseg.errors import AmosegError
+
+    fifo = tmp_path / "pipe"  # a special file like /dev/null, without risking the real one
+    os.mkfifo(fifo)
+    for target in (fifo, tmp_path):
+        before = os.stat(target)
+        with pytest.raises(AmosegError, match="not a regular file"):
+            atomic.write_text(target, "x")
+        after = os.stat(target)
+        assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
