@@ -45,3 +45,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def threshold_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A run folder whose model is the HU-threshold model (training is tested elsewhere)."""
+    from tests.predict_models import ThresholdModel
+
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.setattr(
+        "amoseg.inference.predict.load_model", lambda run_dir, device="auto": ThresholdModel(32)
+    )
+    return run

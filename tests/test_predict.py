@@ -192,17 +192,6 @@ def test_largest_component_keeps_one_body_per_organ():
 # ---- CLI ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def threshold_run(tmp_path, monkeypatch) -> Path:
-    """A run folder whose model is the HU-threshold model (training is tested elsewhere)."""
-    run = tmp_path / "run"
-    run.mkdir()
-    monkeypatch.setattr(
-        "amoseg.inference.predict.load_model", lambda run_dir, device="auto": ThresholdModel(32)
-    )
-    return run
-
-
 def _write(path: Path, data: np.ndarray, affine=None) -> Path:
     nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
     return path

@@ -11,17 +11,6 @@ import pytest
 
 from amoseg.cli.main import main
 from amoseg.inference.inputs import ScanInput, expand_input, unique_names
-from tests.predict_models import ThresholdModel
-
-
-@pytest.fixture
-def threshold_run(tmp_path, monkeypatch) -> Path:
-    run = tmp_path / "run"
-    run.mkdir()
-    monkeypatch.setattr(
-        "amoseg.inference.predict.load_model", lambda run_dir, device="auto": ThresholdModel(32)
-    )
-    return run
 
 
 def _scan(path: Path, bright: int) -> Path:
