@@ -7,7 +7,9 @@ learn a lot in a few steps.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,14 +44,27 @@ def make_case(rng: np.random.Generator, size: int, n_slices: int) -> tuple[np.nd
     return image.astype(np.int16), label
 
 
+def planned_configuration(name: str, patch_size: tuple[int, ...]) -> Any:
+    """A planned `2d` / `3d` configuration on 1 mm voxels (resampling is the identity on the
+    tiny stacks), no body crop, the seed CT window."""
+    dims = len(patch_size)
+    return replace(
+        seed_configuration(patch_size[0], keep="all"),
+        name=name, dims=dims, spacing=(1.0, 1.0, 1.0), resample_z=dims == 3, size=None,
+        patch_size=tuple(patch_size),
+    )  # fmt: skip
+
+
 def store_from_slices(
     root: Path,
     cases: dict[str, tuple[np.ndarray, np.ndarray]],
     splits: dict[str, list[str]],
+    configuration: Any = None,
     **info,
 ) -> Path:
-    """A seed store of (Z, S, S) image/label stacks, through the public `create_store` (each
-    stack is an RAS volume with 1 mm voxels, so the seed resize to S×S is the identity)."""
+    """A store of (Z, S, S) image/label stacks, through the public `create_store` (each stack
+    is an RAS volume with 1 mm voxels, so the seed resize to S×S is the identity); a seed one
+    unless `configuration` (e.g. `planned_configuration`) says otherwise."""
     size = next(iter(cases.values()))[0].shape[-1]
     volumes = [
         (cid, np.moveaxis(image, 0, 2), np.moveaxis(label, 0, 2), np.eye(4))
@@ -58,7 +73,7 @@ def store_from_slices(
     create_store(
         root,
         volumes,
-        configuration=seed_configuration(size, keep="all"),
+        configuration=configuration or seed_configuration(size, keep="all"),
         splits=splits,
         modality=info.pop("modality", "ct"),
         info=info,
@@ -73,6 +88,7 @@ def make_tiny_store(
     size: int = 32,
     seed: int = 0,
     split: tuple[int, int, int] = (2, 1, 1),
+    configuration: Any = None,
 ) -> Path:
     rng = np.random.default_rng(seed)
     ids = [f"amos_{i:04d}" for i in range(1, cases + 1)]
@@ -81,4 +97,4 @@ def make_tiny_store(
     training = ids[: a + b]
     folds = cv_folds(training, ["ct"] * len(training), seed=seed)
     splits = {"train": ids[:a], "val": ids[a : a + b], "test": ids[a + b :], "folds": folds}
-    return store_from_slices(root, made, splits, seed=seed, source="tiny")
+    return store_from_slices(root, made, splits, configuration, seed=seed, source="tiny")

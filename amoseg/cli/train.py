@@ -11,9 +11,10 @@ from pathlib import Path
 import typer
 
 from amoseg.errors import AmosegError
+from amoseg.training.settings import PATCH_SIZE_HELP
 
 #: keys of a tune best.json that map onto TrainSettings fields.
-PARAM_KEYS = ("lr", "weight_decay", "batch_size")
+PARAM_KEYS = ("lr", "weight_decay", "batch_size", "patch_size")
 
 
 def register(app: typer.Typer) -> None:
@@ -62,7 +63,8 @@ def train(
     params: Path | None = typer.Option(
         None,
         "--params",
-        help="best.json from `amoseg tune` (lr, weight_decay, batch_size); explicit flags win.",
+        help="best_params.json from `amoseg tune` (lr, weight_decay, batch_size, patch_size, "
+        "hparams); explicit flags win.",
     ),
     context: int | None = typer.Option(
         None, "--context", min=0, help="unet only: adjacent slices per side (2.5D)."
@@ -75,6 +77,7 @@ def train(
         None, "--max-slices", min=1, help="Random slices per epoch (short budgets)."
     ),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network."),
+    patch_size: str | None = typer.Option(None, "--patch-size", help=PATCH_SIZE_HELP),
     seed: int = typer.Option(0, "--seed", help="Random seed (initialisation, order, aug)."),
     fold: str | None = typer.Option(
         None,
@@ -93,8 +96,10 @@ def train(
     from amoseg.cli._options import parse_hparams
     from amoseg.training import TrainSettings
     from amoseg.training import train as run_train
+    from amoseg.training.settings import parse_patch_size
 
     values = {"lr": lr, "weight_decay": weight_decay, "batch_size": batch_size}
+    values["patch_size"] = None if patch_size is None else parse_patch_size(patch_size)
     hp: dict = {}
     if params is not None:
         loaded = _params_file(params)

@@ -1,4 +1,5 @@
-"""`amoseg tune`: Optuna search of learning rate, weight decay and batch size.
+"""`amoseg tune`: Optuna search of learning rate, weight decay and batch size, and of any
+numeric model hyper-parameter or the plan's patch size a `--space` file names.
 
 Start the same command on several processes or machines with one --storage and --study and
 they share the study (see docs/tuning.md).
@@ -58,8 +59,9 @@ def tune(
         help="Seconds between liveness beats; a trial silent for 3 beats is marked failed.",
     ),
 ) -> None:
-    """Maximise validation mIoU (or Dice) over lr, weight decay and batch size; write
-    OUT/best_params.json for `amoseg train --params`."""
+    """Maximise validation mIoU (or Dice) over lr, weight decay and batch size (and what a
+    --space file adds: hyper-parameters, patch_size); write OUT/best_params.json for
+    `amoseg train --params`."""
 
     import torch
     from rich.console import Console

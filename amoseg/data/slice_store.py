@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -190,6 +190,9 @@ class SliceStore:
         self.stored_splits: dict[str, Any] = json.loads(json.dumps(self.splits))
         for name in SPLITS:
             self.splits.setdefault(name, [])
+        #: plan configuration fields a run trains with instead of the stored ones
+        #: (`TrainSettings.patch_size`; set by `amoseg.training.train`, never written)
+        self.overrides: dict[str, Any] = {}
 
     @property
     def configuration_name(self) -> str:
@@ -199,14 +202,18 @@ class SliceStore:
 
     @property
     def configuration(self) -> Any:
-        """The plan `Configuration` the store was prepared with."""
+        """The plan `Configuration` the store was prepared with, with `overrides` applied."""
         from amoseg.planning.plan import Configuration
         from amoseg.planning.planner import seed_configuration
 
         plan = self.info.get("plan")
         if plan is None:
-            return seed_configuration(self.size, keep=str(self.info.get("keep", "organ")))
-        return Configuration.from_dict(self.configuration_name, plan, self.root / "store.json")
+            config = seed_configuration(self.size, keep=str(self.info.get("keep", "organ")))
+        else:
+            config = Configuration.from_dict(
+                self.configuration_name, plan, self.root / "store.json"
+            )
+        return replace(config, **self.overrides) if self.overrides else config
 
     @property
     def size(self) -> int | None:

@@ -45,6 +45,46 @@ def _open_store(data: Path, fold: int | str | None = None) -> Any:
     return store
 
 
+def _use_patch_size(store: Any, model_cls: type, settings: TrainSettings) -> None:
+    """`settings.patch_size` replaces the store configuration's patch size for this run (every
+    reader of `store.configuration` sees it: the patch sampler, the model's store hparams, the
+    memory check); a seed store or a size of the wrong dimensionality is one line."""
+    from amoseg.training.settings import format_patch_size
+
+    patch = settings.patch_size
+    if patch is None:
+        return
+    text, config = format_patch_size(patch), store.configuration
+    if store.size is not None:
+        raise AmosegError(
+            f"--patch-size {text}: the store holds the '{config.name}' configuration (fixed "
+            "S×S slices), which has no patches",
+            store.root,
+            "drop --patch-size, or prepare a planned store (--configuration 2d or 3d)",
+        )
+    if len(patch) != config.dims:
+        raise AmosegError(
+            f"--patch-size {text} has {len(patch)} sizes, but the store's '{config.name}' "
+            f"configuration has {config.dims}D patches ("
+            f"{format_patch_size(config.patch_size)})",
+            store.root,
+            "give XxY for a 2d store, XxYxZ for a 3d store",
+        )
+    model_dims = int(getattr(model_cls, "dims", 2))
+    if model_dims != config.dims:
+        raise AmosegError(
+            f"--patch-size {text}: {model_cls.name} trains {model_dims}D patches, the store's "
+            f"'{config.name}' configuration has {config.dims}D ones",
+            store.root,
+            f"train {model_cls.name} on a {model_dims}d store to set its patch size",
+        )
+    if settings.hparams.get("patch"):
+        raise AmosegError(
+            "--patch-size and hparams patch both set the patch size", hint="give one of them"
+        )
+    store.overrides["patch_size"] = tuple(patch)
+
+
 #: what a run folder holds that `train --overwrite` may remove (anything else is kept).
 RUN_FILES = ("config.json", "checkpoint_latest.pt", "checkpoint_best.pt", "log.csv",
              "summary.json", "model.onnx")  # fmt: skip
@@ -94,6 +134,30 @@ def _check_fresh_run_folder(out: Path, saved: dict[str, Any] | None, overwrite: 
     )
 
 
+def _saved_config(out: Path) -> dict[str, Any] | None:
+    """The run folder's config.json, or None when it has none."""
+    from amoseg.atomic import read_json
+
+    saved_path = out / "config.json"
+    saved = read_json(saved_path, "run config.json") if saved_path.exists() else None
+    if saved is not None and not isinstance(saved, dict):
+        raise AmosegError("run config.json is not a JSON object", saved_path, "fix or remove it")
+    return saved
+
+
+def _resumed_settings(out: Path, saved: dict[str, Any], settings: TrainSettings) -> TrainSettings:
+    """The saved settings win, except the ones that do not change the maths (epochs, device,
+    workers, ...). Runs saved before `patch_size` existed trained on the plan's own."""
+    if not isinstance(saved.get("settings"), dict):
+        raise AmosegError(
+            "run config.json has no settings", out / "config.json", "retrain without --resume"
+        )
+    keep = {k: v for k, v in saved["settings"].items() if k not in RESUMABLE_OVERRIDES}
+    return TrainSettings.from_dict(
+        {**settings.to_dict(), "patch_size": None, **keep}, settings.hparams
+    )
+
+
 def _run_settings(
     out: Path,
     config: dict[str, Any],
@@ -103,12 +167,7 @@ def _run_settings(
 ) -> TrainSettings:
     """Check the run folder against this call; on resume, the saved settings win except the
     ones that do not change the maths (epochs, device, workers, ...)."""
-    from amoseg.atomic import read_json
-
-    saved_path = out / "config.json"
-    saved = read_json(saved_path, "run config.json") if saved_path.exists() else None
-    if saved is not None and not isinstance(saved, dict):
-        raise AmosegError("run config.json is not a JSON object", saved_path, "fix or remove it")
+    saved = _saved_config(out)
     if resume and overwrite:
         raise AmosegError("--resume and --overwrite exclude each other", out, "pass one of them")
     if not resume:
@@ -127,10 +186,7 @@ def _run_settings(
             out,
             "resume with the same model and hyper-parameters, or choose another --out",
         )
-    if not isinstance(saved.get("settings"), dict):
-        raise AmosegError("run config.json has no settings", saved_path, "retrain without --resume")
-    keep = {k: v for k, v in saved["settings"].items() if k not in RESUMABLE_OVERRIDES}
-    return TrainSettings.from_dict({**config["settings"], **keep}, settings.hparams)
+    return _resumed_settings(out, saved, settings)
 
 
 def train(
@@ -162,7 +218,11 @@ def train(
     if settings.epochs < 1:
         raise AmosegError("epochs must be at least 1", hint="pass --epochs 1 or more")
     out = Path(out)
+    saved = _saved_config(out) if resume and not overwrite else None
+    if saved is not None:  # the run's own settings decide what is read (fold) and the shapes
+        settings = _resumed_settings(out, saved, settings)
     store = _open_store(Path(data), settings.fold)
+    _use_patch_size(store, cls, settings)
     hparams = dict(settings.hparams)
     hparams.update(cls.store_hparams(store, hparams))
     size = store.info.get("size")  # None for a planned store: each case has its own planes
@@ -171,7 +231,9 @@ def train(
     from amoseg.devices import resolve_device
     from amoseg.training.memory import check_fits
 
-    patch = getattr(getattr(store, "configuration", None), "patch_size", None) if not size else None
+    # what one training sample spans: a 3D model's own patch (its (z, x, y)), else a planned
+    # store's configuration patch (with --patch-size applied)
+    patch = hparams.get("patch") or (store.configuration.patch_size if not size else None)
     spatial = tuple(int(n) for n in patch) if patch else None
     if size or spatial:
         estimate = check_fits(cls, size, hparams, int(settings.batch_size or 1),
@@ -199,7 +261,6 @@ def train(
             },
         }
     )
-    opened_fold = settings.fold
     if resume and (out / "config.json").exists():
         from amoseg.atomic import read_json
         from amoseg.data.store import check_identity
@@ -207,8 +268,6 @@ def train(
         saved_store = read_json(out / "config.json", "run config.json").get("store") or {}
         check_identity(saved_store.get("identity"), store.identity(), store.root)
     settings = _run_settings(out, config, settings, resume, overwrite)
-    if settings.fold != opened_fold:  # resumed: the run's own fold wins
-        store = _open_store(Path(data), settings.fold)
     if resume and not (out / "checkpoint_latest.pt").exists():
         resume = False  # killed during its first epoch: start over, losing only that epoch
     config["settings"] = _plain(settings.to_dict())

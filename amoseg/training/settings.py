@@ -4,6 +4,9 @@ Every caller (the CLI, `tune`, the demo, Python code) builds a `TrainSettings`; 
 checks each value against `TRAIN_RULES` / `HPARAM_RULES`, so a wrong value (`--lr -1`, `nan`,
 `{"base": 0}`) is one line naming the option, at the edge, before any data is read. The same
 rules tell `tune` which fields it may search and within which bounds.
+
+`patch_size` overrides the plan configuration of a planned store (its patch size, in the
+plan's axis order): a run's settings are the training settings plus that override.
 """
 
 from __future__ import annotations
@@ -110,6 +113,49 @@ def _check_number_list(name: str, value: Any, integer: bool) -> None:
         rule.check(f"hparams {name} entry", item)
 
 
+#: what `--patch-size` accepts, for its help and its error lines
+PATCH_SIZE_HELP = (
+    "Patch size of a planned store's configuration (2d: XxY, 3d: XxYxZ voxels, e.g. "
+    "128x128x64; commas work too). Default: the plan's."
+)
+
+
+def parse_patch_size(text: str, label: str = "--patch-size") -> tuple[int, ...]:
+    """'128x128x64' or '128,128,64' → (128, 128, 64), checked by `check_patch_size`."""
+    parts = [p.strip() for p in str(text).lower().replace(",", "x").split("x")]
+    try:
+        values = [int(p) for p in parts]
+        if len(values) not in (2, 3):
+            raise ValueError
+    except ValueError:
+        raise AmosegError(
+            f"{label} must be 2 or 3 whole numbers joined by x or commas, got {text!r}",
+            hint="e.g. 128x128x64 (3d) or 256x256 (2d)",
+        ) from None
+    return check_patch_size(values, label)
+
+
+def check_patch_size(value: Any, label: str = "--patch-size") -> tuple[int, ...]:
+    """A plan configuration's patch size: (x, y) or (x, y, z) voxels within the plan's limits
+    (the rule plan.json's own patch_size obeys)."""
+    from amoseg.planning.plan import MAX_SIZE
+
+    if isinstance(value, str):
+        return parse_patch_size(value, label)
+    if not isinstance(value, list | tuple) or len(value) not in (2, 3):
+        raise AmosegError(
+            f"{label} must be 2 or 3 sizes (XxY or XxYxZ), got {value!r}",
+            hint="e.g. 128x128x64 (3d) or 256x256 (2d)",
+        )
+    rule = Rule(int, 1, MAX_SIZE, label)
+    return tuple(int(rule.check("patch_size", v)) for v in value)
+
+
+def format_patch_size(patch: tuple[int, ...] | list[int]) -> str:
+    """(128, 128, 64) → '128x128x64', the form `--patch-size` and tune's choices use."""
+    return "x".join(str(int(n)) for n in patch)
+
+
 #: settings that may change when a run is resumed (they do not change the maths).
 RESUMABLE_OVERRIDES = ("epochs", "device", "num_workers", "compile", "progress", "val_batch_size")
 
@@ -130,6 +176,8 @@ class TrainSettings:
     max_slices_per_epoch: int | None = None
     #: cross-validation fold of the store's splits.json (0..4, "all"); None: its train/val
     fold: int | str | None = None
+    #: a planned store's patch size instead of its plan's ((x, y) or (x, y, z)); None: the plan's
+    patch_size: tuple[int, ...] | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
     compile: bool = False
     val_batch_size: int = 16
@@ -141,6 +189,8 @@ class TrainSettings:
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, rule.check(name, value))
+        if self.patch_size is not None:
+            self.patch_size = check_patch_size(self.patch_size)
         self.hparams = check_hparams(self.hparams)
         if not isinstance(self.device, str) or not self.device:
             raise AmosegError(f"--device must be auto, cpu or cuda, got {self.device!r}")

@@ -46,7 +46,7 @@ def training_objective(
 
     def run_trial(params: dict[str, Any], trial_dir: Path, report: Report) -> float:
         from amoseg.training import TrainSettings, train
-        from amoseg.tuning.search_space import hparams_of
+        from amoseg.tuning.search_space import hparams_of, patch_size_of
 
         settings = TrainSettings(
             epochs=epochs,
@@ -57,6 +57,7 @@ def training_objective(
             seed=seed,
             hparams={**(hparams or {}), **hparams_of(params)},  # searched ones win
             max_slices_per_epoch=max_slices_per_epoch,
+            patch_size=patch_size_of(params),
         )
         seen: list[float] = []
 

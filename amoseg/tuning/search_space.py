@@ -15,6 +15,13 @@ too, within its allowed range (integers with suggest_int)::
 
     base:         {low: 8, high: 32, log: true}            # or [8, 16, 32], or a number
     lambda_dice:  {low: 0.5, high: 2.0}
+
+and the plan configuration's patch size of a planned store (`TrainSettings.patch_size`, the
+plan's axis order: [x, y] for a `2d` store, [x, y, z] for a `3d` one), as a list of choices,
+each checked by the rule `--patch-size` obeys (Optuna's categorical choices must be plain
+values, so the space and the trials hold them as "128x128x64")::
+
+    patch_size:   [[128, 128, 64], [160, 160, 48]]         # or {choices: [...]}, or one [x, y, z]
 """
 
 from __future__ import annotations
@@ -27,11 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from amoseg.errors import AmosegError
-from amoseg.training.settings import HPARAM_RULES, Rule
+from amoseg.training.settings import HPARAM_RULES, Rule, check_patch_size, format_patch_size
 
 FLOAT_PARAMS = ("lr", "weight_decay")
 CHOICE_PARAMS = ("batch_size",)
 PARAM_NAMES = (*FLOAT_PARAMS, *CHOICE_PARAMS)
+#: plan configuration fields a space may search (choices only; not in the default space)
+PLAN_PARAMS = ("patch_size",)
 
 # The report's space: log-uniform learning rate and weight decay, batch size from a short list.
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
@@ -80,14 +89,17 @@ def load_space(path: str | Path | None) -> dict[str, dict[str, Any]]:
             space[name] = _float_spec(name, value, path)
         elif name in CHOICE_PARAMS:
             space[name] = _choice_spec(value, path)
+        elif name in PLAN_PARAMS:
+            space[name] = _patch_spec(value, path)
         else:
             space[name] = _hparam_spec(name, value, path, HPARAM_RULES[name])
     return space
 
 
 def searchable() -> tuple[str, ...]:
-    """Every name a search-space file may hold: training settings, then hyper-parameters."""
-    return (*PARAM_NAMES, *HPARAM_RULES)
+    """Every name a search-space file may hold: training settings, the plan configuration's,
+    then hyper-parameters."""
+    return (*PARAM_NAMES, *PLAN_PARAMS, *HPARAM_RULES)
 
 
 def names(space: dict[str, dict[str, Any]]) -> list[str]:
@@ -98,6 +110,41 @@ def names(space: dict[str, dict[str, Any]]) -> list[str]:
 def hparams_of(params: dict[str, Any]) -> dict[str, Any]:
     """The model hyper-parameters among a trial's parameters."""
     return {k: v for k, v in params.items() if k in HPARAM_RULES}
+
+
+def patch_size_of(params: dict[str, Any]) -> tuple[int, ...] | None:
+    """A trial's patch size ("128x128x64" in the space) as `TrainSettings.patch_size`."""
+    value = params.get("patch_size")
+    return None if value is None else check_patch_size(value)
+
+
+def _patch_spec(value: Any, path: Path) -> dict[str, Any]:
+    """patch_size: one [x, y(, z)] (fixed) or a list of them (choices), each checked by the
+    `--patch-size` rule and stored as "XxYxZ"; all choices of one dimensionality."""
+
+    def checked(v: Any) -> str:
+        try:
+            return format_patch_size(check_patch_size(v, label="search space patch_size"))
+        except AmosegError as exc:
+            raise AmosegError(exc.what, path, exc.hint) from exc
+
+    if isinstance(value, dict):
+        unknown = sorted(str(k) for k in value if k != "choices")
+        if unknown or "choices" not in value:
+            raise AmosegError(
+                "'patch_size' takes a list of choices (or {choices: [...]}) in search-space file",
+                path,
+                "e.g. patch_size: [[128, 128, 64], [160, 160, 48]]",
+            )
+        value = value["choices"]
+    if isinstance(value, list) and value and all(isinstance(v, list | str) for v in value):
+        choices = sorted({checked(v) for v in value})
+        if len({c.count("x") for c in choices}) > 1:
+            raise AmosegError("patch_size choices must all be 2D (XxY) or all 3D (XxYxZ)", path)
+        return {"type": "categorical", "choices": choices}
+    if isinstance(value, list) and not value:
+        raise AmosegError("patch_size choices must not be empty", path)
+    return {"type": "fixed", "value": checked(value)}
 
 
 def _hparam_spec(name: str, value: Any, path: Path, rule: Rule) -> dict[str, Any]:
@@ -246,7 +293,10 @@ def describe(space: dict[str, dict[str, Any]]) -> str:
     for name in names(space):
         spec = space[name]
         if spec["type"] == "fixed":
-            parts.append(f"{name}={spec['value']:g}")
+            value = spec["value"]
+            parts.append(
+                f"{name}={value:g}" if isinstance(value, int | float) else f"{name}={value}"
+            )
         elif spec["type"] == "int":
             scale = "log-int" if spec["log"] else "int"
             parts.append(f"{name} {scale} {spec['low']}…{spec['high']}")

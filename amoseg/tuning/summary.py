@@ -1,7 +1,8 @@
 """What a tuning run leaves behind: best_params.json, a top-trials table, a history plot.
 
-best_params.json is the hand-over to `amoseg train --params`: the three hyper-parameters plus
-where they came from (value, metric, trial number).
+best_params.json is the hand-over to `amoseg train --params`: the searched settings (lr,
+weight_decay, batch_size, patch_size when searched, model hyper-parameters under "hparams")
+plus where they came from (value, metric, trial number).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from amoseg.tuning.study import is_surplus
 
 
 def best_params(study: Any, space: dict[str, dict[str, Any]], metric: str) -> dict[str, Any]:
-    """The best completed trial: {lr, weight_decay, batch_size, value, metric, trial}."""
+    """The best completed trial: {lr, weight_decay, batch_size, [patch_size], [hparams], value,
+    metric, trial}."""
     from optuna.trial import TrialState
 
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
@@ -30,6 +32,8 @@ def best_params(study: Any, space: dict[str, dict[str, Any]], metric: str) -> di
     best = max(done, key=lambda t: (t.value, -t.number))
     params = search_space.full_params(space, best.params)
     params["batch_size"] = int(params["batch_size"])
+    if params.get("patch_size") is not None:  # "128x128x64" → [128, 128, 64]
+        params["patch_size"] = list(search_space.patch_size_of(params))  # type: ignore[arg-type]
     searched = search_space.hparams_of(params)
     params = {k: v for k, v in params.items() if k not in searched}
     if searched:  # `amoseg train --params` reads model hyper-parameters from "hparams"
