@@ -113,7 +113,7 @@ def _check_number_list(name: str, value: Any, integer: bool) -> None:
         rule.check(f"hparams {name} entry", item)
 
 
-#: what `--patch-size` accepts, for its help and its error lines
+#: `--patch-size` help (train), from where the option is defined as a setting
 PATCH_SIZE_HELP = (
     "Patch size of a planned store's configuration (2d: XxY, 3d: XxYxZ voxels, e.g. "
     "128x128x64; commas work too). Default: the plan's."
