@@ -80,8 +80,7 @@ class UNet3d(TorchModel):
     HPARAMS: ClassVar[dict[str, Any]] = {
         "base": 32,
         "stages": 5,
-        "patch": None,  # (z, x, y) voxels; None: the 3d plan's / --patch-size, else up to
-        # [64, 128, 128]; fitted to the store (multiples of the down-sampling, ≤ the median)
+        "patch": None,  # (z, x, y) voxels; None: up to [64, 128, 128], fitted to the store
         "norm": None,  # "window" (CT-only store) or "zscore" (MR present), from the store
         "window": None,
         "augment": True,
@@ -123,8 +122,7 @@ class UNet3d(TorchModel):
         if not hparams.get("patch"):
             stages = int(hparams.get("stages", cls.HPARAMS["stages"]))
             target = cls.DEFAULT_PATCH
-            # a planned store: its plan's patch, or the run's --patch-size (store.overrides)
-            planned = store.info.get("size") is None
+            planned = store.info.get("size") is None  # a planned store: its plan's patch
             if planned and len(store.configuration.patch_size) == 3:
                 x, y, z = store.configuration.patch_size
                 target = (z, x, y)
