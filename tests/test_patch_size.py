@@ -220,3 +220,14 @@ def test_tune_trains_each_trial_with_its_patch_size(store_2d, tmp_path):
     trial = read_json(out / "trials" / "trial_0000" / "config.json")
     assert best["patch_size"] in ([24, 16], [16, 24])
     assert trial["settings"]["patch_size"] == best["patch_size"]
+
+
+def test_tune_refuses_a_patch_choice_the_store_cannot_use_before_any_trial(store_2d, tmp_path):
+    space = _space(tmp_path, {"patch_size": [[16, 16, 8]]})
+    res = amoseg_inprocess(
+        "tune", "unet", "--data", store_2d, "--out", tmp_path / "tune", "--trials", "1",
+        "--device", "cpu", "--space", space,
+    )  # fmt: skip
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "search space patch_size: --patch-size 16x16x8 has 3 sizes" in res.stderr
+    assert not (tmp_path / "tune" / "trials").exists()

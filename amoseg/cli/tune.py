@@ -77,7 +77,7 @@ def tune(
         write_best_params,
     )
     from amoseg.tuning.objective import training_objective
-    from amoseg.tuning.search_space import describe
+    from amoseg.tuning.search_space import describe, patch_size_choices
 
     console = Console(highlight=False)
     hp = parse_hparams(hparams)
@@ -107,6 +107,7 @@ def tune(
         seed=seed or 0,
         hparams=hp,
         max_slices_per_epoch=max_slices,
+        patch_sizes=patch_size_choices(config.space),
     )
     console.print(
         f"tuning [bold]{model}[/bold] in study '{config.name}' "

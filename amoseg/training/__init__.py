@@ -45,10 +45,11 @@ def _open_store(data: Path, fold: int | str | None = None) -> Any:
     return store
 
 
-def _use_patch_size(store: Any, model_cls: type, settings: TrainSettings) -> None:
+def use_patch_size(store: Any, model_cls: type, settings: TrainSettings) -> None:
     """`settings.patch_size` replaces the store configuration's patch size for this run (every
     reader of `store.configuration` sees it: the patch sampler, the model's store hparams, the
-    memory check); a seed store or a size of the wrong dimensionality is one line."""
+    memory check); a seed store or a size of the wrong dimensionality is one line (also
+    `tune`'s up-front check of a space's patch_size choices)."""
     from amoseg.training.settings import format_patch_size
 
     patch = settings.patch_size
@@ -222,7 +223,7 @@ def train(
     if saved is not None:  # the run's own settings decide what is read (fold) and the shapes
         settings = _resumed_settings(out, saved, settings)
     store = _open_store(Path(data), settings.fold)
-    _use_patch_size(store, cls, settings)
+    use_patch_size(store, cls, settings)
     hparams = dict(settings.hparams)
     hparams.update(cls.store_hparams(store, hparams))
     size = store.info.get("size")  # None for a planned store: each case has its own planes

@@ -7,6 +7,7 @@ what tuning measured.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,10 @@ def training_objective(
     seed: int = 0,
     hparams: dict[str, Any] | None = None,
     max_slices_per_epoch: int | None = None,
+    patch_sizes: Sequence[tuple[int, ...]] = (),
 ) -> TrialFn:
-    """A TrialFn around `amoseg.training.train`; checks the store once, up front."""
+    """A TrialFn around `amoseg.training.train`; checks the store once, up front, and that it
+    and the model can use every patch size the space may give a trial (`patch_sizes`)."""
     from amoseg.data.slice_store import SliceStore
     from amoseg.errors import AmosegError
     from amoseg.models.registry import train_defaults
@@ -42,6 +45,17 @@ def training_objective(
             Path(data) / "splits.json",
             "re-run `amoseg prepare` with a validation split",
         )
+    for patch in patch_sizes:
+        from amoseg.models.registry import model_class
+        from amoseg.training import TrainSettings, use_patch_size
+
+        try:
+            wanted = TrainSettings(patch_size=patch, hparams=dict(hparams or {}))
+            use_patch_size(store, model_class(model), wanted)
+        except AmosegError as exc:
+            raise AmosegError(f"search space patch_size: {exc.what}", exc.path, exc.hint) from exc
+        finally:
+            store.overrides.clear()  # a check only: each trial opens its own store
     key = METRICS[metric]
 
     def run_trial(params: dict[str, Any], trial_dir: Path, report: Report) -> float:

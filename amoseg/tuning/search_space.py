@@ -118,6 +118,15 @@ def patch_size_of(params: dict[str, Any]) -> tuple[int, ...] | None:
     return None if value is None else check_patch_size(value)
 
 
+def patch_size_choices(space: dict[str, dict[str, Any]]) -> list[tuple[int, ...]]:
+    """Every patch size the space may give a trial (none when it does not search one)."""
+    spec = space.get("patch_size")
+    if spec is None:
+        return []
+    values = [spec["value"]] if spec["type"] == "fixed" else spec["choices"]
+    return [check_patch_size(v) for v in values]
+
+
 def _patch_spec(value: Any, path: Path) -> dict[str, Any]:
     """patch_size: one [x, y(, z)] (fixed) or a list of them (choices), each checked by the
     `--patch-size` rule and stored as "XxYxZ"; all choices of one dimensionality."""
