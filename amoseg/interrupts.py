@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 SIGINT_EXIT = 130  # 128 + SIGINT, what shells report for Ctrl-C
 SIGTERM_EXIT = 143  # 128 + SIGTERM
 
 _finished: str | None = None
+_nested = 0  # > 0 while an outer command runs an inner one (tune running train)
 _pending: KeyboardInterrupt | None = None  # raised by a handler, not yet seen by the CLI
 
 
@@ -59,9 +62,22 @@ def note_finished(text: str | None) -> None:
 
     Also a safe point: an interrupt that was swallowed since is raised again here."""
     global _finished
-    _finished = text
+    if not _nested:
+        _finished = text
     if _pending is not None:
         raise _pending
+
+
+@contextmanager
+def nested() -> Iterator[None]:
+    """Run an inner command (train inside a tune trial) whose notes must not replace the
+    outer command's: the user ran `tune`, so the line says how many trials finished."""
+    global _nested
+    _nested += 1
+    try:
+        yield
+    finally:
+        _nested -= 1
 
 
 def finished() -> str | None:

@@ -98,3 +98,33 @@ def test_mixed_demo_runs_the_mr_path(tmp_path):
     config = read_json(out / "runs" / "unet" / "config.json")
     assert config["hparams"]["norm"] == "zscore" and config["store"]["synthetic"] is True
     assert len(_comparison_rows(out)) == len(MODEL_NAMES)
+
+
+def test_threads_count_other_processes_not_the_demos_own_work():
+    """One torch thread when another process holds a core; this process's own work (a
+    test suite that runs the demo in-process) is not competition."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from amoseg.reports.demo import busy_cores, cpu_threads
+
+    spin = "import time\nt = time.time() + 2\nwhile time.time() < t: pass"
+    child = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.3)
+        other = busy_cores(0.6)
+        threads_busy = cpu_threads(None)
+    finally:
+        child.wait()
+    stop = time.time() + 1.0
+    worker = threading.Thread(
+        target=lambda: [None for _ in iter(lambda: time.time() < stop, False)]
+    )
+    worker.start()
+    own = busy_cores(0.6)
+    worker.join()
+    assert other >= 0.75 and threads_busy == 1, other
+    assert own <= other - 0.5, (own, other)
+    assert cpu_threads(3) == 3

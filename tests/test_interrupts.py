@@ -82,8 +82,11 @@ def test_prepare_sigint_exits_130_and_counts_the_finished_cases(tmp_path):
     store = tmp_path / "store"
     cases = store / "cases"
     code, _, err = interrupt_when(
-        ["prepare", str(root), str(store), "--size", "64", "--keep", "all"],
-        ready=lambda: cases.is_dir() and any(not p.name.startswith(".") for p in cases.iterdir()),
+        ["prepare", str(root), str(store), "--size", "64", "--keep", "all", "--workers", "1"],
+        # two cases on disk: one worker counts case 1 before it starts case 2
+        ready=lambda: (
+            cases.is_dir() and sum(not p.name.startswith(".") for p in cases.iterdir()) >= 2
+        ),
     )
     line = last_line(err)
     assert code == 130, err
@@ -112,3 +115,17 @@ def test_tune_sigterm_exits_143_and_fails_the_running_trial(tiny, tmp_path):
     study = optuna.load_study(study_name="amoseg-unet", storage=f"sqlite:///{out / 'study.db'}")
     states = [t.state.name for t in study.trials]
     assert "RUNNING" not in states, states  # the interrupted trial is closed, not a zombie
+
+
+def test_an_inner_command_keeps_the_outer_commands_line():
+    """train inside a tune trial notes its epochs; the interrupt line still says the trials."""
+    from amoseg import interrupts
+
+    interrupts.clear_pending()
+    interrupts.note_finished("tune: 1 of 5 trials finished")
+    with interrupts.nested():
+        interrupts.note_finished("train saved epoch 2 of 9 in trial_0001")
+    assert interrupts.finished() == "tune: 1 of 5 trials finished"
+    interrupts.note_finished("tune: 2 of 5 trials finished")
+    assert interrupts.finished() == "tune: 2 of 5 trials finished"
+    interrupts.note_finished(None)

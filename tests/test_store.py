@@ -266,3 +266,20 @@ def test_unet_reads_the_plan_normalisation_of_a_planned_store(planned_root, tmp_
     x = torch.linspace(-1200, 400, 50).reshape(1, 1, 5, 10)
     torch.testing.assert_close(model.build_norm()(x), norm.apply(x))
     assert model.body_threshold is None  # the store is cropped already
+
+
+def test_unet3d_reads_the_plan_normalisation_of_a_3d_store(planned_root, tmp_path):
+    """unet3d, like unet, normalises CT with the plan's foreground clip and z-score on a
+    planned store, not the fixed HU window; the checkpointed norm reproduces it."""
+    import torch
+
+    from amoseg.models.unet3d import UNet3d
+
+    prepare_dataset(planned_root, tmp_path / "3d", configuration="3d", seed=0, progress=False)
+    store = SliceStore(tmp_path / "3d")
+    norm = store.configuration.normalisation["ct"]
+    hparams = UNet3d.store_hparams(store, {"stages": 3})
+    assert hparams["norm"] == "ct" and hparams["window"] == [*norm.clip, norm.mean, norm.std]
+    model = UNet3d(input_size=0, **{**UNet3d.HPARAMS, "base": 4, "stages": 3, **hparams})
+    x = torch.linspace(-1200, 400, 64).reshape(1, 1, 4, 4, 4)
+    torch.testing.assert_close(model.build_norm()(x), norm.apply(x))

@@ -81,7 +81,7 @@ class UNet3d(TorchModel):
         "base": 32,
         "stages": 5,
         "patch": None,  # (z, x, y) voxels; None: up to [64, 128, 128], fitted to the store
-        "norm": None,  # "window" (CT-only store) or "zscore" (MR present), from the store
+        "norm": None,  # from the store: "ct" (planned CT: the plan's), "window" (seed CT), "zscore"
         "window": None,
         "augment": True,
         "deep_supervision": True,

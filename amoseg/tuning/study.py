@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from amoseg.errors import AmosegError
-from amoseg.interrupts import note_finished
+from amoseg.interrupts import nested, note_finished
 from amoseg.tuning import search_space
 from amoseg.tuning.storage import open_storage, safe_url, sqlite_url
 
@@ -273,7 +273,8 @@ def run_study(
                 raise optuna.TrialPruned(f"{metric_key}={value:.4f} at epoch {epoch}")
 
         try:
-            value = float(trial_fn(params, trial_dir, report))
+            with nested():
+                value = float(trial_fn(params, trial_dir, report))
         except catch as exc:
             outcome["error"] = f"{type(exc).__name__}: {exc}"
             raise
