@@ -2,7 +2,8 @@
 """Set-up and entry points for a fresh checkout; needs only Python >= 3.11 and pip.
 
     python3 dev.py demo [ARGS...]   create/refresh .venv, then run `amoseg demo ARGS...`
-    python3 dev.py test [ARGS...]   create/refresh .venv, then ruff + pytest ARGS...
+    python3 dev.py test [ARGS...]   create/refresh .venv, then ruff + pytest ARGS... (one
+                                    pytest worker per core unless ARGS choose)
     python3 dev.py setup            create/refresh .venv only
 
 The virtual environment lives at .venv; it is rebuilt only when pyproject.toml or
@@ -54,6 +55,16 @@ def setup() -> None:
     STAMP.write_text(wanted)
 
 
+def _parallel(args: list[str]) -> list[str]:
+    """One pytest worker per core (pytest-xdist), each file on one worker (its module
+    fixtures built once): most tests use one core, so two workers halve the suite on 2 cores.
+    Left out when the caller chose (`-n …`, `-p no:xdist`)."""
+    if any(a == "-n" or a.startswith(("-n", "--numprocesses")) or "xdist" in a for a in args):
+        return []
+    workers = os.cpu_count() or 1
+    return [] if workers < 2 else ["-n", str(workers), "--dist", "loadfile"]
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"demo", "test", "setup"}:
         print(__doc__)
@@ -67,7 +78,7 @@ def main(argv: list[str]) -> int:
         rc = rc or _run([str(BIN / "ruff"), "format", "--check", "."])
         if rc:
             return rc
-        rc = _run([str(BIN / "python"), "-m", "pytest", *rest])
+        rc = _run([str(BIN / "python"), "-m", "pytest", *_parallel(rest), *rest])
         # pytest exits 5 when it collected nothing: that is a failure for us.
         return 1 if rc == 5 else rc
     return 0

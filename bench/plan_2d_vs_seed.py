@@ -1,16 +1,20 @@
-"""Does nnU-Net-style planning pay? `unet` on the planned `2d` configuration vs the report's
-`seed` configuration (every slice resized to S×S), trained for the same wall-clock time on
-the same machine, scored by the native-grid evaluate (3D Dice and NSD per organ on each test
-scan's original grid, all slices: what `amoseg predict` + `amoseg score` report).
+"""Same wall-clock, same machine, same test scans: which recipe gives more quality per compute?
+
+Each arm is MODEL:CONFIGURATION. The default answers issue 14's question, does nnU-Net-style
+planning pay (`unet` on the planned `2d` configuration vs the report's `seed` configuration,
+every slice resized to S×S); `--arms unet:2d,unet3d:3d` answers issue 15's (the 2D recipe vs
+the 3D one); all three arms in one run answer both. Every arm is scored by the native-grid
+evaluate (3D Dice and NSD per organ on each test scan's original grid, all slices: what
+`amoseg predict` + `amoseg score` report).
 
     nice -n 10 python bench/plan_2d_vs_seed.py --data /work/data/synth-full-30 \\
-        --work /work/scratch/bench-plan --minutes 8
+        --work /work/scratch/bench-plan --minutes 8 --arms unet:seed,unet:2d,unet3d:3d
 
-Steps: `amoseg plan` → `amoseg prepare --configuration 2d` and `--configuration seed` (same
-split seed, so the same test scans; checked) → per configuration, a one-epoch probe measures
-seconds per training slice and per validation pass, then `unet` trains `--epochs` epochs
-whose slice cap fills `--minutes` → `evaluate_run` (native + report-style). Prints a Markdown
-table per organ and the means, and writes WORK/results.json.
+Steps: `amoseg plan` → `amoseg prepare --configuration NAME` per configuration (same split
+seed, so the same test scans; checked) → per arm, a one-epoch probe measures seconds per
+training sample (slice or patch) and per validation pass, then the model trains `--epochs`
+epochs whose sample cap fills `--minutes` (validation included) → `evaluate_run` (native +
+report-style). Prints a Markdown table per organ and the means, and writes WORK/results.json.
 """
 
 from __future__ import annotations
@@ -28,7 +32,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-CONFIGURATIONS = ("2d", "seed")
+ARMS = "unet:2d,unet:seed"
+
+
+def parse_arms(text: str) -> list[tuple[str, str]]:
+    arms = [tuple(a.split(":", 1)) for a in text.split(",") if a]
+    if not arms or any(len(a) != 2 or not all(a) for a in arms):
+        raise SystemExit(f"--arms must be MODEL:CONFIGURATION,..., got {text!r}")
+    return arms  # type: ignore[return-value]
+
+
+def arm_name(arm: tuple[str, str]) -> str:
+    return f"{arm[0]}-{arm[1]}"
 
 
 def amoseg(*args: str) -> None:
@@ -55,15 +70,15 @@ def settings(epochs: int, slices: int | None, hparams: dict) -> object:
     )  # fmt: skip
 
 
-def probe(store: Path, work: Path, name: str, slices: int, hparams: dict) -> tuple:
-    """(seconds per training slice, seconds per validation pass) from a one-epoch run."""
+def probe(store: Path, work: Path, arm: tuple[str, str], slices: int, hparams: dict) -> tuple:
+    """(seconds per training sample, seconds per validation pass) from a one-epoch run."""
     from amoseg.data.slice_store import SliceStore
     from amoseg.training import load_run, train
     from amoseg.training.trainer import validate
 
-    run = work / f"probe-{name}"
+    run = work / f"probe-{arm_name(arm)}"
     if not (run / "summary.json").exists():
-        train("unet", store, run, settings(1, slices, hparams))
+        train(arm[0], store, run, settings(1, slices, hparams))
     epoch_s = float((run / "log.csv").read_text().splitlines()[1].split(",")[6])  # seconds
     st = SliceStore(store)
     model = load_run(run, device="cpu")
@@ -81,7 +96,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2, help="epochs the budget is split into")
     p.add_argument("--probe-slices", type=int, default=24)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--hparams", default="{}", help="unet hyper-parameters (JSON), both runs")
+    p.add_argument("--hparams", default="{}", help="hyper-parameters (JSON) for every arm")
+    p.add_argument("--arms", default=ARMS, help="MODEL:CONFIGURATION,... (default %(default)s)")
     args = p.parse_args()
 
     import torch
@@ -92,31 +108,39 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     hparams = json.loads(args.hparams)
+    arms = parse_arms(args.arms)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load_before = os.getloadavg()
     if not (work / "plan.json").exists():
         amoseg("plan", str(args.data), "-o", str(work / "plan.json"))
-    stores = {name: prepare(args.data, work, name) for name in CONFIGURATIONS}
+    configurations = sorted({c for _, c in arms})
+    stores = {name: prepare(args.data, work, name) for name in configurations}
     tests = {name: SliceStore(s).cases("test") for name, s in stores.items()}
     if len({tuple(t) for t in tests.values()}) != 1:
         raise SystemExit(f"the stores' test splits differ: {tests}")
 
     budget = 60.0 * args.minutes
     results: dict[str, dict] = {}
-    for name in CONFIGURATIONS:
-        per_slice, val_s = probe(stores[name], work, name, args.probe_slices, hparams)
+    for arm in arms:
+        model, config = arm
+        name = arm_name(arm)
+        per_slice, val_s = probe(stores[config], work, arm, args.probe_slices, hparams)
         slices = max(4, int((budget / args.epochs - val_s) / per_slice))
-        run = work / f"unet-{name}"
-        print(f"[{name}] {per_slice:.2f} s/slice, validation {val_s:.0f} s → "
-              f"{args.epochs} epochs × {slices} slices", flush=True)  # fmt: skip
+        run = work / name
+        print(f"[{name}] {per_slice:.2f} s/sample, validation {val_s:.0f} s → "
+              f"{args.epochs} epochs × {slices} samples", flush=True)  # fmt: skip
         if not (run / "summary.json").exists():
-            train("unet", stores[name], run, settings(args.epochs, slices, hparams))
+            train(model, stores[config], run, settings(args.epochs, slices, hparams))
         summary = json.loads((run / "summary.json").read_text())
         start = time.perf_counter()
-        metrics = evaluate_run(run, stores[name], "test", device="cpu", progress=False)
+        metrics = evaluate_run(run, stores[config], "test", device="cpu", progress=False)
         results[name] = {
+            "model": model,
+            "configuration": config,
+            "probe_seconds_per_sample": round(per_slice, 3),
+            "probe_validation_seconds": round(val_s, 1),
             "train_seconds": summary["train_seconds"],
             "epochs": args.epochs,
             "slices_per_epoch": slices,
@@ -133,32 +157,36 @@ def main() -> None:
         "date": started,
         "machine": machine,
         "data": str(args.data),
-        "test_cases": tests["2d"],
+        "test_cases": tests[configurations[0]],
         "budget_minutes": args.minutes,
         "results": results,
     }
     (work / "results.json").write_text(json.dumps(out, indent=2))
 
-    a, b = results["2d"], results["seed"]
-    print(f"\n{started}; {machine}; data {args.data}; test scans: {', '.join(tests['2d'])}\n")
-    print("| organ | 2d Dice % | seed Dice % | 2d NSD % | seed NSD % |")
-    print("|---|---:|---:|---:|---:|")
+    names = list(results)
+    print(f"\n{started}; {machine}; data {args.data}; "
+          f"test scans: {', '.join(out['test_cases'])}\n")  # fmt: skip
 
     def pct(x: float | None) -> str:
         return "–" if x is None else f"{100 * x:.1f}"
 
-    for organ, row in a["native"]["per_organ"].items():
-        other = b["native"]["per_organ"][organ]
-        print(f"| {organ} | {pct(row['dice'])} | {pct(other['dice'])} | "
-              f"{pct(row['nsd'])} | {pct(other['nsd'])} |")  # fmt: skip
-    na, nb = a["native"], b["native"]
-    print(f"| **mean** | **{pct(na['mean_dice'])}** | **{pct(nb['mean_dice'])}** | "
-          f"**{pct(na['mean_nsd'])}** | **{pct(nb['mean_nsd'])}** |")  # fmt: skip
-    for name in CONFIGURATIONS:
+    print("| organ | " + " | ".join(f"{n} Dice %" for n in names) + " | "
+          + " | ".join(f"{n} NSD %" for n in names) + " |")  # fmt: skip
+    print("|---|" + "---:|" * (2 * len(names)))
+    for organ in results[names[0]]["native"]["per_organ"]:
+        rows = [results[n]["native"]["per_organ"][organ] for n in names]
+        print(f"| {organ} | " + " | ".join(pct(r["dice"]) for r in rows) + " | "
+              + " | ".join(pct(r["nsd"]) for r in rows) + " |")  # fmt: skip
+    means = [results[n]["native"] for n in names]
+    print("| **mean** | " + " | ".join(f"**{pct(m['mean_dice'])}**" for m in means) + " | "
+          + " | ".join(f"**{pct(m['mean_nsd'])}**" for m in means) + " |")  # fmt: skip
+    for name in names:
         r = results[name]
         print(f"{name}: trained {r['train_seconds']:.0f} s ({r['epochs']} epochs × "
-              f"{r['slices_per_epoch']} slices), evaluate {r['evaluate_seconds']:.0f} s, "
-              f"report-style mIoU {pct(r['report_style']['miou'])} %")  # fmt: skip
+              f"{r['slices_per_epoch']} samples; probe {r['probe_seconds_per_sample']:.2f} "
+              f"s/sample, validation pass {r['probe_validation_seconds']:.0f} s), evaluate "
+              f"{r['evaluate_seconds']:.0f} s, report-style mIoU "
+              f"{pct(r['report_style']['miou'])} %")  # fmt: skip
 
 
 if __name__ == "__main__":

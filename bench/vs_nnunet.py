@@ -4,7 +4,9 @@
     python bench/vs_nnunet.py --root /data/amos22 --cases 40 --budget-min 30 --device cuda
     python bench/vs_nnunet.py --smoke --out /tmp/vs-smoke                # minutes, checks itself
 
-What it does, all under --out (nothing else is written except the virtual environment):
+What it does, all under --out (nothing else is written except the virtual environment and a
+short-lived temp folder in the system's temp dir, removed at exit: nnU-Net's worker sockets
+live in TMPDIR, and a Unix socket path must stay under 108 bytes, which a deep --out breaks):
 
 1. nnU-Net's environment: `.venv-nnunet` beside this repository, created once with
    `nnunetv2==2.8.1` and torch pinned to our CPU wheel (`-c constraints.txt torch==2.13.0`) and
@@ -56,6 +58,7 @@ Writes OUT/vs_nnunet.json and OUT/vs_nnunet.md (the printed table).
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import math
@@ -64,6 +67,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -955,15 +959,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise AmosegError("--root is not a folder", plan.root)
     out = claim_out(plan, overwrite, resume)
     ensure_nnunet_venv()
+    scratch = tempfile.mkdtemp(prefix="amoseg-vs-")  # short: see the module docstring
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     env = dict(os.environ)
     env.update(
         OMP_NUM_THREADS=str(plan.threads),
         AMOSEG_BENCH_THREADS=str(plan.threads),
-        MPLCONFIGDIR=str(out / "tmp" / "matplotlib"),
-        TMPDIR=str(out / "tmp"),
+        MPLCONFIGDIR=str(Path(scratch) / "matplotlib"),
+        TMPDIR=scratch,
         PYTHONUNBUFFERED="1",
     )
-    (out / "tmp").mkdir(exist_ok=True)
     started = time.perf_counter()
     data = write_dataset(plan, out, env)
     nn_env = nnunet_env(plan, out, env)

@@ -19,6 +19,16 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 REALDATA = REPO.parent / "shared" / "realdata"
 
+# Under pytest-xdist (`python3 dev.py test` runs one worker per core) each worker gets one
+# thread: two workers each running two-thread torch on two cores collapse (every operator
+# waits for a descheduled thread; see amoseg.reports.demo.cpu_threads). Subprocesses inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def realdata() -> Path:

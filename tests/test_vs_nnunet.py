@@ -20,6 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_NNUNET = REPO / ".venv-nnunet"
 
 
+def torch_threads() -> int:
+    """The suite's thread budget (one per pytest worker), for both tools in the bench."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 @pytest.fixture(scope="module")
 def nnunet_venv() -> Path:
     if not (VENV_NNUNET / "bin" / "nnUNetv2_train").exists():
@@ -35,7 +42,15 @@ def nnunet_venv() -> Path:
 def test_smoke_benchmark_trains_predicts_and_scores_both_tools(nnunet_venv, tmp_path):
     out = tmp_path / "vs"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "vs_nnunet.py"), "--smoke", "--out", str(out)],
+        [
+            sys.executable,
+            str(REPO / "bench" / "vs_nnunet.py"),
+            "--smoke",
+            "--out",
+            str(out),
+            "--threads",
+            str(torch_threads()),
+        ],
         capture_output=True,
         text=True,
         timeout=1740,

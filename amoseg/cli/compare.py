@@ -28,7 +28,7 @@ def compare(
     names = ("comparison.md", "comparison.csv", "comparison.png")
     check_new_outputs([out / n for n in names], overwrite=overwrite)
     result = compare_runs(run_dirs, out, split=split)
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(result["markdown"].read_text(encoding="utf-8").split("\n\nAccuracy")[0])
     console.print(
         f"wrote {result['markdown']}, {result['csv']}, {result['chart']}", highlight=False

@@ -87,7 +87,7 @@ def evaluate(
         )
     else:
         native_line = f"native grid: skipped ({m.get('native_skipped')})"
-    Console().print(
+    Console(soft_wrap=True).print(
         f"[bold]{m['model']}[/bold] on {split}\n  {native_line}\n"
         f"  report-style, stored slices ({m['n_cases']} volumes, {m['n_slices']} slices): "
         f"accuracy {pct(m['accuracy'])}, mIoU {pct(m['miou'])}, "

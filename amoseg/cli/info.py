@@ -42,4 +42,4 @@ def info() -> None:
         rows.append(("gpu", "none (CPU only)"))
     for key, value in rows:
         table.add_row(f"[bold]{key}[/bold]", value)
-    Console().print(table)
+    Console(soft_wrap=True).print(table)

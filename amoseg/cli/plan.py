@@ -47,7 +47,7 @@ def plan(
     for note in caught:
         typer.echo(f"warning: {' '.join(str(note.message).split())}", err=True)
     save_plan(result, output)
-    console = Console()
+    console = Console(soft_wrap=True)
     for name, config in result.configurations.items():
         spacing = (
             "S×S resize"

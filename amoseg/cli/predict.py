@@ -74,6 +74,7 @@ def predict(
     Folders are searched for scans, leaving out label maps (*_seg.nii.gz); existing outputs
     are refused unless --overwrite; repeated names get _2, _3, ... ."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from amoseg.errors import AmosegError
@@ -105,7 +106,7 @@ def predict(
     items, failures = collect_inputs(list(inputs))
     if len(inputs) == 1 and len(items) == 1:
         outputs.check_input(items[0].path, items[0].kind)  # before the model is loaded
-    console = Console(stderr=False)
+    console = Console(stderr=False, soft_wrap=True)  # a path is one line, never wrapped
     if len(inputs) == 1 and failures:
         raise failures[0][1]
     if not items and not failures:
@@ -146,14 +147,14 @@ def predict(
 
         def done(item, outcome) -> None:
             if isinstance(outcome, AmosegError):
-                progress.console.print(f"[red]failed[/red] {item.path}")
+                progress.console.print(f"[red]failed[/red] {escape(str(item.path))}")
             else:
                 for note in outcome.notes:
                     typer.echo(f"warning: {note}", err=True)
-                progress.console.print(f"{outcome.seg_path}  {outcome.seconds:.1f} s")
+                progress.console.print(f"{outcome.seg_path}  {outcome.seconds:.1f} s", markup=False)
                 for path in outcome.extra.values():
                     if path != outcome.seg_path:
-                        progress.console.print(f"{path}")
+                        progress.console.print(f"{path}", markup=False)
                 written.append(outcome.seg_path.name)
                 note_finished(
                     f"predict wrote {len(written)} of {len(items)} scans to {out}: "

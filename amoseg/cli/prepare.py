@@ -76,8 +76,8 @@ def prepare(
         progress=not quiet,
         overwrite=overwrite,
     )
-    console = Console()
-    err = Console(stderr=True)
+    console = Console(soft_wrap=True)
+    err = Console(stderr=True, soft_wrap=True)
     for note in summary["warnings"]:
         err.print(f"[yellow]warning:[/yellow] {note}", highlight=False, soft_wrap=True)
     console.print(summary_table(summary))

@@ -58,8 +58,8 @@ def score(
         write_report_json(report, json_out)
     if csv_out is not None:
         write_report_csv(report, csv_out)
-    console = Console()
-    err = Console(stderr=True)
+    console = Console(soft_wrap=True)
+    err = Console(stderr=True, soft_wrap=True)
     for note in report["warnings"]:
         err.print(f"[yellow]warning:[/yellow] {note}", highlight=False, soft_wrap=True)
     console.print(_table(report))

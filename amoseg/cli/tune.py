@@ -79,7 +79,7 @@ def tune(
     from amoseg.tuning.objective import training_objective
     from amoseg.tuning.search_space import describe, patch_size_choices
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     hp = parse_hparams(hparams)
     out = out if out is not None else Path("runs") / f"tune-{model}"
     config = TuneConfig(

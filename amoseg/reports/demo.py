@@ -170,12 +170,7 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> dict[s
     """Run (or resume) every stage; returns the comparison rows, paths and stage timings."""
     import torch
 
-    from amoseg.data.prepare import prepare_dataset
-    from amoseg.data.synth import MODALITIES, generate_dataset
-    from amoseg.models.registry import ladder_names
-    from amoseg.reports.compare import compare_runs
-    from amoseg.reports.evaluate import eval_dir, evaluate_run
-    from amoseg.training import TrainSettings, train
+    from amoseg.data.synth import MODALITIES
 
     if options.modality not in MODALITIES:
         raise AmosegError(
@@ -183,9 +178,28 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> dict[s
         )
     out = Path(options.out)
     _check_out(out, options.fresh)
+    threads_before = torch.get_num_threads()
     threads = cpu_threads(options.threads)
     torch.set_num_threads(threads)
     log(f"[demo] {threads} torch CPU thread(s)")
+    try:
+        return _run_stages(options, out, threads, log)
+    finally:
+        torch.set_num_threads(threads_before)  # a Python caller's own setting, as it was
+
+
+def _run_stages(
+    options: DemoOptions, out: Path, threads: int, log: Callable[[str], None]
+) -> dict[str, Any]:
+    import torch
+
+    from amoseg.data.prepare import prepare_dataset
+    from amoseg.data.synth import generate_dataset
+    from amoseg.models.registry import ladder_names
+    from amoseg.reports.compare import compare_runs
+    from amoseg.reports.evaluate import eval_dir, evaluate_run
+    from amoseg.training import TrainSettings, train
+
     (out / STAGES_DIR).mkdir(parents=True, exist_ok=True)
     timings: dict[str, dict[str, Any]] = {}
     total_start = time.perf_counter()
@@ -200,12 +214,17 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> dict[s
             log(f"[{name}] reused {target}")
             return
         _clear(target)
+        # chosen again per stage: a machine that was busy at the start may be idle now
+        n = cpu_threads(options.threads)
+        if n != torch.get_num_threads():
+            torch.set_num_threads(n)
+            log(f"[demo] {n} torch CPU thread(s) from here")
         log(f"[{name}] running → {target}")
         start = time.perf_counter()
         work()
         seconds = time.perf_counter() - start
         _finish(out, name, params, seconds)
-        timings[name] = {"seconds": round(seconds, 2), "reused": False}
+        timings[name] = {"seconds": round(seconds, 2), "reused": False, "threads": n}
         log(f"[{name}] done in {seconds:.1f} s")
 
     synth_params: dict[str, Any] = {"cases": options.cases, "seed": SEED, "preset": "demo"}
