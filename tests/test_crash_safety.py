@@ -177,7 +177,7 @@ def _log_rows(run: Path) -> list[dict[str, str]]:
 
 
 def _comparable(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+    return [{k: v for k, v in row.items() if k not in ("seconds", "val_seconds")} for row in rows]
 
 
 @pytest.fixture(scope="module")

@@ -100,7 +100,7 @@ def cpu_threads(requested: int | None) -> int:
     return 1 if busy_cores() >= 0.75 else cores
 
 
-def busy_cores(window_s: float = 0.5) -> float:
+def busy_cores(window_s: float = 1.0) -> float:
     """Cores kept busy by *other* processes over the next `window_s` (Linux: /proc/stat),
     else the 1-minute load average. Not the load average first: it counts this process's
     own earlier work (a test suite that calls the demo, pip just before) as competition."""

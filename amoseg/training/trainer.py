@@ -43,7 +43,9 @@ from amoseg.training import distributed
 from amoseg.training.checkpoint import rng_state, set_rng_state
 from amoseg.training.data import EpochSampler, make_loader, training_dataset
 
-LOG_FIELDS = ("epoch", "train_loss", "val_miou", "val_dice", "val_acc", "lr", "seconds")
+#: log.csv columns; `seconds` is the whole epoch, `val_seconds` the validation pass within it
+LOG_FIELDS = ("epoch", "train_loss", "val_miou", "val_dice", "val_acc", "lr", "val_seconds",
+              "seconds")  # fmt: skip
 #: set to a folder to make every rank write a hash of its final weights there (DDP tests).
 DUMP_ENV = "AMOSEG_DUMP_WEIGHTS_HASH"
 
@@ -97,6 +99,7 @@ class EpochReporter:
         self.best = -math.inf
         self.best_epoch = 0
         self.train_seconds = 0.0
+        self.val_seconds = 0.0
         self._tb: Any = None
         val = store.cases("val")
         if not val:
@@ -108,9 +111,12 @@ class EpochReporter:
         self.val_shard = val[self.dist.rank :: self.dist.world]
 
     def validate(self) -> dict[str, float]:
+        start = time.perf_counter()
         cm = validate(self.model, self.store, self.val_shard, self.settings.val_batch_size)
         cm.all_reduce()
-        return metrics_of(cm)
+        metrics = metrics_of(cm)  # reading the matrix waits for the device
+        self.val_seconds = time.perf_counter() - start
+        return metrics
 
     def record(
         self,
@@ -123,7 +129,8 @@ class EpochReporter:
     ) -> dict:
         """Write best/latest checkpoints and log.csv (rank 0), then call on_epoch."""
         self.train_seconds += seconds
-        row = {"epoch": epoch, "train_loss": train_loss, **metrics, "lr": lr, "seconds": seconds}
+        row = {"epoch": epoch, "train_loss": train_loss, **metrics, "lr": lr,
+               "val_seconds": round(self.val_seconds, 3), "seconds": seconds}  # fmt: skip
         self.history.append(row)
         improved = metrics["val_miou"] > self.best or self.best_epoch == 0
         if improved:
