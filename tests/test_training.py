@@ -263,3 +263,24 @@ def test_cuda_training_bf16_and_resume(name, store, tmp_path):
     resumed = train(name, store, tmp_path / "b", s, resume=True)
     assert resumed["epoch"] == 2
     assert resumed["train_loss"] == pytest.approx(full["train_loss"], rel=1e-2)
+
+
+def test_val_cases_validates_on_the_first_n_validation_cases(tmp_path, monkeypatch):
+    """`--val-cases 1`: each epoch validates on one case; the cap never reaches other splits."""
+    import amoseg.training.trainer as trainer
+
+    store = make_tiny_store(tmp_path / "store", cases=5, split=(2, 2, 1))
+    seen: list[list[str]] = []
+    real = trainer.validate
+    monkeypatch.setattr(
+        trainer,
+        "validate",
+        lambda m, st, cases, bs=16: seen.append(list(cases)) or real(m, st, cases, bs),
+    )
+    val = SliceStore(store).cases("val")
+    assert len(val) == 2
+    train("logreg-pixel", store, tmp_path / "one", settings("logreg-pixel", epochs=1, val_cases=1))
+    train("logreg-pixel", store, tmp_path / "all", settings("logreg-pixel", epochs=1))
+    assert seen == [val[:1], val]
+    with pytest.raises(AmosegError, match="--val-cases"):
+        TrainSettings(val_cases=0)

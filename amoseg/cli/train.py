@@ -76,6 +76,9 @@ def train(
     max_slices: int | None = typer.Option(
         None, "--max-slices", min=1, help="Random slices per epoch (short budgets)."
     ),
+    val_cases: int | None = typer.Option(
+        None, "--val-cases", min=1, help="Validate each epoch on the first N val cases only."
+    ),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network."),
     patch_size: str | None = typer.Option(None, "--patch-size", help=PATCH_SIZE_HELP),
     seed: int = typer.Option(0, "--seed", help="Random seed (initialisation, order, aug)."),
@@ -119,6 +122,7 @@ def train(
         seed=seed,
         num_workers=workers,
         max_slices_per_epoch=max_slices,
+        val_cases=val_cases,
         hparams=hp,
         compile=compile,
         progress=os.environ.get("RANK", "0") == "0",

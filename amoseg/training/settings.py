@@ -57,6 +57,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "seed": Rule(int, 0, 2**32 - 1, "--seed"),
     "num_workers": Rule(int, 0, 256, "--workers"),
     "max_slices_per_epoch": Rule(int, 1, 10**9, "--max-slices"),
+    "val_cases": Rule(int, 1, 10**6, "--val-cases"),
     "val_batch_size": Rule(int, 1, 65_536),
 }
 #: the numeric model hyper-parameters, whichever model has them (see each model's HPARAMS).
@@ -174,6 +175,9 @@ class TrainSettings:
     seed: int = 0
     num_workers: int = 0
     max_slices_per_epoch: int | None = None
+    #: validate each epoch on the first N validation cases only (None: all). On a CPU one pass
+    #: over full-size validation scans can cost more than an epoch; evaluate still scores all.
+    val_cases: int | None = None
     #: cross-validation fold of the store's splits.json (0..4, "all"); None: its train/val
     fold: int | str | None = None
     #: a planned store's patch size instead of its plan's ((x, y) or (x, y, z)); None: the plan's

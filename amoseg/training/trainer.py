@@ -108,6 +108,8 @@ class EpochReporter:
                 store.root / "splits.json",
                 "re-run `amoseg prepare` with a non-zero validation fraction",
             )
+        cap = getattr(settings, "val_cases", None)
+        val = val[:cap] if cap else val
         self.val_shard = val[self.dist.rank :: self.dist.world]
 
     def validate(self) -> dict[str, float]:
