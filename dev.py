@@ -62,7 +62,9 @@ def _parallel(args: list[str]) -> list[str]:
     if any(a == "-n" or a.startswith(("-n", "--numprocesses")) or "xdist" in a for a in args):
         return []
     workers = os.cpu_count() or 1
-    return [] if workers < 2 else ["-n", str(workers), "--dist", "loadfile"]
+    # files in collection order (tests/conftest.py puts the longest first), not by test count
+    order = ["--no-loadscope-reorder"]
+    return [] if workers < 2 else ["-n", str(workers), "--dist", "loadfile", *order]
 
 
 def main(argv: list[str]) -> int:

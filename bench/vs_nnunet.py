@@ -903,7 +903,7 @@ def parse_plan(argv: list[str] | None = None) -> Plan:
     cases = a.cases if a.cases is not None else (4 if smoke else 20)
     if cases < 4:
         raise AmosegError("--cases must be at least 4 (train, val and test need one each)")
-    budget_min = a.budget_min if a.budget_min is not None else (0.25 if smoke else 8.0)
+    budget_min = a.budget_min if a.budget_min is not None else (0.1 if smoke else 8.0)
     if not budget_min > 0:
         raise AmosegError("--budget-min must be positive")
     iters = a.nnunet_iters or (1 if smoke else 50)

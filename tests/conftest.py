@@ -68,3 +68,17 @@ def threshold_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "amoseg.inference.predict.load_model", lambda run_dir, device="auto": ThresholdModel(32)
     )
     return run
+
+
+# The longest files first: pytest-xdist (loadfile) hands out files in collection order, so the
+# ≈ 8-min default demo starts at once on one worker while the other runs everything else,
+# instead of starting late and finishing alone.
+LONGEST_FIRST = ("test_demo_default.py", "test_vs_nnunet.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: every other test keeps its order
