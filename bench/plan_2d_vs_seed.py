@@ -62,19 +62,17 @@ def prepare(data: Path, work: Path, name: str) -> Path:
     return store
 
 
-VAL_CASES = 1  # per-epoch validation cases (main sets it from --val-cases)
-
-
-def settings(epochs: int, slices: int | None, hparams: dict) -> object:
+def settings(epochs: int, slices: int | None, common: dict) -> object:
+    """TrainSettings of a run; `common` (hparams, val_cases) is the same for every arm."""
     from amoseg.training import TrainSettings
 
     return TrainSettings(
         epochs=epochs, device="cpu", seed=0, num_workers=0, progress=False,
-        max_slices_per_epoch=slices, hparams=hparams, val_cases=VAL_CASES,
+        max_slices_per_epoch=slices, **common,
     )  # fmt: skip
 
 
-def probe(store: Path, work: Path, arm: tuple[str, str], slices: int, hparams: dict) -> tuple:
+def probe(store: Path, work: Path, arm: tuple[str, str], slices: int, common: dict) -> tuple:
     """(seconds per training sample, seconds per validation pass) from a one-epoch run (its
     log.csv times the epoch and the validation pass within it)."""
     import csv
@@ -83,7 +81,7 @@ def probe(store: Path, work: Path, arm: tuple[str, str], slices: int, hparams: d
 
     run = work / f"probe-{arm_name(arm)}"
     if not (run / "summary.json").exists():
-        train(arm[0], store, run, settings(1, slices, hparams))
+        train(arm[0], store, run, settings(1, slices, common))
     with (run / "log.csv").open() as f:
         row = next(csv.DictReader(f))
     epoch_s, val_s = float(row["seconds"]), float(row["val_seconds"])
@@ -127,8 +125,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     hparams = json.loads(args.hparams)
     arms = parse_arms(args.arms)
-    global VAL_CASES
-    VAL_CASES = args.val_cases
+    common = {"hparams": hparams, "val_cases": args.val_cases}
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -146,7 +143,7 @@ def main() -> None:
     for arm in arms:
         model, config = arm
         name = arm_name(arm)
-        per_slice, val_s = probe(stores[config], work, arm, args.probe_slices, hparams)
+        per_slice, val_s = probe(stores[config], work, arm, args.probe_slices, common)
         # the budget is training steps; validation passes (one per epoch) are not counted: on
         # a CPU one pass over the full validation volumes can cost as much as the budget
         slices = max(4, int(budget / args.epochs / per_slice))
@@ -154,7 +151,7 @@ def main() -> None:
         print(f"[{name}] {per_slice:.2f} s/sample, validation {val_s:.0f} s → "
               f"{args.epochs} epochs × {slices} samples", flush=True)  # fmt: skip
         if not (run / "summary.json").exists():
-            train(model, stores[config], run, settings(args.epochs, slices, hparams))
+            train(model, stores[config], run, settings(args.epochs, slices, common))
         summary = json.loads((run / "summary.json").read_text())
         metrics, evaluate_s = evaluated(run, stores[config])
         results[name] = {

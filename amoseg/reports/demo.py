@@ -179,18 +179,13 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> dict[s
     out = Path(options.out)
     _check_out(out, options.fresh)
     threads_before = torch.get_num_threads()
-    threads = cpu_threads(options.threads)
-    torch.set_num_threads(threads)
-    log(f"[demo] {threads} torch CPU thread(s)")
     try:
-        return _run_stages(options, out, threads, log)
+        return _run_stages(options, out, log)
     finally:
         torch.set_num_threads(threads_before)  # a Python caller's own setting, as it was
 
 
-def _run_stages(
-    options: DemoOptions, out: Path, threads: int, log: Callable[[str], None]
-) -> dict[str, Any]:
+def _run_stages(options: DemoOptions, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
     from amoseg.data.prepare import prepare_dataset
@@ -202,6 +197,7 @@ def _run_stages(
 
     (out / STAGES_DIR).mkdir(parents=True, exist_ok=True)
     timings: dict[str, dict[str, Any]] = {}
+    chosen: list[int] = []  # torch threads of each stage that ran
     total_start = time.perf_counter()
 
     def stage(
@@ -216,9 +212,10 @@ def _run_stages(
         _clear(target)
         # chosen again per stage: a machine that was busy at the start may be idle now
         n = cpu_threads(options.threads)
-        if n != torch.get_num_threads():
-            torch.set_num_threads(n)
-            log(f"[demo] {n} torch CPU thread(s) from here")
+        if not chosen or n != chosen[-1]:
+            log(f"[demo] {n} torch CPU thread(s)" + (" from here" if chosen else ""))
+        torch.set_num_threads(n)
+        chosen.append(n)
         log(f"[{name}] running → {target}")
         start = time.perf_counter()
         work()
@@ -280,7 +277,7 @@ def _run_stages(
         report / "timings.json",
         {
             "total_seconds": round(total, 2),
-            "threads": threads,
+            "threads": chosen[0] if chosen else None,  # per stage: "stages"
             "stages": timings,
             "options": _jsonable(options),
         },
