@@ -275,6 +275,21 @@ def test_hyperband_pruner_runs(tmp_path):
 # ---------------------------------------------------------------- several workers, SQLite
 
 
+@pytest.mark.parametrize("companion", ["", ".lock", "-journal"])
+def test_a_second_worker_accepts_the_first_workers_database(tmp_path, companion):
+    """Two workers started together: the second checks --out after the first created its
+    SQLite file (or only the lock beside it) but before any tune marker exists."""
+    from amoseg.tuning.study import check_tune_folder
+
+    (tmp_path / f"shared.db{companion}").touch()
+    check_tune_folder(tmp_path, sqlite_url(tmp_path / "shared.db"))
+    with pytest.raises(AmosegError, match="not a tune folder"):  # someone else's database
+        check_tune_folder(tmp_path, sqlite_url(tmp_path / "other.db"))
+    (tmp_path / "notes.txt").touch()
+    with pytest.raises(AmosegError, match="not a tune folder"):
+        check_tune_folder(tmp_path, sqlite_url(tmp_path / "shared.db"))
+
+
 def test_two_workers_share_a_sqlite_study(tmp_path):
     storage = sqlite_url(tmp_path / "shared.db")
     procs = start_workers(

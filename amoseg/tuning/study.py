@@ -210,14 +210,31 @@ def _tally(study: Any) -> tuple[int, int]:
 TUNE_MARKERS = ("study.db", "trials", "best_params.json")
 
 
-def check_tune_folder(out: Path) -> None:
+#: the files SQLite (and open_storage's lock) keep beside a database
+SQLITE_COMPANIONS = ("", ".lock", "-journal", "-wal", "-shm")
+
+
+def storage_files(out: Path, storage_url: str | None) -> set[str]:
+    """Names in `out` that belong to the study's own SQLite database (`--storage` inside
+    `--out`): a second worker started at the same moment finds them before any marker."""
+    prefix = "sqlite:///"
+    if not storage_url or not storage_url.startswith(prefix) or storage_url == prefix + ":memory:":
+        return set()
+    db = Path(storage_url[len(prefix) :])
+    if db.parent.resolve() != out.resolve():
+        return set()
+    return {db.name + suffix for suffix in SQLITE_COMPANIONS}
+
+
+def check_tune_folder(out: Path, storage_url: str | None = None) -> None:
     """A rerun continues the study in its own folder; any other non-empty folder is refused,
     so a typo in --out never mixes trial folders into, say, a run or a dataset."""
     if out.exists() and not out.is_dir():
         raise AmosegError("--out is a file, expected a folder", out, "choose another --out")
     if not out.is_dir() or any((out / m).exists() for m in TUNE_MARKERS):
         return
-    if any(not p.name.startswith(".") for p in out.iterdir()):
+    own = storage_files(out, storage_url)
+    if any(not p.name.startswith(".") and p.name not in own for p in out.iterdir()):
         raise AmosegError(
             "output folder is not empty and is not a tune folder", out, "choose another --out"
         )
@@ -241,7 +258,7 @@ def run_study(
     config.validate()
     _quiet_optuna()
     say = log or (lambda _msg: None)
-    check_tune_folder(Path(config.out))
+    check_tune_folder(Path(config.out), config.storage_url)
     Path(config.out).mkdir(parents=True, exist_ok=True)
     study = open_study(config)
     metric_key = METRICS[config.metric]
