@@ -43,6 +43,13 @@ def parse_arms(text: str) -> list[tuple[str, str]]:
     return arms  # type: ignore[return-value]
 
 
+def parse_samples(text: str) -> dict[str, int]:
+    try:
+        return {k: int(v) for k, v in (a.split("=", 1) for a in text.split(",") if a)}
+    except ValueError:
+        raise SystemExit(f"--samples must be MODEL:CONFIGURATION=N,..., got {text!r}") from None
+
+
 def arm_name(arm: tuple[str, str]) -> str:
     return f"{arm[0]}-{arm[1]}"
 
@@ -75,17 +82,25 @@ def settings(epochs: int, slices: int | None, common: dict) -> object:
 def probe(store: Path, work: Path, arm: tuple[str, str], slices: int, common: dict) -> tuple:
     """(seconds per training sample, seconds per validation pass) from a one-epoch run (its
     log.csv times the epoch and the validation pass within it)."""
-    import csv
-
     from amoseg.training import train
 
     run = work / f"probe-{arm_name(arm)}"
     if not (run / "summary.json").exists():
         train(arm[0], store, run, settings(1, slices, common))
+    rows = log_rows(run)
+    return max(1e-3, step_seconds(run) / slices), float(rows[0]["val_seconds"])
+
+
+def log_rows(run: Path) -> list[dict]:
+    import csv
+
     with (run / "log.csv").open() as f:
-        row = next(csv.DictReader(f))
-    epoch_s, val_s = float(row["seconds"]), float(row["val_seconds"])
-    return max(1e-3, (epoch_s - val_s) / slices), val_s
+        return list(csv.DictReader(f))
+
+
+def step_seconds(run: Path) -> float:
+    """Seconds the run's training steps really took: its epochs minus their validation."""
+    return round(sum(float(r["seconds"]) - float(r["val_seconds"]) for r in log_rows(run)), 1)
 
 
 def evaluated(run: Path, store: Path) -> tuple[dict, float]:
@@ -115,6 +130,10 @@ def main() -> None:
     p.add_argument("--val-cases", type=int, default=1,
                    help="validation cases per epoch (test scores use every test scan)")  # fmt: skip
     p.add_argument("--arms", default=ARMS, help="MODEL:CONFIGURATION,... (default %(default)s)")
+    p.add_argument("--samples", default="",
+                   help="MODEL:CONFIGURATION=N,...: train those arms on N samples per epoch "
+                   "instead of the probe's estimate (e.g. to match the seconds another arm's "
+                   "training steps really took, from its log.csv)")  # fmt: skip
     args = p.parse_args()
 
     import torch
@@ -125,6 +144,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     hparams = json.loads(args.hparams)
     arms = parse_arms(args.arms)
+    fixed = parse_samples(args.samples)
     common = {"hparams": hparams, "val_cases": args.val_cases}
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -146,12 +166,14 @@ def main() -> None:
         per_slice, val_s = probe(stores[config], work, arm, args.probe_slices, common)
         # the budget is training steps; validation passes (one per epoch) are not counted: on
         # a CPU one pass over the full validation volumes can cost as much as the budget
-        slices = max(4, int(budget / args.epochs / per_slice))
+        slices = fixed.get(f"{model}:{config}") or max(4, int(budget / args.epochs / per_slice))
         run = work / name
-        print(f"[{name}] {per_slice:.2f} s/sample, validation {val_s:.0f} s → "
-              f"{args.epochs} epochs × {slices} samples", flush=True)  # fmt: skip
         if not (run / "summary.json").exists():
+            print(f"[{name}] {per_slice:.2f} s/sample, validation {val_s:.0f} s → "
+                  f"{args.epochs} epochs × {slices} samples", flush=True)  # fmt: skip
             train(model, stores[config], run, settings(args.epochs, slices, common))
+        # a run finished by an earlier invocation keeps the cap it was trained with
+        slices = json.loads((run / "config.json").read_text())["settings"]["max_slices_per_epoch"]
         summary = json.loads((run / "summary.json").read_text())
         metrics, evaluate_s = evaluated(run, stores[config])
         results[name] = {
@@ -160,6 +182,8 @@ def main() -> None:
             "probe_seconds_per_sample": round(per_slice, 3),
             "probe_validation_seconds": round(val_s, 1),
             "train_seconds": summary["train_seconds"],
+            "step_seconds": step_seconds(run),
+            "samples_fixed": f"{model}:{config}" in fixed,
             "epochs": args.epochs,
             "slices_per_epoch": slices,
             "evaluate_seconds": evaluate_s,
@@ -200,7 +224,8 @@ def main() -> None:
           + " | ".join(f"**{pct(m['mean_nsd'])}**" for m in means) + " |")  # fmt: skip
     for name in names:
         r = results[name]
-        print(f"{name}: trained {r['train_seconds']:.0f} s ({r['epochs']} epochs × "
+        print(f"{name}: trained {r['train_seconds']:.0f} s, steps {r['step_seconds']:.0f} s "
+              f"({r['epochs']} epochs × "
               f"{r['slices_per_epoch']} samples; probe {r['probe_seconds_per_sample']:.2f} "
               f"s/sample, validation pass {r['probe_validation_seconds']:.0f} s), evaluate "
               f"{r['evaluate_seconds']:.0f} s, report-style mIoU "
