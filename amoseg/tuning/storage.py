@@ -67,16 +67,28 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     )
 
 
+#: beside a SQLite database: open_storage's lock file and SQLite's own journals
+SQLITE_COMPANIONS = (".lock", "-journal", "-wal", "-shm")
+
+
+def sqlite_path(url: str | None) -> Path | None:
+    """The database file of a `sqlite:///` URL; None for other backends and in-memory."""
+    prefix = "sqlite:///"
+    if not url or not url.startswith(prefix) or url == prefix + ":memory:":
+        return None
+    return Path(url[len(prefix) :])
+
+
 @contextlib.contextmanager
 def _local_lock(url: str) -> Iterator[None]:
     """Serialise schema creation between workers on one machine sharing a SQLite file."""
-    if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
+    db = sqlite_path(url)
+    if db is None:
         yield
         return
-    db = Path(url[len("sqlite:///") :])
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(db.with_name(db.name + ".lock"), "a")  # noqa: SIM115 - held for the block
+        handle = open(db.with_name(db.name + SQLITE_COMPANIONS[0]), "a")  # noqa: SIM115 - held
     except OSError as exc:
         raise AmosegError(
             f"cannot create the study database ({exc.strerror})", db, "choose a writable --out"

@@ -23,7 +23,13 @@ from typing import Any
 from amoseg.errors import AmosegError
 from amoseg.interrupts import nested, note_finished
 from amoseg.tuning import search_space
-from amoseg.tuning.storage import open_storage, safe_url, sqlite_url
+from amoseg.tuning.storage import (
+    SQLITE_COMPANIONS,
+    open_storage,
+    safe_url,
+    sqlite_path,
+    sqlite_url,
+)
 
 # A trial function trains with `params`, writes into `trial_dir`, calls `report(epoch, value)`
 # once per epoch (which raises optuna.TrialPruned when the pruner says stop) and returns the
@@ -210,20 +216,13 @@ def _tally(study: Any) -> tuple[int, int]:
 TUNE_MARKERS = ("study.db", "trials", "best_params.json")
 
 
-#: the files SQLite (and open_storage's lock) keep beside a database
-SQLITE_COMPANIONS = ("", ".lock", "-journal", "-wal", "-shm")
-
-
 def storage_files(out: Path, storage_url: str | None) -> set[str]:
     """Names in `out` that belong to the study's own SQLite database (`--storage` inside
     `--out`): a second worker started at the same moment finds them before any marker."""
-    prefix = "sqlite:///"
-    if not storage_url or not storage_url.startswith(prefix) or storage_url == prefix + ":memory:":
+    db = sqlite_path(storage_url)
+    if db is None or db.parent.resolve() != out.resolve():
         return set()
-    db = Path(storage_url[len(prefix) :])
-    if db.parent.resolve() != out.resolve():
-        return set()
-    return {db.name + suffix for suffix in SQLITE_COMPANIONS}
+    return {db.name} | {db.name + suffix for suffix in SQLITE_COMPANIONS}
 
 
 def check_tune_folder(out: Path, storage_url: str | None = None) -> None:
