@@ -10,6 +10,10 @@ default input size (body crop, auto precision), as bench/predict.py measures it.
 
     python bench/unet3d_predict.py --plan plan.json --threads 2
     python bench/unet3d_predict.py --plan plan.json --device cuda --repeats 3
+    python bench/unet3d_predict.py --plan plan.json --skip-tta --variants 32:0.25 16:0.5
+
+`--variants BASE:OVERLAP ...` also times cheaper unet3d settings (first-stage width, sliding-
+window overlap) without TTA against the same 2D time: what a CPU default would cost.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predict import default_input_size, synthetic_ct
 
 
-def unet3d_backend(plan: Path | None, device: str, base: int, size: int):
+def unet3d_backend(plan: Path | None, device: str, base: int, size: int, overlap: float = 0.5):
     from amoseg.inference.backends import backend_for_model
     from amoseg.models.registry import create_model
 
@@ -44,7 +48,7 @@ def unet3d_backend(plan: Path | None, device: str, base: int, size: int):
         patch, pre = (z, x, y), config.preprocessor("ct")
     model = create_model(
         "unet3d", input_size=size, base=base, patch=list(patch), norm="window",
-        window=[-1000.0, 1000.0],
+        window=[-1000.0, 1000.0], overlap=overlap,
     ).to(device)  # fmt: skip
     backend = backend_for_model(model, device=device)
     backend.preprocessor = pre
@@ -77,6 +81,18 @@ def seconds(backend, data, affine, repeats: int) -> tuple[float, dict]:
     return statistics.median(runs), stages
 
 
+def parse_variant(text: str) -> tuple[int, float]:
+    """'16:0.25' → (16, 0.25): a unet3d first-stage width and sliding-window overlap."""
+    base, sep, overlap = text.partition(":")
+    try:
+        b, o = int(base), float(overlap)
+    except ValueError:
+        b, o = 0, -1.0
+    if not sep or b < 1 or not 0 <= o < 1:
+        raise ValueError(f"--variants {text!r}: expected BASE:OVERLAP, e.g. 16:0.25")
+    return b, o
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--plan", type=Path, help="plan.json with a 3d configuration")
@@ -84,10 +100,23 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--base", type=int, default=32, help="unet3d first-stage channels")
+    ap.add_argument(
+        "--overlap", type=float, default=0.5, help="unet3d sliding-window overlap (0 ≤ o < 1)"
+    )
+    ap.add_argument(
+        "--variants", nargs="+", default=[], metavar="BASE:OVERLAP",
+        help="also time unet3d without TTA at these (base, overlap) settings, e.g. 16:0.25",
+    )  # fmt: skip
     ap.add_argument("--shape", type=int, nargs=3, default=[512, 512, 100])
     ap.add_argument("--skip-tta", action="store_true", help="time unet3d without TTA only")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    try:
+        variants = [parse_variant(v) for v in args.variants]
+    except ValueError as err:
+        ap.error(str(err))
+    if not 0 <= args.overlap < 1:
+        ap.error("--overlap must be at least 0 and below 1")
     torch.set_num_threads(args.threads)
     from amoseg.inference.tta import MirroredBackend
 
@@ -95,7 +124,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         img = nib.load(str(synthetic_ct(Path(tmp) / "ct.nii.gz", tuple(args.shape))))
         data, affine = np.asarray(img.dataobj), img.affine
-    b3, patch = unet3d_backend(args.plan, args.device, args.base, size)
+    b3, patch = unet3d_backend(args.plan, args.device, args.base, size, args.overlap)
     b2 = unet2d_backend(args.device, size)
     t2, s2 = seconds(b2, data, affine, args.repeats)
     print(f"unet: {t2:.2f} s", flush=True)
@@ -106,12 +135,22 @@ def main() -> None:
         if args.skip_tta
         else seconds(MirroredBackend(b3), data, affine, args.repeats)
     )
+    timed = []
+    for base, overlap in variants:
+        backend, _ = unet3d_backend(args.plan, args.device, base, size, overlap)
+        t, stages = seconds(backend, data, affine, args.repeats)
+        print(f"unet3d base {base}, overlap {overlap}: {t:.2f} s", flush=True)
+        timed.append({
+            "base": base, "overlap": overlap, "unet3d_s": round(t, 2),
+            "ratio_to_unet": round(t / t2, 2), "stages": stages,
+        })  # fmt: skip
     result = {
         "device": args.device, "threads": args.threads, "shape": args.shape, "patch_zxy": patch,
         "plan": str(args.plan) if args.plan else None, "unet3d_base": args.base,
+        "overlap": args.overlap,
         "unet_s": round(t2, 2), "unet3d_s": round(t3, 2), "unet3d_tta_s": round(t3t, 2),
         "ratio_unet3d_to_unet": round(t3 / t2, 2), "ratio_tta_to_no_tta": round(t3t / t3, 2),
-        "stages": {"unet": s2, "unet3d": s3, "unet3d_tta": s3t},
+        "stages": {"unet": s2, "unet3d": s3, "unet3d_tta": s3t}, "variants": timed,
     }  # fmt: skip
     print(json.dumps(result, indent=2))
     if args.json:
