@@ -88,7 +88,7 @@ def probe(store: Path, work: Path, arm: tuple[str, str], slices: int, common: di
     if not (run / "summary.json").exists():
         train(arm[0], store, run, settings(1, slices, common))
     rows = log_rows(run)
-    return max(1e-3, step_seconds(run) / slices), float(rows[0]["val_seconds"])
+    return max(1e-3, step_seconds(rows) / slices), float(rows[0]["val_seconds"])
 
 
 def log_rows(run: Path) -> list[dict]:
@@ -98,9 +98,9 @@ def log_rows(run: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def step_seconds(run: Path) -> float:
-    """Seconds the run's training steps really took: its epochs minus their validation."""
-    return round(sum(float(r["seconds"]) - float(r["val_seconds"]) for r in log_rows(run)), 1)
+def step_seconds(rows: list[dict]) -> float:
+    """Seconds a run's training steps really took (its log.csv rows): epochs minus validation."""
+    return round(sum(float(r["seconds"]) - float(r["val_seconds"]) for r in rows), 1)
 
 
 def evaluated(run: Path, store: Path) -> tuple[dict, float]:
@@ -182,7 +182,7 @@ def main() -> None:
             "probe_seconds_per_sample": round(per_slice, 3),
             "probe_validation_seconds": round(val_s, 1),
             "train_seconds": summary["train_seconds"],
-            "step_seconds": step_seconds(run),
+            "step_seconds": step_seconds(log_rows(run)),
             "samples_fixed": f"{model}:{config}" in fixed,
             "epochs": args.epochs,
             "slices_per_epoch": slices,
