@@ -2,8 +2,9 @@
 """Set-up and entry points for a fresh checkout; needs only Python >= 3.11 and pip.
 
     python3 dev.py demo [ARGS...]   create/refresh .venv, then run `amoseg demo ARGS...`
-    python3 dev.py test [ARGS...]   create/refresh .venv, then ruff + pytest ARGS... (one
-                                    pytest worker per core unless ARGS choose)
+    python3 dev.py test [ARGS...]   create/refresh .venv, then ruff, lint-imports (the package
+                                    layers) and pytest ARGS... (one pytest worker per core
+                                    unless ARGS choose)
     python3 dev.py setup            create/refresh .venv only
 
 The virtual environment lives at .venv; it is rebuilt only when pyproject.toml or
@@ -78,6 +79,7 @@ def main(argv: list[str]) -> int:
     if what == "test":
         rc = _run([str(BIN / "ruff"), "check", "."])
         rc = rc or _run([str(BIN / "ruff"), "format", "--check", "."])
+        rc = rc or _run([str(BIN / "lint-imports")])  # the package layers (.importlinter)
         if rc:
             return rc
         rc = _run([str(BIN / "python"), "-m", "pytest", *_parallel(rest), *rest])

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from amoseg._version import __version__
 from amoseg.errors import AmosegError
 
-__version__ = "0.1.0"
 __all__ = ["AmosegError", "Model", "Segmentation", "__version__", "load", "segment"]
 
 _API = ("Model", "Segmentation", "load", "segment")

@@ -54,11 +54,11 @@ def box_area(box: tuple[slice, slice]) -> int:
 
 
 def compare(store_dir: Path, runs: list[Path]) -> None:
-    from amoseg.data.crop import body_box
-    from amoseg.data.slice_store import SliceStore
-    from amoseg.inference.inferers import model_labels
     from amoseg.metrics.confusion import ConfusionMatrix, mean_dice, mean_iou
     from amoseg.models.unet import BODY_HU
+    from amoseg.ops.inferers import model_labels
+    from amoseg.preprocessing.crop import body_box
+    from amoseg.store.slice_store import SliceStore
     from amoseg.training import load_run
 
     store = SliceStore(store_dir)

@@ -48,8 +48,8 @@ def amoseg(*args: str) -> None:
 
 
 def build(work: Path, variant: str, cases: int, size: int) -> Path:
-    from amoseg.data.prepare import prepare_dataset
     from amoseg.data.synth import generate_dataset
+    from amoseg.store.prepare import prepare_dataset
 
     root, store = work / variant / "amos", work / variant / "store"
     if not (root / "dataset.json").exists():

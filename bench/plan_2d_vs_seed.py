@@ -138,7 +138,7 @@ def main() -> None:
 
     import torch
 
-    from amoseg.data.slice_store import SliceStore
+    from amoseg.store.slice_store import SliceStore
     from amoseg.training import train
 
     torch.set_num_threads(args.threads)

@@ -30,7 +30,7 @@ STAGES = ("load", "preprocess", "forward", "resize_back", "write")
 
 def default_input_size() -> int:
     try:
-        from amoseg.data.prepare import prepare_dataset
+        from amoseg.store.prepare import prepare_dataset
 
         return int(inspect.signature(prepare_dataset).parameters["size"].default)
     except (ImportError, KeyError):

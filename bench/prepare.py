@@ -28,9 +28,9 @@ sys.path.insert(0, str(REPO))
 
 from amoseg.data.amos import AmosCase  # noqa: E402
 from amoseg.data.datasets import find_cases  # noqa: E402
-from amoseg.data.geometry import canonical_view, volume_to_slices  # noqa: E402
 from amoseg.data.nifti import label_array, load_nifti  # noqa: E402
-from amoseg.data.prepare import prepare_dataset  # noqa: E402
+from amoseg.preprocessing.geometry import canonical_view, volume_to_slices  # noqa: E402
+from amoseg.store.prepare import prepare_dataset  # noqa: E402
 
 
 def build_dataset(root: Path, cases: int, seed: int, preset: str, shape: tuple[int, ...]) -> str:

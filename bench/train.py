@@ -38,10 +38,10 @@ sys.path.insert(0, str(REPO))
 
 def make_store(root: Path, cases: int, slices: int, size: int, seed: int = 0) -> Path:
     """A store of random-anatomy cases built from arrays (no synth/prepare: benchmark only),
-    through the public `amoseg.data.store.create_store`."""
-    from amoseg.data.slice_store import case_done
-    from amoseg.data.store import create_store
+    through the public `amoseg.store.store.create_store`."""
     from amoseg.planning.planner import seed_configuration
+    from amoseg.store.slice_store import case_done
+    from amoseg.store.store import create_store
 
     rng = np.random.default_rng(seed)
     ids = [f"amos_{i:04d}" for i in range(1, cases + 1)]
@@ -85,8 +85,8 @@ def phase_throughput(args: argparse.Namespace) -> dict:
     """train vs bare slices/s for one model (run in its own process)."""
     import torch
 
-    from amoseg.data.slice_store import SliceStore
     from amoseg.models.registry import create_model
+    from amoseg.store.slice_store import SliceStore
     from amoseg.training.data import EpochSampler, SliceDataset, make_loader
     from amoseg.training.trainer import run_epoch
 
@@ -158,7 +158,7 @@ def phase_throughput(args: argparse.Namespace) -> dict:
 
 def phase_loading(args: argparse.Namespace) -> dict:
     """Peak RSS of one full pass of the training DataLoader over the store."""
-    from amoseg.data.slice_store import SliceStore
+    from amoseg.store.slice_store import SliceStore
     from amoseg.training.data import EpochSampler, SliceDataset, make_loader
 
     store = SliceStore(args.store)

@@ -118,7 +118,7 @@ def main() -> None:
     if not 0 <= args.overlap < 1:
         ap.error("--overlap must be at least 0 and below 1")
     torch.set_num_threads(args.threads)
-    from amoseg.inference.tta import MirroredBackend
+    from amoseg.ops.tta import MirroredBackend
 
     size = default_input_size()
     with tempfile.TemporaryDirectory() as tmp:

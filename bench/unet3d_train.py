@@ -3,7 +3,7 @@ foreground oversampling → on-device 3D augmentation → forward → deep-super
 AdamW step) against the same network's bare forward + backward + step on random tensors of
 the same shape, in one run. Goal (issue 15): ratio ≥ 0.8 on GPU.
 
-The store is synthetic (blobs in a body, built with `amoseg.data.store.create_store`), its
+The store is synthetic (blobs in a body, built with `amoseg.store.store.create_store`), its
 volumes larger than a patch so sampling, padding and augmentation all do real work.
 
     python bench/unet3d_train.py --threads 2                       # CPU, small network
@@ -53,9 +53,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from amoseg.data.slice_store import SliceStore
-    from amoseg.data.store import create_store
     from amoseg.models.registry import create_model
+    from amoseg.store.slice_store import SliceStore
+    from amoseg.store.store import create_store
     from amoseg.training.data import EpochSampler, make_loader
     from amoseg.training.trainer import run_epoch
 

@@ -21,8 +21,8 @@ sys.path.insert(0, str(REPO))
 
 
 def build_store(work: Path, cases: int, size: int) -> Path:
-    from amoseg.data.prepare import prepare_dataset
     from amoseg.data.synth import generate_dataset
+    from amoseg.store.prepare import prepare_dataset
 
     generate_dataset(work / "amos", cases, 0, "demo", progress=False)
     prepare_dataset(work / "amos", work / "store", size=size, keep="organ", seed=0, progress=False)

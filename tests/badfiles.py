@@ -702,7 +702,7 @@ def _prepare_locked(tmp: Path, fx: Fixtures) -> Case:
     out = tmp / "store"
     code = (
         "import pathlib, sys, time\n"
-        "from amoseg.data.store import store_lock\n"
+        "from amoseg.store.store import store_lock\n"
         "with store_lock(pathlib.Path(sys.argv[1])):\n"
         "    print('held', flush=True)\n"
         "    time.sleep(300)\n"

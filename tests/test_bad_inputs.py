@@ -137,7 +137,7 @@ def test_disk_full_during_case_write_leaves_no_partial_case(tmp_path, monkeypatc
     """The 2nd case's write runs out of space (its biggest file torn): it must not appear."""
     import contextlib
 
-    import amoseg.data.slice_store as slice_store
+    import amoseg.store.slice_store as slice_store
 
     real_atomic_dir, calls = slice_store.atomic_dir, {"n": 0}
 

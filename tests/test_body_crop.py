@@ -1,14 +1,15 @@
-"""Body crops are the same in training, validation/evaluation and `predict` (amoseg.data.crop)."""
+"""Body crops are the same in training, validation/evaluation and `predict`
+(amoseg.preprocessing.crop)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from amoseg.data.crop import body_box, crop_batch, predict_in_box
 from amoseg.models.networks import UNet2d
 from amoseg.models.registry import create_model
 from amoseg.models.unet import UNetModern
+from amoseg.preprocessing.crop import body_box, crop_batch, predict_in_box
 from tests.predict_models import make_tiny_store
 
 

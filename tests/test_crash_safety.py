@@ -36,7 +36,7 @@ TRAIN_ARGS = ("--epochs", "4", "--workers", "0", "--device", "cpu", "--seed", "3
 # the temp folder, the biggest one torn in half, the rename not done yet: the harshest moment.
 KILL_IN_CASE = """
 import contextlib, os, signal, sys
-import amoseg.data.slice_store as ss
+import amoseg.store.slice_store as ss
 n_kill, calls, real = int(os.environ["KILL_AT_CASE"]), [0], ss.atomic_dir
 @contextlib.contextmanager
 def atomic_dir(target):
@@ -121,7 +121,7 @@ def amos(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_prepare_killed_mid_write_then_rerun_equals_uninterrupted(amos, tmp_path):
-    from amoseg.data.slice_store import SliceStore
+    from amoseg.store.slice_store import SliceStore
 
     root, reference = amos
     out = tmp_path / "store"

@@ -11,8 +11,6 @@ import torch
 
 from amoseg.atomic import read_json
 from amoseg.cli.main import main
-from amoseg.data.prepare import prepare_dataset
-from amoseg.data.slice_store import SliceStore
 from amoseg.data.synth import generate_dataset
 from amoseg.inference.ensemble import open_members, split_models
 from amoseg.inference.postprocess import (
@@ -22,8 +20,10 @@ from amoseg.inference.postprocess import (
     saved_lcc_organs,
 )
 from amoseg.inference.predict import scan_probabilities
-from amoseg.inference.tta import mirrored
+from amoseg.ops.tta import mirrored
 from amoseg.reports.cv import CV_DIR, CV_JSON, postprocessing_choice
+from amoseg.store.prepare import prepare_dataset
+from amoseg.store.slice_store import SliceStore
 from amoseg.training import TrainSettings, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

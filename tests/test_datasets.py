@@ -17,8 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from amoseg.data.datasets import MAX_DATASET_JSON_BYTES, SAFE_CASE_ID, find_cases, label_lut
-from amoseg.data.prepare import prepare_dataset
-from amoseg.data.slice_store import SliceStore
 from amoseg.errors import AmosegError
 from amoseg.labels import (
     AMOS_DATASET_LABELS,
@@ -27,6 +25,8 @@ from amoseg.labels import (
     modality_of,
     organ_id,
 )
+from amoseg.store.prepare import prepare_dataset
+from amoseg.store.slice_store import SliceStore
 from tests import badfiles
 from tests.badfiles import amoseg_inprocess
 

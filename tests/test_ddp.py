@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from amoseg.atomic import read_json
-from amoseg.data.slice_store import SliceStore
+from amoseg.store.slice_store import SliceStore
 from amoseg.training import load_run
 from amoseg.training.trainer import DUMP_ENV, metrics_of, state_hash, validate
 from tests.conftest import REPO

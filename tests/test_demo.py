@@ -70,7 +70,7 @@ def test_mixed_demo_settings_leave_unet_normalisation_to_the_store():
 def test_mixed_demo_runs_the_mr_path(tmp_path):
     """`amoseg demo --modality mixed`: MR phantoms in the store, unet on per-image z-score."""
     from amoseg.atomic import read_json
-    from amoseg.data.slice_store import SliceStore
+    from amoseg.store.slice_store import SliceStore
 
     out = tmp_path / "mixed"
     main(["demo", "--out", str(out), *MINI, "--modality", "mixed"])

@@ -12,11 +12,11 @@ from PIL import Image
 
 from amoseg.atomic import read_json, write_json
 from amoseg.cli.main import main
-from amoseg.data.slice_store import SliceStore
 from amoseg.errors import AmosegError
 from amoseg.labels import CLASS_NAMES
 from amoseg.models.base import SegmentationModel
 from amoseg.reports.evaluate import evaluate_model, evaluate_run
+from amoseg.store.slice_store import SliceStore
 from tests.tiny_store import store_from_slices
 
 SIZE = 16

@@ -10,7 +10,7 @@ import pytest
 from amoseg.cli.main import main
 from amoseg.errors import AmosegError
 from amoseg.inference import OnnxBackend, backend_for_model, export_onnx, segment_scan
-from amoseg.inference.inferers import model_labels
+from amoseg.ops.inferers import model_labels
 from tests.predict_models import NoNetworkModel, TinyConvModel, make_tiny_run
 from tests.test_predict import assert_same_geometry
 

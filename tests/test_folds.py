@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amoseg.data.splits import N_FOLDS, cv_folds, select_fold
 from amoseg.errors import AmosegError
 from amoseg.labels import modality_of
+from amoseg.store.splits import N_FOLDS, cv_folds, select_fold
 
 
 def ids_of(numbers: list[int]) -> tuple[list[str], list[str]]:

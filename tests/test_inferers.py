@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from amoseg.inference.backends import backend_for_model
-from amoseg.inference.inferers import (
+from amoseg.inference.predict import scan_probabilities, segment_scan
+from amoseg.labels import NUM_CLASSES
+from amoseg.models import registry
+from amoseg.models.base import SegmentationModel
+from amoseg.ops.inferers import (
     SliceInferer,
     SlidingWindowInferer,
     label_volume,
     model_labels,
 )
-from amoseg.inference.predict import scan_probabilities, segment_scan
-from amoseg.labels import NUM_CLASSES
-from amoseg.models import registry
-from amoseg.models.base import SegmentationModel
 from tests.predict_models import TinyConvModel
 
 PACKAGE = Path(__file__).resolve().parents[1] / "amoseg"

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from amoseg.errors import AmosegError
-from amoseg.inference.inferers import model_labels
 from amoseg.labels import NUM_CLASSES
 from amoseg.models.registry import LADDER, MODEL_NAMES, create_model, load_model
-from amoseg.training.augment import augment_batch
-from amoseg.training.losses import inverse_frequency_weights
+from amoseg.ops.augment import augment_batch
+from amoseg.ops.inferers import model_labels
+from amoseg.ops.losses import inverse_frequency_weights
 
 SMALL = {
     "mlp": {"work_size": 16, "hidden": [8]},

@@ -9,11 +9,11 @@ import pytest
 
 from amoseg.atomic import read_json
 from amoseg.cli.main import main
-from amoseg.data.prepare import prepare_dataset
-from amoseg.data.slice_store import SliceStore
 from amoseg.data.synth import generate_dataset
 from amoseg.metrics.score import score
 from amoseg.reports.compare import compare_runs
+from amoseg.store.prepare import prepare_dataset
+from amoseg.store.slice_store import SliceStore
 from amoseg.training import TrainSettings, train
 
 
@@ -27,7 +27,7 @@ def evaluated(request, tmp_path_factory):
     if request.param == "seed":
         prepare_dataset(root / "amos", store, size=32, split=(0.5, 0.25, 0.25), progress=False)
     else:
-        pytest.importorskip("amoseg.data.samplers")  # planned stores (the plan's volume store)
+        pytest.importorskip("amoseg.store.samplers")  # planned stores (the plan's volume store)
         main(["prepare", str(root / "amos"), str(store), "--configuration", "2d",
               "--split", "0.5,0.25,0.25", "--quiet"])  # fmt: skip
     run = root / "run"

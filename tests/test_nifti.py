@@ -16,10 +16,10 @@ from amoseg.data.nifti import (
     pixdim_note,
     voxel_spacing,
 )
-from amoseg.data.prepare import prepare_dataset
 from amoseg.errors import AmosegError
 from amoseg.inference.inputs import ScanInput, load_scan
 from amoseg.labels import AMOS_DATASET_LABELS
+from amoseg.store.prepare import prepare_dataset
 from tests import badfiles
 
 

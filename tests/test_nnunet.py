@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from amoseg.data.datasets import find_cases
-from amoseg.data.slice_store import SPLITS, SliceStore
 from amoseg.data.synth import generate_dataset
 from amoseg.errors import AmosegError
+from amoseg.store.slice_store import SPLITS, SliceStore
 from tests.badfiles import amoseg_inprocess
 from tests.nnunet_layout import to_nnunet, to_nnunet_v1
 

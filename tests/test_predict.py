@@ -15,7 +15,6 @@ import torch
 from scipy import ndimage
 
 from amoseg.cli.main import main
-from amoseg.data.geometry import volume_to_slices
 from amoseg.errors import AmosegError
 from amoseg.inference import (
     ScanInput,
@@ -27,6 +26,7 @@ from amoseg.inference import (
 )
 from amoseg.inference.backends import ModelBackend, TorchBackend
 from amoseg.inference.pipeline import resize_slices
+from amoseg.preprocessing.geometry import volume_to_slices
 from tests.predict_models import BRIGHT_CLASS, BRIGHT_HU, NoNetworkModel, ThresholdModel
 
 GEOMETRY_KEYS = (
@@ -93,8 +93,8 @@ def test_model_without_network_uses_its_own_probabilities():
 def test_device_reorientation_matches_geometry(codes):
     from nibabel.orientations import axcodes2ornt, inv_ornt_aff
 
-    from amoseg.data.geometry import from_canonical, to_canonical
     from amoseg.inference.pipeline import from_canonical_tensor, to_canonical_tensor
+    from amoseg.preprocessing.geometry import from_canonical, to_canonical
 
     data = np.arange(3 * 4 * 5, dtype=np.int16).reshape(3, 4, 5)
     affine = inv_ornt_aff(axcodes2ornt(codes), data.shape)

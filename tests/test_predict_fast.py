@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from amoseg.cli.main import main
-from amoseg.data.crop import body_box
 from amoseg.errors import AmosegError
 from amoseg.inference import OnnxBackend, backend_for_model, export_onnx, segment_scan
 from amoseg.inference.backends import TorchBackend, fold_batchnorm, native_bf16, resolve_precision
 from amoseg.inference.pipeline import channel_argmax
 from amoseg.models.networks import UNet2d, use_strided_pooling
+from amoseg.preprocessing.crop import body_box
 from tests.predict_models import BRIGHT_CLASS, ThresholdNet, make_tiny_run
 
 

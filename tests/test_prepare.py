@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from amoseg.cli.main import main
-from amoseg.data.prepare import prepare_dataset
-from amoseg.data.slice_store import SliceStore
 from amoseg.errors import AmosegError
+from amoseg.store.prepare import prepare_dataset
+from amoseg.store.slice_store import SliceStore
 from tests.conftest import REPO
 from tests.test_amos import ORGAN_SLICES, SHAPE, anatomy, make_root, ras_affine, save
 
@@ -344,7 +344,7 @@ def test_interrupt_then_rerun_equals_uninterrupted_run(tmp_path, monkeypatch):
     root = make_root(tmp_path / "amos", ["amos_0001", "amos_0002", "amos_0003", "amos_0004"])
     prepare_dataset(root, tmp_path / "clean", size=12, progress=False)
 
-    from amoseg.data.slice_store import CaseWriter
+    from amoseg.store.slice_store import CaseWriter
 
     real_append = CaseWriter.append
     calls = []
@@ -382,7 +382,7 @@ def test_interrupt_then_rerun_equals_uninterrupted_run(tmp_path, monkeypatch):
 def test_canonical_view_matches_to_canonical(codes):
     from nibabel.orientations import axcodes2ornt, inv_ornt_aff
 
-    from amoseg.data.geometry import canonical_view, to_canonical
+    from amoseg.preprocessing.geometry import canonical_view, to_canonical
 
     data = np.arange(5 * 6 * 7, dtype=np.int16).reshape(5, 6, 7, order="F")
     ornt = axcodes2ornt(tuple(codes))
@@ -415,7 +415,7 @@ def test_synthetic_dataset_prepares(tmp_path, capsys):
 def test_full_disk_is_never_skipped_as_a_bad_case(tmp_path, monkeypatch):
     root = make_root(tmp_path / "amos", ["amos_0001", "amos_0002"])
     out = tmp_path / "out"
-    from amoseg.data.slice_store import CaseWriter
+    from amoseg.store.slice_store import CaseWriter
 
     def full_disk(self, image, label):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from amoseg.data.prepare import prepare_dataset
-from amoseg.data.slice_store import SliceStore
 from amoseg.data.synth import generate_dataset
 from amoseg.preprocessing import Normalisation, Preprocessor, PreprocessRecord
 from amoseg.preprocessing.orient import canonical_affine
+from amoseg.store.prepare import prepare_dataset
+from amoseg.store.slice_store import SliceStore
 
 
 def old_volume_to_slices(volume: np.ndarray, size: int, is_label: bool) -> np.ndarray:

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amoseg.data.splits import SPLITS, parse_fractions, split_cases
 from amoseg.errors import AmosegError
 from amoseg.labels import modality_of
+from amoseg.store.splits import SPLITS, parse_fractions, split_cases
 
 case_numbers = st.lists(st.integers(0, 999), min_size=1, max_size=120, unique=True)
 fractions = st.sampled_from(

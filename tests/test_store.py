@@ -12,13 +12,13 @@ import time
 import numpy as np
 import pytest
 
-from amoseg.data.prepare import prepare_dataset
-from amoseg.data.samplers import PatchDataset, foreground_share
-from amoseg.data.slice_store import SliceStore
-from amoseg.data.store import LOCK_FILE, check_identity, create_store, store_lock
 from amoseg.errors import AmosegError
 from amoseg.planning.planner import seed_configuration
 from amoseg.preprocessing import PreprocessRecord
+from amoseg.store.prepare import prepare_dataset
+from amoseg.store.samplers import PatchDataset, foreground_share
+from amoseg.store.slice_store import SliceStore
+from amoseg.store.store import LOCK_FILE, check_identity, create_store, store_lock
 from tests.conftest import REPO
 from tests.test_amos import make_root, write_listing
 from tests.test_plan import SPACINGS, write_case
@@ -149,7 +149,7 @@ def test_second_writer_in_another_process(tmp_path):
     root = make_root(tmp_path / "amos", ["amos_0001", "amos_0002", "amos_0003"])
     out = tmp_path / "out"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from amoseg.data.store import store_lock\n"
+        [sys.executable, "-c", "import sys, time; from amoseg.store.store import store_lock\n"
          "with store_lock(__import__('pathlib').Path(sys.argv[1])):\n"
          "    print('held', flush=True); time.sleep(60)", str(out)],
         cwd=REPO, stdout=subprocess.PIPE, text=True,

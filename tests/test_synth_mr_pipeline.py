@@ -44,7 +44,7 @@ def test_mr_phantoms_are_amos_mr(mr_run):
 
 
 def test_store_carries_modality_and_synthetic_flag(mr_run):
-    from amoseg.data.slice_store import SliceStore
+    from amoseg.store.slice_store import SliceStore
 
     store = SliceStore(mr_run["store"])
     assert store.info["synthetic"] is True

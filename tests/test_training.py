@@ -10,11 +10,11 @@ import torch
 
 from amoseg.atomic import read_json, write_json
 from amoseg.cli.main import main
-from amoseg.data.slice_store import SliceStore
 from amoseg.errors import AmosegError
-from amoseg.inference.inferers import model_labels
 from amoseg.models.checkpoint import load_checkpoint
 from amoseg.models.registry import LADDER, load_model
+from amoseg.ops.inferers import model_labels
+from amoseg.store.slice_store import SliceStore
 from amoseg.training import TrainSettings, load_run, train
 from amoseg.training.data import EpochSampler, SliceDataset
 from amoseg.training.trainer import metrics_of, state_hash, validate

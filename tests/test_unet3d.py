@@ -11,12 +11,12 @@ import torch
 from amoseg.atomic import read_json
 from amoseg.cli.main import main
 from amoseg.data.mirror import mirror_scores
-from amoseg.inference.inferers import model_labels
 from amoseg.models.checkpoint import load_checkpoint
 from amoseg.models.registry import create_model
 from amoseg.models.unet3d import deep_supervision_weights, stage_strides
+from amoseg.ops.augment3d import augment_patches
+from amoseg.ops.inferers import model_labels
 from amoseg.training import TrainSettings, load_run, train
-from amoseg.training.augment3d import augment_patches
 from tests.tiny_store import make_tiny_store
 
 TINY = {"base": 4, "stages": 3, "patch": [8, 16, 16]}
@@ -53,7 +53,7 @@ def test_trains_with_falling_loss_and_reloads(store, tmp_path):
 
 
 def model_input(store):
-    from amoseg.data.slice_store import SliceStore
+    from amoseg.store.slice_store import SliceStore
 
     return SliceStore(store).image("amos_0005")
 
@@ -142,7 +142,7 @@ def test_sliding_window_covers_volumes_larger_and_smaller_than_a_patch():
 def test_predict_cli_runs_the_sliding_window_with_and_without_tta(store, tmp_path):
     import nibabel as nib
 
-    from amoseg.data.slice_store import SliceStore
+    from amoseg.store.slice_store import SliceStore
 
     run = tmp_path / "r"
     train("unet3d", store, run, settings(epochs=1))

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from amoseg.cli.main import main
-from amoseg.data.geometry import to_canonical
 from amoseg.inference.volumes import organ_volumes
 from amoseg.labels import CLASS_COLORS
-from amoseg.reports.viewer import display_strides, viewer_html, write_viewer
+from amoseg.preprocessing.geometry import to_canonical
+from amoseg.render.viewer import display_strides, viewer_html, write_viewer
 from tests.browser import Browser, chromium_or_skip, colour_share
 
 LIVER, SPLEEN, AORTA = 6, 1, 8

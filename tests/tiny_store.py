@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from amoseg.data.splits import cv_folds
-from amoseg.data.store import create_store
 from amoseg.planning.planner import seed_configuration
+from amoseg.store.splits import cv_folds
+from amoseg.store.store import create_store
 
 #: (class id, centre (row, col) as a fraction of S, radius fraction, HU)
 BLOBS = (

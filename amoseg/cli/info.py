@@ -20,11 +20,11 @@ def info() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    import amoseg
+    from amoseg._version import __version__
 
     table = Table(show_header=False, box=None)
     rows = [
-        ("amoseg", amoseg.__version__),
+        ("amoseg", __version__),
         ("python", platform.python_version()),
         ("platform", platform.platform()),
         ("torch", torch.__version__),

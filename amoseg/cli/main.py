@@ -14,8 +14,8 @@ import sys
 
 import typer
 
-import amoseg
 from amoseg import interrupts
+from amoseg._version import __version__
 from amoseg.errors import AmosegError
 
 # typer >= 0.2x vendors click (typer._click); its usage errors are TyperExceptions with
@@ -37,7 +37,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"amoseg {amoseg.__version__}")
+        typer.echo(f"amoseg {__version__}")
         raise typer.Exit()
 
 

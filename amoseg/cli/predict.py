@@ -90,8 +90,8 @@ def predict(
         predict_many,
         trained_on_synthetic,
     )
-    from amoseg.inference.tta import MirroredBackend
     from amoseg.interrupts import listing, note_finished
+    from amoseg.ops.tta import MirroredBackend
 
     if postprocess not in {"auto", "none", "lcc"}:
         raise AmosegError(f"unknown --postprocess {postprocess!r}", None, "use auto, none or lcc")

@@ -58,8 +58,8 @@ def prepare(
     """
     from rich.console import Console
 
-    from amoseg.data.prepare import prepare_dataset, summary_table
-    from amoseg.data.splits import parse_fractions
+    from amoseg.store.prepare import prepare_dataset, summary_table
+    from amoseg.store.splits import parse_fractions
 
     summary = prepare_dataset(
         amos_root,

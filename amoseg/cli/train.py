@@ -38,7 +38,7 @@ def _params_file(path: Path) -> dict:
 
 def parse_fold(text: str | None) -> int | str | None:
     """'3' → 3, 'all' → 'all', None → None; anything else is a user error."""
-    from amoseg.data.splits import ALL_FOLDS
+    from amoseg.store.splits import ALL_FOLDS
 
     if text is None or text == ALL_FOLDS:
         return text

@@ -30,7 +30,7 @@ def view(
     from amoseg.inference.inputs import expand_input, load_scan
     from amoseg.inference.outputs import looks_like_ct
     from amoseg.inference.volumes import organ_volumes
-    from amoseg.reports.viewer import write_viewer
+    from amoseg.render.viewer import write_viewer
 
     seg = load_nifti(segmentation, what="label")
     labels = label_array(seg, segmentation)

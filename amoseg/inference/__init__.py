@@ -1,6 +1,6 @@
 """Prediction on new scans (NIfTI or DICOM), organ volumes, overlays and ONNX export.
 
-Names are imported on first use, so `amoseg.inference.inferers` (which training imports)
+Names are imported on first use, so `amoseg.ops.inferers` (which training imports)
 does not pull in ONNX export, DICOM reading or matplotlib.
 """
 
@@ -17,7 +17,7 @@ _EXPORTS = {
         "backend_for_model",
     ),
     "amoseg.inference.export": ("export_onnx",),
-    "amoseg.inference.inferers": ("SliceInferer", "SlidingWindowInferer", "label_volume"),
+    "amoseg.ops.inferers": ("SliceInferer", "SlidingWindowInferer", "label_volume"),
     "amoseg.inference.inputs": ("Scan", "ScanInput", "expand_input", "load_scan"),
     "amoseg.inference.pipeline": ("StageTimes", "segment_volume"),
     "amoseg.inference.postprocess": ("largest_component_per_organ",),

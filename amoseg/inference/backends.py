@@ -1,6 +1,6 @@
 """Where the network runs: PyTorch (CPU/GPU), ONNX Runtime, or a model's own predict_batch.
 
-Every backend is a predictor (`amoseg.inference.inferers`): `scores` maps a batch of
+Every backend is a predictor (`amoseg.ops.inferers`): `scores` maps a batch of
 raw-intensity inputs (B, 1+2c, S, S) to per-class logits (B, 16, S, S) (log-probabilities for
 models without a torch module), and `inferer(batch_size)` says how to run it over a volume.
 The pipeline in `amoseg.inference.pipeline` resizes those scores, not labels, back to the
@@ -18,8 +18,8 @@ import torch
 
 from amoseg.devices import resolve_device
 from amoseg.errors import AmosegError
-from amoseg.inference.inferers import Inferer, SliceInferer
 from amoseg.models.networks import use_strided_pooling
+from amoseg.ops.inferers import Inferer, SliceInferer
 
 __all__ = ["ModelBackend", "OnnxBackend", "ScoreBackend", "TorchBackend", "resolve_device"]
 
@@ -48,7 +48,7 @@ class ScoreBackend(Protocol):
         ...
 
     def inferer(self, batch_size: int) -> Inferer:
-        """How `scores` runs over a whole volume (`amoseg.inference.inferers`)."""
+        """How `scores` runs over a whole volume (`amoseg.ops.inferers`)."""
         ...
 
 

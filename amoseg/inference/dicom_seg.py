@@ -166,10 +166,10 @@ def segment_descriptions(present: list[int], patient_sex: str = "") -> list[Any]
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    import amoseg
+    from amoseg._version import __version__
 
     algorithm = hd.AlgorithmIdentificationSequence(
-        name="amoseg", version=amoseg.__version__, family=codes.DCM.ArtificialIntelligence
+        name="amoseg", version=__version__, family=codes.DCM.ArtificialIntelligence
     )
     out = []
     for number, label in enumerate(present, start=1):
@@ -231,7 +231,7 @@ def _segmentation(
     hd: Any, source: SourceSeries, frames: np.ndarray, present: list[int], model_name: str
 ) -> Any:
     """The highdicom Segmentation: frames in source order, segments numbered 1..n."""
-    import amoseg
+    from amoseg._version import __version__
 
     first = source.datasets[0]
     sex = str(getattr(first, "PatientSex", "") or "")
@@ -246,7 +246,7 @@ def _segmentation(
         instance_number=1,
         manufacturer="amoseg",
         manufacturer_model_name=model_name[:64],
-        software_versions=amoseg.__version__,
+        software_versions=__version__,
         device_serial_number="0",
         series_description="amoseg organs",
         content_label="AMOSEG",

@@ -6,7 +6,7 @@ scoring backend with its own preprocessing and inferer (slices for 2D models, a 
 window for `unet3d`), so folds and configurations (2D + 3D) mix freely: their class
 probabilities are averaged on the scan's own grid (`amoseg.inference.predict.
 scan_probabilities`) before the arg-max. With `tta`, every member is test-time mirrored
-(`amoseg.inference.tta`).
+(`amoseg.ops.tta`).
 
 The small API other tools build on: `is_model_path` / `split_models` (which CLI arguments
 are models), `member_runs` (runs named by a path), `open_members` (paths → backends).
@@ -76,7 +76,7 @@ def open_members(
     then test-time mirrored with `tta`."""
     from amoseg.inference.package import is_package
     from amoseg.inference.predict import open_backend
-    from amoseg.inference.tta import MirroredBackend
+    from amoseg.ops.tta import MirroredBackend
 
     backends: list[Any] = []
     runs: list[Path] = []

@@ -76,7 +76,7 @@ def write_extra_outputs(
             model_name=settings.model_name,
         )  # fmt: skip
     if settings.html:
-        from amoseg.reports.viewer import write_viewer
+        from amoseg.render.viewer import write_viewer
 
         written["html"] = write_viewer(
             out_dir / f"{name}_viewer.html", labels, affine, organs, data,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from amoseg.data.geometry import display_slice
 from amoseg.labels import CLASS_COLORS, CLASS_NAMES, NUM_CLASSES
-from amoseg.reports.figures import save_png
+from amoseg.preprocessing.geometry import display_slice
+from amoseg.render.figures import save_png
 
 # Soft-tissue window (HU): organs are told apart by contrast within it.
 WINDOW = (-160.0, 240.0)

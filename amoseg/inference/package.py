@@ -117,9 +117,9 @@ def export_package(run_dirs: list[Path], target: str | Path) -> dict[str, Any]:
 
 
 def _version() -> str:
-    import amoseg
+    from amoseg._version import __version__
 
-    return amoseg.__version__
+    return __version__
 
 
 def _portable_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Mirrors `prepare` exactly on the way in (reorient to RAS+, the same `amoseg.preprocessing`
 resize of each axial slice to S×S, rounded as the int16 store does), runs the backend's inferer
-(`amoseg.inference.inferers`), and on the way back resamples per-class scores (not labels)
+(`amoseg.ops.inferers`), and on the way back resamples per-class scores (not labels)
 to the scan's grid before the arg-max, so organ borders come out smooth at the scan's
 resolution instead of blocky at the model's. All of it runs on the backend's device, so on
 a GPU only the uint8 label volume (or the probabilities asked for) crosses back.
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from amoseg.inference.backends import ScoreBackend
-from amoseg.inference.inferers import Inferer, Predictor, Slab, channel_argmax
+from amoseg.ops.inferers import Inferer, Predictor, Slab, channel_argmax
 from amoseg.preprocessing.orient import (  # noqa: F401 - re-exported for older callers
     apply_orientation_tensor,
     as_tensor,

@@ -1,7 +1,7 @@
 """Segment new scans with a trained run: label maps in each scan's own geometry + volumes.
 
 Per scan: load → reorient to RAS+ → resize slices to the model's S×S (as `prepare` did) →
-the backend's inferer (`amoseg.inference.inferers`) → scores resampled to the scan's grid,
+the backend's inferer (`amoseg.ops.inferers`) → scores resampled to the scan's grid,
 arg-max → restore orientation → optional largest-component clean-up → `<name>_seg.nii.gz`
 (uint8, the input's exact header geometry), `<name>_volumes.csv/.json` and optionally
 `<name>_overlay.png`.
@@ -24,7 +24,6 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from amoseg.data.geometry import to_canonical
 from amoseg.data.nifti import save_nifti
 from amoseg.errors import AmosegError
 from amoseg.inference.backends import OnnxBackend, ScoreBackend, backend_for_model
@@ -37,6 +36,7 @@ from amoseg.inference.pipeline import scan_probabilities as _scan_probabilities
 from amoseg.inference.postprocess import largest_component_per_organ
 from amoseg.inference.volumes import organ_volumes, voxel_volume_ml, write_volumes
 from amoseg.outputs import check_new_outputs
+from amoseg.preprocessing.geometry import to_canonical
 
 #: "none", "lcc" (every organ), or the organ ids to clean up (a choice from validation folds)
 Postprocess = Literal["none", "lcc"] | Sequence[int]

@@ -6,7 +6,7 @@ models differ there (e.g. the seed U-Net divides by the maximum intensity).
 
 A model does not run its own loops: the trainer (`amoseg.training.trainer`) drives its
 hooks, and validation, `evaluate` and `predict` all run its `predictor()` through its
-`inferer()` (`amoseg.inference.inferers`).
+`inferer()` (`amoseg.ops.inferers`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from amoseg.inference.inferers import Inferer, Predictor, SliceInferer
 from amoseg.labels import NUM_CLASSES
+from amoseg.ops.inferers import Inferer, Predictor, SliceInferer
 
 
 class SegmentationModel(ABC):
@@ -36,7 +36,7 @@ class SegmentationModel(ABC):
     context: int = 0
     num_classes: int = NUM_CLASSES
     #: raw intensity above which a voxel is body, for models that score only the body's box
-    #: (trained on such crops: see amoseg.data.crop); None scores whole slices.
+    #: (trained on such crops: see amoseg.preprocessing.crop); None scores whole slices.
     body_threshold: float | None = None
     #: the network's down-sampling factor: input sides must be multiples of it.
     size_multiple: int = 1

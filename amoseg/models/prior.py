@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from amoseg.devices import resolve_device
-from amoseg.inference.inferers import Predictor
 from amoseg.labels import NUM_CLASSES
 from amoseg.models.base import SegmentationModel
 from amoseg.models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from amoseg.models.registry import register_model
+from amoseg.ops.inferers import Predictor
 
 SMOOTHING = 1.0
 

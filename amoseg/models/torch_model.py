@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amoseg.data.crop import crop_batch
 from amoseg.devices import resolve_device
 from amoseg.errors import AmosegError
-from amoseg.inference.inferers import Predictor
 from amoseg.models.base import SegmentationModel
 from amoseg.models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from amoseg.models.networks import SegNet, count_parameters, make_norm
+from amoseg.ops.inferers import Predictor
+from amoseg.preprocessing.crop import crop_batch
 
 
 class TorchModel(SegmentationModel):

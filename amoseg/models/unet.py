@@ -22,7 +22,7 @@ from torch import nn
 from amoseg.models.networks import UNet2d
 from amoseg.models.registry import register_model
 from amoseg.models.torch_model import TorchModel, warmup_cosine
-from amoseg.training.augment import augment_batch
+from amoseg.ops.augment import augment_batch
 
 #: HU above which a voxel counts as body: between air/foam (< -800) and fat (≈ -100).
 BODY_HU = -500.0
@@ -118,7 +118,7 @@ class UNetModern(TorchModel):
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self._loss is None:  # built on first use: inference never imports MONAI
-            from amoseg.training.losses import DiceCE
+            from amoseg.ops.losses import DiceCE
 
             h = self.hparams
             self._loss = DiceCE(float(h["lambda_dice"]), float(h["lambda_ce"]))

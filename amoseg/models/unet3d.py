@@ -5,9 +5,9 @@
   to 320, strides by nnU-Net's rule, deep-supervision heads. (`dynamic-network-architectures`
   0.4.4 pulls timm and a CUDA torchvision build that does not import beside our CPU torch);
 - training: patches from the store's volumes (a `3d` store: the plan's patch size), one
-  third centred on an organ (`amoseg.data.samplers.PatchDataset`); Dice + CE at every
+  third centred on an organ (`amoseg.store.samplers.PatchDataset`); Dice + CE at every
   supervised decoder scale with weights 1/2^k (the coarsest scale left out, as nnU-Net);
-  3D augmentation on the device (`amoseg.training.augment3d`, left–right mirroring swaps
+  3D augmentation on the device (`amoseg.ops.augment3d`, left–right mirroring swaps
   paired organs);
   AdamW with warm-up then cosine decay; bf16 autocast and channels_last_3d on GPU;
 - inference: sliding window with Gaussian weighting (MONAI), optionally test-time
@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from amoseg.inference.inferers import Inferer, SlidingWindowInferer
 from amoseg.labels import NUM_CLASSES
 from amoseg.models.registry import register_model
 from amoseg.models.torch_model import TorchModel, warmup_cosine
 from amoseg.models.unet import UNetModern
+from amoseg.ops.inferers import Inferer, SlidingWindowInferer
 
 #: nnU-Net's cap on channels per stage
 MAX_FEATURES = 320
@@ -133,8 +133,7 @@ class UNet3d(TorchModel):
     def train_dataset(self, store: Any, seed: int) -> Any:
         """3D patches of this model's size from any store's (Z, X, Y) volumes (a `3d` store
         or the stacks of a seed store), a third centred on an organ."""
-        from amoseg.data.samplers import PatchDataset
-        from amoseg.training.data import EpochPatches
+        from amoseg.store.samplers import EpochPatches, PatchDataset
 
         z, x, y = self.patch
         patches = PatchDataset(
@@ -148,7 +147,7 @@ class UNet3d(TorchModel):
 
     def loss(self, logits: Any, target: torch.Tensor) -> torch.Tensor:
         if self._loss is None:
-            from amoseg.training.losses import DiceCE
+            from amoseg.ops.losses import DiceCE
 
             h = self.hparams
             self._loss = DiceCE(float(h["lambda_dice"]), float(h["lambda_ce"]))
@@ -165,7 +164,7 @@ class UNet3d(TorchModel):
     def augment(self, x, y, gen):
         if not self.hparams["augment"]:
             return x, y
-        from amoseg.training.augment3d import augment_patches
+        from amoseg.ops.augment3d import augment_patches
 
         return augment_patches(x, y, gen, lr_dim=int(self.hparams["lr_axis"]))
 
@@ -181,8 +180,8 @@ class UNet3d(TorchModel):
 
     def volume_scores(self, volume: torch.Tensor, tta: bool = False) -> torch.Tensor:
         """(Z, X, Y) raw intensities → (Z, 16, X, Y) probabilities on the model's device;
-        `tta`: averaged over the 8 mirrorings, paired organs swapped (`amoseg.inference.tta`)."""
-        from amoseg.inference.tta import mirrored
+        `tta`: averaged over the 8 mirrorings, paired organs swapped (`amoseg.ops.tta`)."""
+        from amoseg.ops.tta import mirrored
 
         predictor = mirrored(self.predictor()) if tta else self.predictor()
         batch = 2 if self.device.type == "cuda" else 1

@@ -17,7 +17,7 @@ from torch import nn
 from amoseg.models.networks import UNet2d
 from amoseg.models.registry import register_model
 from amoseg.models.torch_model import TorchModel
-from amoseg.training.losses import inverse_frequency_weights, weighted_ce
+from amoseg.ops.losses import inverse_frequency_weights, weighted_ce
 
 
 @register_model

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from amoseg.data.amos import AmosCase, open_case
-from amoseg.data.crop import body_box
 from amoseg.data.nifti import image_array
+from amoseg.preprocessing.crop import body_box
 from amoseg.preprocessing.orient import canonical_spacing
 from amoseg.preprocessing.preprocessor import Preprocessor
 

@@ -63,7 +63,7 @@ def as_tensor(data: np.ndarray) -> torch.Tensor:
 
 
 def to_canonical_tensor(t: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
-    """(..., X, Y, Z) in file order → RAS+ (`amoseg.data.geometry.to_canonical` on a tensor)."""
+    """(..., X, Y, Z) in file order → RAS+ (`geometry.to_canonical` on a tensor)."""
     return apply_orientation_tensor(t, to_canonical_ornt(affine))
 
 

@@ -14,7 +14,7 @@ API (stable; other stages build on it)::
 
 Steps. Orient: permute/flip to RAS+. Crop (CT only, `crop_threshold` set): the body's in-plane
 box (largest connected region above the threshold in the axial maximum projection, plus a
-margin; `amoseg.data.crop.body_box`); z is kept whole. Resample: `size` resizes each axial
+margin; `amoseg.preprocessing.crop.body_box`); z is kept whole. Resample: `size` resizes each axial
 slice to size×size and leaves z alone (bit-for-bit the slices `prepare` has always stored);
 `spacing` resamples each axis with a target to round(extent / target) voxels (z linear, in-plane
 bilinear, antialiased when shrinking). Integer images are rounded to int16 values; float images
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from amoseg.data.crop import body_box
+from amoseg.preprocessing.crop import body_box
 from amoseg.preprocessing.orient import (
     as_tensor,
     canonical_affine,

@@ -18,7 +18,7 @@ import numpy as np
 
 from amoseg.atomic import read_json, write_text
 from amoseg.errors import AmosegError
-from amoseg.reports.figures import save_png
+from amoseg.render.figures import save_png
 
 COLUMNS = (
     "model",

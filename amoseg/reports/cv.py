@@ -70,10 +70,10 @@ def validate_fold(
 ) -> dict[str, Any]:  # fmt: skip
     """Native-grid scores of one fold run on its own validation cases, without and with the
     largest-component clean-up of every organ."""
-    from amoseg.data.slice_store import SliceStore
-    from amoseg.data.splits import select_fold
     from amoseg.inference.predict import open_backend
     from amoseg.reports.evaluate import native_cases, original_files
+    from amoseg.store.slice_store import SliceStore
+    from amoseg.store.splits import select_fold
 
     config = read_json(run_dir / "config.json", "run config.json")
     store = SliceStore((config.get("store") or {}).get("path", ""))
@@ -192,7 +192,7 @@ def write_tables(
 
 
 def write_figure(organs: dict[str, list[float | None]], out: Path, title: str) -> Path:
-    from amoseg.reports.figures import _pyplot, save_png
+    from amoseg.render.figures import _pyplot, save_png
 
     plt = _pyplot()
     names = list(organs)

@@ -188,11 +188,11 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> dict[s
 def _run_stages(options: DemoOptions, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
-    from amoseg.data.prepare import prepare_dataset
     from amoseg.data.synth import generate_dataset
     from amoseg.models.registry import ladder_names
     from amoseg.reports.compare import compare_runs
     from amoseg.reports.evaluate import eval_dir, evaluate_run
+    from amoseg.store.prepare import prepare_dataset
     from amoseg.training import TrainSettings, train
 
     (out / STAGES_DIR).mkdir(parents=True, exist_ok=True)

@@ -21,10 +21,7 @@ from typing import Any
 import numpy as np
 
 from amoseg.atomic import atomic_dir, read_json, write_json
-from amoseg.data.slice_store import SliceStore
-from amoseg.data.store import check_identity
 from amoseg.errors import AmosegError
-from amoseg.inference.inferers import model_labels
 from amoseg.labels import CLASS_NAMES, NUM_CLASSES, ORGAN_IDS, modality_of
 from amoseg.metrics.confusion import (
     ConfusionMatrix,
@@ -33,8 +30,11 @@ from amoseg.metrics.confusion import (
     matrix_summary,
     mean_dice,
 )
+from amoseg.ops.inferers import model_labels
 from amoseg.progress import progress_bar
-from amoseg.reports.figures import OverlaySample, save_confusion_png, save_overlay_png
+from amoseg.render.figures import OverlaySample, save_confusion_png, save_overlay_png
+from amoseg.store.slice_store import SliceStore
+from amoseg.store.store import check_identity
 
 METRICS_FILE = "metrics.json"
 CONFUSION_PNG = "confusion_matrix.png"

@@ -29,8 +29,8 @@ def _plain(obj: Any) -> Any:
 
 
 def _open_store(data: Path, fold: int | str | None = None) -> Any:
-    from amoseg.data.slice_store import SliceStore
-    from amoseg.data.splits import select_fold
+    from amoseg.store.slice_store import SliceStore
+    from amoseg.store.splits import select_fold
 
     store = SliceStore(data)
     try:
@@ -264,7 +264,7 @@ def train(
     )
     if resume and (out / "config.json").exists():
         from amoseg.atomic import read_json
-        from amoseg.data.store import check_identity
+        from amoseg.store.store import check_identity
 
         saved_store = read_json(out / "config.json", "run config.json").get("store") or {}
         check_identity(saved_store.get("identity"), store.identity(), store.root)

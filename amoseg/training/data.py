@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from amoseg.store.samplers import EpochPatches, PatchDataset
+
 
 class SliceDataset(Dataset):
     """Item i → (x (1+2c, S, S) with edge slices repeated, y uint8 (S, S)); x is int16, or
@@ -78,31 +80,12 @@ class SliceDataset(Dataset):
         return x, y
 
 
-class EpochPatches(Dataset):
-    """A planned store's `PatchDataset` behind epoch-carrying indices: item k is sample
-    k mod n of epoch k // n, so DataLoader workers (which hold their own copy of the
-    dataset) draw fresh patches every epoch without shared state."""
-
-    def __init__(self, patches: Any):
-        self.patches = patches
-
-    def __len__(self) -> int:
-        return len(self.patches)
-
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        n = len(self.patches)
-        self.patches.set_epoch(k // n)
-        return self.patches[k % n]
-
-
 def training_dataset(store: Any, context: int, seed: int) -> Dataset:
     """What the trainer streams: a seed store's S×S slices (`SliceDataset`), or, for a
     planned store (no single S), patches of its configuration's `patch_size` with
-    nnU-Net's foreground oversampling (`amoseg.data.samplers.PatchDataset`)."""
+    nnU-Net's foreground oversampling (`amoseg.store.samplers.PatchDataset`)."""
     if store.info.get("size") is not None:
         return SliceDataset(store, "train", context)
-    from amoseg.data.samplers import PatchDataset
-
     patch = store.configuration.patch_size
     return EpochPatches(PatchDataset(store, "train", patch, context=context, seed=seed))
 

@@ -34,10 +34,10 @@ import torch
 from amoseg.atomic import write_json, write_text
 from amoseg.devices import resolve_device
 from amoseg.errors import AmosegError
-from amoseg.inference.inferers import as_volume, label_volume
 from amoseg.interrupts import note_finished
 from amoseg.metrics.confusion import ConfusionMatrix, mean_dice, mean_iou, pixel_accuracy
 from amoseg.models.checkpoint import MISMATCH_ERRORS, load_checkpoint, save_checkpoint
+from amoseg.ops.inferers import as_volume, label_volume
 from amoseg.progress import progress_bar
 from amoseg.training import distributed
 from amoseg.training.checkpoint import rng_state, set_rng_state

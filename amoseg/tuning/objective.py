@@ -28,9 +28,9 @@ def training_objective(
 ) -> TrialFn:
     """A TrialFn around `amoseg.training.train`; checks the store once, up front, and that it
     and the model can use every patch size the space may give a trial (`patch_sizes`)."""
-    from amoseg.data.slice_store import SliceStore
     from amoseg.errors import AmosegError
     from amoseg.models.registry import train_defaults
+    from amoseg.store.slice_store import SliceStore
 
     if "lr" not in train_defaults(model):  # also rejects unknown model names
         raise AmosegError(

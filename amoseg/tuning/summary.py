@@ -13,7 +13,7 @@ from typing import Any
 
 from amoseg.atomic import write_json
 from amoseg.errors import AmosegError
-from amoseg.reports.figures import save_png
+from amoseg.render.figures import save_png
 from amoseg.tuning import search_space
 from amoseg.tuning.study import is_surplus
 

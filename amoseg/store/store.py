@@ -135,9 +135,9 @@ def create_store(
 
     `splits` defaults to all-but-two cases for training, then one each for val and test.
     """
-    from amoseg.data.slice_store import STORE_VERSION, write_case
     from amoseg.labels import NUM_CLASSES
     from amoseg.planning.planner import seed_configuration
+    from amoseg.store.slice_store import STORE_VERSION, write_case
 
     out = Path(out)
     if configuration is None:

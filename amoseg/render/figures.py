@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from amoseg.atomic import atomic_path
-from amoseg.data.geometry import display_slice
 from amoseg.labels import CLASS_COLORS, CLASS_NAMES, NUM_CLASSES
+from amoseg.preprocessing.geometry import display_slice
 
 # Abdominal soft-tissue window (HU), the usual choice for reading abdominal CT.
 CT_WINDOW = (-160.0, 240.0)

@@ -22,8 +22,8 @@ import nibabel as nib
 import numpy as np
 
 from amoseg.atomic import write_text
-from amoseg.data.geometry import canonical_spacing, to_canonical
 from amoseg.labels import CLASS_COLORS
+from amoseg.preprocessing.geometry import canonical_spacing, to_canonical
 
 #: voxels kept per volume: a 512×512×100 CT is shown at 256×256×100 (~3-5 MB of HTML).
 MAX_VOXELS = 8_000_000
@@ -100,7 +100,7 @@ def viewer_html(
         data["image"] = _packed(gray)
     # "</" inside a <script> block would end it early; JSON allows the escaped form.
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    template = resources.files("amoseg.reports").joinpath("viewer.html").read_text("utf-8")
+    template = resources.files("amoseg.render").joinpath("viewer.html").read_text("utf-8")
     return template.replace("__TITLE__", html.escape(title)).replace("__DATA__", payload)
 
 

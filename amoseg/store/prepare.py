@@ -31,13 +31,13 @@ from amoseg.atomic import read_json, write_json
 from amoseg.data.amos import AmosCase, check_case_files, dataset_is_synthetic, open_case
 from amoseg.data.datasets import find_cases
 from amoseg.data.nifti import image_voxels, voxel_spacing
-from amoseg.data.slice_store import SPLITS, STORE_VERSION, case_done, case_writer, image_dtype
-from amoseg.data.splits import check_fractions, cv_folds, split_cases
-from amoseg.data.store import source_identity, store_lock
 from amoseg.errors import AmosegError
 from amoseg.labels import CLASS_NAMES, NUM_CLASSES
 from amoseg.planning.plan import Configuration, Plan
 from amoseg.preprocessing.orient import canonical_spacing
+from amoseg.store.slice_store import SPLITS, STORE_VERSION, case_done, case_writer, image_dtype
+from amoseg.store.splits import check_fractions, cv_folds, split_cases
+from amoseg.store.store import source_identity, store_lock
 
 KEEP_CHOICES = ("organ", "all")
 MODALITY_CHOICES = ("ct", "mr", "all")

@@ -170,3 +170,20 @@ def foreground_share(dataset: PatchDataset, n: int | None = None) -> float:
     """Share of the first n samples whose label patch holds any organ voxel."""
     n = min(len(dataset), n or len(dataset))
     return float(np.mean([bool((dataset[i][1] > 0).any()) for i in range(n)]))
+
+
+class EpochPatches(Dataset):
+    """A planned store's `PatchDataset` behind epoch-carrying indices: item k is sample
+    k mod n of epoch k // n, so DataLoader workers (which hold their own copy of the
+    dataset) draw fresh patches every epoch without shared state."""
+
+    def __init__(self, patches: Any):
+        self.patches = patches
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.patches)
+        self.patches.set_epoch(k // n)
+        return self.patches[k % n]

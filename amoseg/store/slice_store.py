@@ -218,13 +218,13 @@ class SliceStore:
     @property
     def size(self) -> int | None:
         """S of a `seed` store's S×S slices; None for a planned configuration (2d, 3d), whose
-        cases keep their own plane shapes (read them with `amoseg.data.samplers`)."""
+        cases keep their own plane shapes (read them with `amoseg.store.samplers`)."""
         size = self.info.get("size")
         return None if size is None else int(size)
 
     def identity(self) -> dict[str, Any]:
         """What a run records about its store and checks again on resume and evaluate."""
-        from amoseg.data.store import store_identity
+        from amoseg.store.store import store_identity
 
         return store_identity(self.info, self.stored_splits)
 

@@ -7,7 +7,7 @@ runs a predictor over one whole volume on the model grid, ``inferer(volume, pred
 
 - `SliceInferer`: a 2D network over the axial slices, each with `context` neighbours per
   side as extra channels (2.5D, edge slices repeated), `batch_size` slices per call,
-  optionally only on the body's box (models trained on such crops: amoseg.data.crop).
+  optionally only on the body's box (models trained on such crops: amoseg.preprocessing.crop).
 - `SlidingWindowInferer`: a 3D network over overlapping patches blended with Gaussian
   weights (MONAI's `sliding_window_inference`).
 
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from amoseg.data.crop import Box, body_box
+from amoseg.preprocessing.crop import Box, body_box
 
 #: logits that make a pixel outside the scored box background (finite: they get resized).
 OUTSIDE_LOGIT = -1e4

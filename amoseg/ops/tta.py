@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from amoseg.data.mirror import mirror_scores
-from amoseg.inference.inferers import Inferer, Predictor
+from amoseg.ops.inferers import Inferer, Predictor
 
 
 def mirror_sets(ndim: int) -> list[tuple[int, ...]]:
