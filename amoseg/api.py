@@ -1,18 +1,22 @@
 """The Python API: the `amoseg predict` pipeline as calls, for notebooks and scripts.
 
     import amoseg
-    model = amoseg.load("runs/unet")            # a run folder or a .amoseg.zip package
-    result = model.segment("scan.nii.gz")       # a path, a DICOM folder or a nibabel image
+    model = amoseg.load("runs/demo/runs/unet")  # a run, a folder of fold runs, a package
+    result = model.segment("scan.nii.gz")       # a path, a DICOM folder, a nibabel or
+                                                # SimpleITK image, or an array + spacing
     result.label                                # nibabel image in the input's geometry
     result.volumes                              # one dict per organ: mL, voxels, mean HU
+    model.segment(array, spacing=(0.8, 0.8, 2.5))   # numpy / torch (X, Y, Z) in RAS order
 
-The model is loaded once and reused for every call. User errors raise
-`amoseg.AmosegError`, with the same one-line message the CLI prints.
+The model is loaded once and reused for every call. `load` and `amoseg predict` share one
+`Segmenter` (amoseg.inference.segmenter) and so every default: test-time mirroring, the
+saved post-processing, precision, body crop. User errors raise `amoseg.AmosegError`, with
+the same one-line message the CLI prints.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,8 @@ import numpy as np
 
 from amoseg.errors import AmosegError
 
-ImageLike = str | Path | nib.spatialimages.SpatialImage
+#: what `Model.segment` takes (numpy arrays and torch tensors need `spacing` or `affine`)
+ImageLike = str | Path | nib.spatialimages.SpatialImage | np.ndarray | Any
 
 
 @dataclass
@@ -46,41 +51,45 @@ class Segmentation:
 
 
 class Model:
-    """A loaded run or package, ready to segment many scans."""
+    """A loaded run, ensemble or package, ready to segment many scans."""
 
-    def __init__(self, backend: Any, source: Path, card: dict[str, Any] | None = None):
-        #: a ScoreBackend, or a list of them for an ensemble package
-        self.backend = backend
+    def __init__(self, segmenter: Any, source: Path):
+        #: the `amoseg.inference.segmenter.Segmenter` every call runs
+        self.segmenter = segmenter
         self.source = source
-        #: the model card of a package ({} for a run folder)
-        self.card = card or {}
+        #: the model card of a package ({} for run folders)
+        self.card: dict[str, Any] = segmenter.bundles[0].card
+
+    @property
+    def backend(self) -> Any:
+        """The scoring backend (a list of them for an ensemble)."""
+        backends = self.segmenter.backends
+        return backends[0] if len(backends) == 1 else backends
 
     def __repr__(self) -> str:
-        members = self.backend if isinstance(self.backend, list) else [self.backend]
-        return f"amoseg.Model({str(self.source)!r}, members={len(members)})"
+        return f"amoseg.Model({str(self.source)!r}, members={len(self.segmenter.backends)})"
 
     def segment(
         self,
         image: ImageLike,
         *,
         probabilities: bool = False,
-        postprocess: str = "none",
-        batch_size: int | None = None,
+        spacing: Sequence[float] | None = None,
+        affine: np.ndarray | None = None,
     ) -> Segmentation:
-        """Segment one scan: a NIfTI path, a DICOM series folder or a nibabel image."""
+        """Segment one scan: a NIfTI/NRRD/MHA path, a DICOM series folder, a nibabel or
+        SimpleITK image, or a numpy array / torch tensor (X, Y, Z) with `spacing` (mm, RAS
+        axes) or `affine` (voxel → RAS world). The label comes back in the input's grid."""
         import torch
 
-        from amoseg.inference.predict import label_image_like, scan_probabilities, segment_scan
+        from amoseg.inference.predict import label_image_like
         from amoseg.inference.volumes import organ_volumes
 
-        reference, data, name = _read_image(image)
-        labels = segment_scan(
-            self.backend, data, reference.affine, batch_size=batch_size,
-            postprocess=postprocess,  # type: ignore[arg-type]
-        )  # fmt: skip
+        reference, data, name = _read_image(image, spacing=spacing, affine=affine)
+        labels = self.segmenter.labels(data, reference.affine)
         probs = None
         if probabilities:
-            scores = scan_probabilities(self.backend, data, reference.affine, batch_size=batch_size)
+            scores = self.segmenter.probabilities(data, reference.affine)
             probs = scores.to(torch.float16).cpu().numpy()
         return Segmentation(
             label=label_image_like(labels, reference),
@@ -96,29 +105,42 @@ class Model:
 
 
 def load(
-    model: str | Path, *, device: str = "auto", precision: str = "auto", crop: bool = True
+    model: str | Path | Sequence[str | Path],
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    crop: bool = True,
+    tta: bool | None = None,
+    postprocess: str | Sequence[int] = "auto",
+    batch_size: int | None = None,
 ) -> Model:
-    """A run folder (`amoseg train --out`) or a model package (`amoseg export --package`)."""
-    from amoseg.inference.backends import resolve_device
-    from amoseg.inference.package import is_package, read_package
-    from amoseg.inference.predict import open_backend
+    """A run folder (`amoseg train --out`), a folder of fold runs, a model package
+    (`amoseg export --package`), or a list of them (an ensemble). Options and defaults are
+    `amoseg predict`'s."""
+    from amoseg.inference.segmenter import Segmenter, SegmentOptions
 
-    resolve_device(device)
-    path = Path(model)
-    backend = open_backend(path, device=device, precision=precision, crop=crop)
-    card = read_package(path).card if is_package(path) else {}
-    return Model(backend, path, card)
+    options = SegmentOptions(
+        device=device, precision=precision, crop=crop, tta=tta, postprocess=postprocess,
+        batch_size=batch_size,
+    )  # fmt: skip
+    paths = [model] if isinstance(model, str | Path) else list(model)
+    return Model(Segmenter.open(paths, options), Path(paths[0]))
 
 
 def segment(
-    image: ImageLike, model: str | Path | Model = "runs/unet", **options: Any
+    image: ImageLike, model: str | Path | Model = "runs/demo/runs/unet", **options: Any
 ) -> Segmentation:
     """One call: load `model` (unless it is a loaded Model) and segment `image`."""
     loaded = model if isinstance(model, Model) else load(model)
     return loaded.segment(image, **options)
 
 
-def _read_image(image: ImageLike) -> tuple[nib.Nifti1Image, np.ndarray, str]:
+def _read_image(
+    image: ImageLike,
+    *,
+    spacing: Sequence[float] | None = None,
+    affine: np.ndarray | None = None,
+) -> tuple[nib.Nifti1Image, np.ndarray, str]:
     """(reference image for the output header, voxels, a name) from any accepted input."""
     from amoseg.inference.inputs import expand_input, load_scan
 
@@ -130,12 +152,10 @@ def _read_image(image: ImageLike) -> tuple[nib.Nifti1Image, np.ndarray, str]:
             )
         scan = load_scan(items[0])
         return scan.image, scan.data, str(items[0].path)
-    if not isinstance(image, nib.spatialimages.SpatialImage):
-        raise AmosegError(
-            f"cannot segment a {type(image).__name__}",
-            None,
-            "pass a NIfTI path, a DICOM folder or a nibabel image",
-        )
+    if _is_sitk(image):
+        image = _sitk_to_nifti(image)
+    elif not isinstance(image, nib.spatialimages.SpatialImage):
+        image = _array_to_nifti(image, spacing, affine)
     data = np.asanyarray(image.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -145,14 +165,69 @@ def _read_image(image: ImageLike) -> tuple[nib.Nifti1Image, np.ndarray, str]:
         data = np.asarray(data, dtype=np.float32)
         if not np.isfinite(data).all():
             raise AmosegError("image holds NaN or infinite voxels")
-    affine = image.affine
+    _check_affine(image.affine)
+    reference = image if isinstance(image, nib.Nifti1Image) else nib.Nifti1Image(data, image.affine)
+    if reference.shape[:3] != data.shape:
+        reference = nib.Nifti1Image(data, image.affine, reference.header)
+    return reference, data, getattr(image, "get_filename", lambda: None)() or "<image>"
+
+
+def _check_affine(affine: Any) -> None:
     if (
         affine is None
         or not np.isfinite(affine).all()
-        or abs(np.linalg.det(affine[:3, :3])) < 1e-12
+        or abs(np.linalg.det(np.asarray(affine)[:3, :3])) < 1e-12
     ):
         raise AmosegError("image has an invalid affine (NaN or zero voxel size)")
-    reference = image if isinstance(image, nib.Nifti1Image) else nib.Nifti1Image(data, affine)
-    if reference.shape[:3] != data.shape:
-        reference = nib.Nifti1Image(data, affine, reference.header)
-    return reference, data, getattr(image, "get_filename", lambda: None)() or "<image>"
+
+
+def _is_sitk(image: Any) -> bool:
+    return type(image).__module__.startswith("SimpleITK") and hasattr(image, "GetDirection")
+
+
+def _sitk_to_nifti(image: Any) -> nib.Nifti1Image:
+    """A SimpleITK image as the NIfTI nibabel would read from its file: SimpleITK's arrays
+    are (z, y, x) in LPS world coordinates; nibabel's (x, y, z) in RAS."""
+    import SimpleITK as sitk
+
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise AmosegError(
+            f"image must be a 3D scalar volume, got {image.GetDimension()}D with "
+            f"{image.GetNumberOfComponentsPerPixel()} component(s)"
+        )
+    data = np.ascontiguousarray(sitk.GetArrayViewFromImage(image).transpose(2, 1, 0))
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=float)
+    affine[:3, 3] = image.GetOrigin()
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # LPS → RAS
+    return nib.Nifti1Image(data, affine)
+
+
+def _array_to_nifti(
+    image: Any, spacing: Sequence[float] | None, affine: np.ndarray | None
+) -> nib.Nifti1Image:
+    """A numpy array or torch tensor (X, Y, Z) with its spacing (RAS axes) or affine."""
+    if type(image).__module__.startswith("torch"):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        raise AmosegError(
+            f"cannot segment a {type(image).__name__}",
+            None,
+            "pass a path, a nibabel or SimpleITK image, or an array with spacing=(x, y, z)",
+        )
+    if (spacing is None) == (affine is None):
+        raise AmosegError(
+            "an array needs its geometry: pass exactly one of spacing=(x, y, z) mm or affine=",
+            None,
+            "e.g. model.segment(array, spacing=(0.8, 0.8, 2.5)) for an (X, Y, Z) RAS array",
+        )
+    if affine is None:
+        values = [float(v) for v in spacing]  # type: ignore[union-attr]
+        if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
+            raise AmosegError(f"spacing must be three positive numbers (mm), got {spacing}")
+        affine = np.diag([*values, 1.0])
+    affine = np.asarray(affine, dtype=float)
+    if affine.shape != (4, 4):
+        raise AmosegError(f"affine must be 4×4, got shape {affine.shape}")
+    return nib.Nifti1Image(image, affine)

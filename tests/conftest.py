@@ -60,12 +60,13 @@ def one_torch_thread():
 @pytest.fixture
 def threshold_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A run folder whose model is the HU-threshold model (training is tested elsewhere)."""
-    from tests.predict_models import ThresholdModel
+    from tests.predict_models import FakeBundle, ThresholdModel
 
     run = tmp_path / "run"
     run.mkdir()
     monkeypatch.setattr(
-        "amoseg.inference.predict.load_model", lambda run_dir, device="auto": ThresholdModel(32)
+        "amoseg.inference.segmenter.read_bundles",
+        lambda path: [FakeBundle(Path(path), ThresholdModel(32))],
     )
     return run
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,27 @@ class _ModuleModel(SegmentationModel):
     @classmethod
     def load(cls, path: Path, device: str = "auto") -> SegmentationModel:
         raise NotImplementedError
+
+
+@dataclass
+class FakeBundle:
+    """A `ModelBundle` stand-in around an in-memory model: no preprocessing plan, no saved
+    clean-up, no mirroring (what a seed run of a 2D recipe carries)."""
+
+    source: Path
+    model_object: SegmentationModel
+    member: str | None = None
+    card: dict = field(default_factory=dict)
+    store: dict = field(default_factory=dict)
+    mirror_axes: tuple[int, ...] = ()
+    lcc_organs: list[int] | None = None
+    synthetic: bool = False
+
+    def model(self, device: str = "auto") -> SegmentationModel:
+        return self.model_object
+
+    def preprocessor(self) -> None:
+        return None
 
 
 class ThresholdModel(_ModuleModel):

@@ -14,7 +14,14 @@ import amoseg
 from amoseg.cli.main import main
 from amoseg.inference.backends import ModelBackend
 from amoseg.inference.predict import scan_probabilities
-from tests.predict_models import BRIGHT_CLASS, BRIGHT_HU, NoNetworkModel, ThresholdModel
+from amoseg.inference.segmenter import Segmenter, SegmentOptions
+from tests.predict_models import (
+    BRIGHT_CLASS,
+    BRIGHT_HU,
+    FakeBundle,
+    NoNetworkModel,
+    ThresholdModel,
+)
 
 
 def small_ct(path: Path) -> Path:
@@ -62,12 +69,10 @@ def test_batch_calls_reuse_one_loaded_model(tiny_unet_run, tmp_path):
 
 
 def test_probabilities_on_the_scan_grid_agree_with_the_labels(tmp_path):
-    from amoseg.inference import backend_for_model
-
     scan = nib.load(str(small_ct(tmp_path / "p.nii.gz")))
     data = np.asarray(scan.dataobj)
-    backend = backend_for_model(ThresholdModel(32), device="cpu")
-    model = amoseg.Model(backend, tmp_path)
+    bundle = FakeBundle(tmp_path, ThresholdModel(32))
+    model = amoseg.Model(Segmenter([bundle], SegmentOptions(device="cpu")), tmp_path)
     result = model.segment(scan, probabilities=True)
     probs = result.probabilities
     assert probs.shape == (16, 30, 26, 7) and probs.dtype == np.float16

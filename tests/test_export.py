@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import nibabel as nib
 import numpy as np
 import onnx
@@ -38,6 +40,9 @@ def test_export_cli_writes_a_valid_opset17_graph(tiny_run, tmp_path, capsys):
     dims = graph.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, "height", "width"]
     meta = {p.key: p.value for p in graph.metadata_props}
+    bundle = json.loads(meta.pop("amoseg.bundle"))  # the run's portable config.json
+    assert bundle["model"] == "unet" and bundle["store"]["configuration"] == "seed"
+    assert "path" not in bundle["store"] and str(tiny_run.parent) not in json.dumps(bundle)
     assert meta == {"amoseg.input_size": "32", "amoseg.context": "1",
                     "amoseg.body_threshold": "-500.0", "amoseg.multiple": "4"}  # fmt: skip
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]

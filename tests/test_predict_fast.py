@@ -51,9 +51,9 @@ class _Spy(TorchBackend):
         super().__init__(*args, **kwargs)
         self.seen: list[tuple[int, int]] = []
 
-    def scores(self, x):
+    def scores(self, x, stats=None):
         self.seen.append(tuple(x.shape[-2:]))
-        return super().scores(x)
+        return super().scores(x, stats)
 
 
 @pytest.mark.parametrize("size", [96, 256])  # the scan is finer / coarser than the model
@@ -141,7 +141,7 @@ def test_a_trained_unet_crops_and_onnx_crops_the_same_way(tiny_run, slab, tmp_pa
     assert (onnx_backend.body_threshold, onnx_backend.size_multiple) == (-500.0, 4)
     shapes: list[tuple[int, ...]] = []
     run_onnx = onnx_backend.scores
-    onnx_backend.scores = lambda x: (shapes.append(tuple(x.shape)), run_onnx(x))[1]
+    onnx_backend.scores = lambda x, stats=None: (shapes.append(tuple(x.shape)), run_onnx(x))[1]
     a = segment_scan(torch_backend, data, slab.affine)
     b = segment_scan(onnx_backend, data, slab.affine)
     assert shapes[0][2] * shapes[0][3] < 32 * 32  # it scored the body box only

@@ -38,7 +38,12 @@ def evaluate(
     out_dir: Path | None = typer.Option(
         None, "-o", "--out", help="Ensembles: output folder (default RUN/eval_ensemble_SPLIT)."
     ),
-    tta: bool = typer.Option(False, "--tta/--no-tta", help="Ensembles: test-time mirroring."),
+    tta: bool | None = typer.Option(
+        None,
+        "--tta/--no-tta",
+        help="Test-time mirroring along the axes each model trained invariant to (as predict: "
+        "on for CUDA, off on CPU by default).",
+    ),
 ) -> None:
     """Write RUNDIR/eval_SPLIT/metrics.json, a confusion-matrix PNG and an overlay figure.
 
@@ -46,7 +51,9 @@ def evaluate(
     and the report's table (pixel accuracy, mIoU, Dice) over the stored slices."""
     from rich.console import Console
 
+    from amoseg.errors import AmosegError
     from amoseg.inference.ensemble import member_runs
+    from amoseg.inference.package import is_package
     from amoseg.outputs import check_new_outputs
     from amoseg.reports.evaluate import eval_dir, evaluate_ensemble, evaluate_run
 
@@ -54,7 +61,13 @@ def evaluate(
         return "n/a" if x is None else f"{100 * x:.2f} %"
 
     run_dir = models[0]
-    if len(models) > 1 or len(member_runs(run_dir)) > 1:
+    if is_package(run_dir) and out_dir is None:
+        raise AmosegError(
+            "evaluating a model package needs an output folder",
+            run_dir,
+            "pass -o DIR (a package is a file: its results cannot go beside it)",
+        )
+    if len(models) > 1 or len(member_runs(run_dir)) > 1 or is_package(run_dir):
         target = out_dir or run_dir / f"eval_ensemble_{split}"
         check_new_outputs(
             [target / "metrics.json"], overwrite=overwrite, hint="pass --overwrite or -o DIR"
@@ -75,7 +88,7 @@ def evaluate(
         hint="pass --overwrite to evaluate again",
     )
     m = evaluate_run(
-        run_dir, data, split=split, device=device, batch_size=batch_size, native=native
+        run_dir, data, split=split, device=device, batch_size=batch_size, native=native, tta=tta
     )
 
     out = eval_dir(run_dir, split)

@@ -27,30 +27,39 @@ def export(
     check: bool = typer.Option(
         True, "--check/--no-check", help="Compare ONNX Runtime with PyTorch on a test batch."
     ),
+    licence: str | None = typer.Option(
+        None, "--licence", help="With --package: the weights' licence, for the model card."
+    ),
+    citation: str | None = typer.Option(
+        None, "--citation", help="With --package: how to cite the model, for the model card."
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an existing ONNX file or package."
     ),
 ) -> None:
-    """Export the run's best model: as ONNX, raw slices (batch, 1+2c, S, S) → logits
-    (batch, 16, S, S); or as one shareable .amoseg.zip package."""
+    """Export the run's best model: as ONNX (raw slices (batch, 1+2c, H, W) or 3D patches
+    (batch, 1, Z, X, Y) → logits; the run's configuration in the metadata, so predict
+    --backend onnx preprocesses as the run does), or as one shareable .amoseg.zip package."""
     from amoseg.errors import AmosegError
 
     if (onnx is None) == (package is None):
         raise AmosegError("pass exactly one of --onnx FILE or --package FILE.amoseg.zip")
     if package is not None:
-        _export_package(run_dirs, package, overwrite)
+        _export_package(run_dirs, package, overwrite, licence, citation)
         return
     if len(run_dirs) != 1:
         raise AmosegError("--onnx exports one run", run_dirs[1], "pass a single run folder")
     _export_onnx(run_dirs[0], onnx, check, overwrite)  # type: ignore[arg-type]
 
 
-def _export_package(run_dirs: list[Path], package: Path, overwrite: bool) -> None:
+def _export_package(
+    run_dirs: list[Path], package: Path, overwrite: bool, licence: str | None, citation: str | None
+) -> None:
     from amoseg.inference.package import export_package
     from amoseg.outputs import check_new_outputs, input_files
 
     check_new_outputs([package], overwrite=overwrite, inputs=input_files(*run_dirs))
-    card = export_package(run_dirs, package)
+    card = export_package(run_dirs, package, licence=licence, citation=citation)
     size_mb = package.stat().st_size / 2**20
     synthetic = " (trained on synthetic data)" if card["training_data"].get("synthetic") else ""
     typer.echo(
@@ -60,21 +69,30 @@ def _export_package(run_dirs: list[Path], package: Path, overwrite: bool) -> Non
 
 
 def _export_onnx(run_dir: Path, onnx: Path, check: bool, overwrite: bool) -> None:
-    from amoseg.inference.export import export_onnx, exports_crops, parity_check
-    from amoseg.inference.predict import load_model
+    from amoseg.errors import AmosegError
+    from amoseg.inference.bundle import read_bundles
+    from amoseg.inference.export import (
+        example_shape,
+        export_bundle,
+        exports_crops,
+        parity_check,
+    )
     from amoseg.outputs import check_new_outputs, input_files
 
     check_new_outputs([onnx], overwrite=overwrite, inputs=input_files(run_dir))
-    model = load_model(run_dir, device="cpu")
-    export_onnx(model, onnx)
+    bundles = read_bundles(run_dir)
+    if len(bundles) != 1:
+        raise AmosegError(
+            f"--onnx exports one model; {run_dir} holds {len(bundles)}", run_dir, "pass one run"
+        )
+    export_bundle(bundles[0], onnx)
+    model = bundles[0].model("cpu")
     size_mb = onnx.stat().st_size / 2**20
     crops = ""
     if exports_crops(model):
         crops = f"; any multiple of {model.size_multiple} for body crops"
-    typer.echo(
-        f"wrote {onnx} ({size_mb:.1f} MB, input (batch, {1 + 2 * model.context}, "
-        f"{model.input_size}, {model.input_size}){crops})"
-    )
+    shape = ", ".join(str(n) for n in example_shape(model, 1)[1:])
+    typer.echo(f"wrote {onnx} ({size_mb:.1f} MB, input (batch, {shape}){crops})")
     if check:
         agree, max_diff = parity_check(model, onnx)
         typer.echo(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -36,7 +35,9 @@ def predict(
         None,
         "--tta/--no-tta",
         help="Test-time mirroring (paired left/right organs swapped), probabilities "
-        "averaged: 4× (2D) or 8× (3D) the compute. Default: on for CUDA, off on CPU.",
+        "averaged, only along the axes each model was trained to be mirror-invariant to "
+        "(3D recipes: 8× the compute; 2D recipes train without flips and are never "
+        "mirrored). Default: on for CUDA, off on CPU.",
     ),
     overlay: bool = typer.Option(False, "--overlay", help="Also write a PNG montage."),
     output_format: str = typer.Option(
@@ -78,30 +79,18 @@ def predict(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from amoseg.errors import AmosegError
-    from amoseg.inference.backends import PRECISIONS, resolve_device
-    from amoseg.inference.ensemble import open_members, split_models
+    from amoseg.inference.ensemble import split_models
     from amoseg.inference.outputs import OutputSettings
-    from amoseg.inference.postprocess import saved_lcc_organs
-    from amoseg.inference.predict import (
-        SYNTHETIC_NOTE,
-        check_outputs,
-        collect_inputs,
-        open_backend,
-        predict_many,
-        trained_on_synthetic,
-    )
+    from amoseg.inference.predict import SYNTHETIC_NOTE, check_outputs, collect_inputs, predict_many
+    from amoseg.inference.segmenter import Segmenter, SegmentOptions
     from amoseg.interrupts import listing, note_finished
-    from amoseg.ops.tta import MirroredBackend
 
-    if postprocess not in {"auto", "none", "lcc"}:
-        raise AmosegError(f"unknown --postprocess {postprocess!r}", None, "use auto, none or lcc")
-    if backend not in {"torch", "onnx"}:
-        raise AmosegError(f"unknown --backend {backend!r}", None, "use torch or onnx")
-    if precision not in PRECISIONS:
-        raise AmosegError(f"unknown --precision {precision!r}", None, "use auto, fp32 or bf16")
-    dev = resolve_device(device)  # a bad --device fails before any model is loaded
+    options = SegmentOptions(
+        device=device, precision=precision, crop=crop, tta=tta, postprocess=postprocess,
+        batch_size=batch_size, backend=backend, onnx_path=onnx,  # type: ignore[arg-type]
+    )  # fmt: skip
+    options.check()  # a bad option fails before any model is loaded
     models, inputs = split_models(paths)
-    mirror = dev.type == "cuda" if tta is None else tta
     outputs = OutputSettings(output_format, html, model_name=models[0].name)
     items, failures = collect_inputs(list(inputs))
     if len(inputs) == 1 and len(items) == 1:
@@ -112,25 +101,8 @@ def predict(
     if not items and not failures:
         raise AmosegError("no scans found in the inputs", inputs[0])
     check_outputs(items, out, overlay=overlay, outputs=outputs, overwrite=overwrite)
-    scorer: Any
-    if backend == "onnx":
-        if len(models) != 1:
-            raise AmosegError("--backend onnx predicts with one run", models[1], "pass one run")
-        scorer = open_backend(
-            models[0], backend="onnx", device=device, onnx_path=onnx, precision=precision,
-            crop=crop,
-        )  # fmt: skip
-        scorer, runs = (MirroredBackend(scorer) if mirror else scorer), models
-    else:
-        scorer, runs = open_members(
-            models, device=device, precision=precision, crop=crop, tta=mirror
-        )
-    chosen: Any = postprocess
-    if postprocess == "auto":
-        organs = saved_lcc_organs(runs) if runs else None
-        chosen = organs or "none"
-    # runs: the run folders (fold roots expanded); models: packages carry their own card
-    if any(trained_on_synthetic(path) for path in [*runs, *models]):
+    segmenter = Segmenter.open(models, options)
+    if segmenter.synthetic:
         typer.echo(SYNTHETIC_NOTE, err=True)
     written: list[str] = []
     note_finished(f"predict wrote 0 of {len(items)} scans")
@@ -163,8 +135,8 @@ def predict(
             progress.advance(task)
 
         results, scan_failures = predict_many(
-            scorer, items, out,
-            batch_size=batch_size, postprocess=chosen,
+            segmenter.backends, items, out,
+            batch_size=batch_size, postprocess=segmenter.postprocess,
             overlay=overlay, outputs=outputs, overwrite=overwrite, on_done=done,
         )  # fmt: skip
     total = len(items) + len(failures)  # scans found + inputs that could not be expanded

@@ -26,7 +26,6 @@ _EXPORTS = {
         "collect_inputs",
         "label_image_like",
         "load_model",
-        "open_backend",
         "predict_many",
         "predict_scan",
         "scan_probabilities",

@@ -19,14 +19,18 @@ import torch
 from amoseg.devices import resolve_device
 from amoseg.errors import AmosegError
 from amoseg.models.networks import use_strided_pooling
-from amoseg.ops.inferers import Inferer, SliceInferer
+from amoseg.ops.inferers import Inferer, Predictor, SliceInferer
 
 __all__ = ["ModelBackend", "OnnxBackend", "ScoreBackend", "TorchBackend", "resolve_device"]
 
 ONNX_INPUT = "image"
+#: (batch, 2) [mean, std] of the whole image: the second input of a per-image z-score export
+ONNX_STATS = "stats"
 ONNX_OUTPUT = "logits"
 #: ONNX metadata keys an amoseg export carries (older exports have none: fixed S, no crop).
 ONNX_META = ("amoseg.input_size", "amoseg.context", "amoseg.body_threshold", "amoseg.multiple")
+#: the run's portable config.json (recipe, parameters, plan configuration), as JSON text
+ONNX_BUNDLE = "amoseg.bundle"
 
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -43,8 +47,15 @@ class ScoreBackend(Protocol):
     #: a planned configuration's `amoseg.preprocessing.Preprocessor` (None: S×S slices).
     preprocessor: Any
 
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
+    #: whether `scores` needs the whole image's [mean, std] (a per-image z-score)
+    needs_stats: bool
+
+    def scores(self, x: torch.Tensor, stats: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1+2c, S, S) float32 on `device` → (B, 16, S, S) float logits on `device`."""
+        ...
+
+    def predictor(self, stats: torch.Tensor | None = None) -> Predictor:
+        """`scores` for one image, with that image's statistics bound."""
         ...
 
     def inferer(self, batch_size: int) -> Inferer:
@@ -105,7 +116,7 @@ class TorchBackend:
     with native bf16, and the scores come back in bfloat16 (the arg-max needs no float32
     copy; resizing converts them)."""
 
-    preprocessor: Any = None  # set by open_backend for planned runs
+    preprocessor: Any = None  # a planned run's Preprocessor (from its bundle), or None
 
     def __init__(
         self,
@@ -128,6 +139,7 @@ class TorchBackend:
         volumetric = any(p.ndim == 5 for p in module.parameters())  # 3D convolutions
         layout = torch.channels_last_3d if volumetric else torch.channels_last
         self.module = module.to(self.device).to(memory_format=layout)
+        self.needs_stats = bool(getattr(module, "needs_stats", False))  # a SegNet's z-score
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # slice batches repeat the same shapes
         self.input_size = int(input_size)
@@ -137,12 +149,15 @@ class TorchBackend:
         #: a model's own inferer (e.g. a sliding window for 3D); None: slices, as below
         self.make_inferer = make_inferer
 
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
+    def scores(self, x: torch.Tensor, stats: torch.Tensor | None = None) -> torch.Tensor:
         with torch.inference_mode():
             layout = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
             x = x.contiguous(memory_format=layout)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                return self.module(x)
+                return self.module(x, stats) if self.needs_stats else self.module(x)
+
+    def predictor(self, stats: torch.Tensor | None = None) -> Predictor:
+        return lambda x: self.scores(x, stats)
 
     def inferer(self, batch_size: int) -> Inferer:
         if self.make_inferer is not None:
@@ -154,19 +169,23 @@ class ModelBackend:
     """Fallback for models without a torch module: their own `predict_batch` probabilities,
     computed on the CPU, as log-probabilities (so every backend hands out logits)."""
 
-    preprocessor: Any = None  # set by open_backend for planned runs
+    preprocessor: Any = None  # a planned run's Preprocessor (from its bundle), or None
 
     def __init__(self, model: Any):
         self.model = model
         self.input_size = int(model.input_size)
-        self.context = int(getattr(model, "context", 0))
+        self.context = int(model.context)
         self.device = torch.device("cpu")
         self.body_threshold: float | None = None
         self.size_multiple = 1
+        self.needs_stats = False
 
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
+    def scores(self, x: torch.Tensor, stats: torch.Tensor | None = None) -> torch.Tensor:
         _labels, probs = self.model.predict_batch(x.cpu().numpy().astype(np.float32))
         return torch.from_numpy(np.asarray(probs, dtype=np.float32)).clamp_min_(1e-12).log_()
+
+    def predictor(self, stats: torch.Tensor | None = None) -> Predictor:
+        return self.scores
 
     def inferer(self, batch_size: int) -> Inferer:
         return slice_inferer(self, batch_size)
@@ -175,7 +194,7 @@ class ModelBackend:
 class OnnxBackend:
     """An exported ONNX file run by ONNX Runtime (CUDA provider when present, else CPU)."""
 
-    preprocessor: Any = None  # set by open_backend for planned runs
+    preprocessor: Any = None  # a planned run's Preprocessor (from its bundle), or None
 
     def __init__(self, onnx_path: str | Path, device: str = "auto"):
         import onnxruntime as ort
@@ -196,48 +215,93 @@ class OnnxBackend:
         shape = self.session.get_inputs()[0].shape  # ['batch', 1+2c, S or 'height', S or 'width']
         meta = self.session.get_modelmeta().custom_metadata_map
         size = meta.get("amoseg.input_size", shape[-1] if shape else None)
-        if len(shape) != 4 or not isinstance(shape[1], int) or not str(size).isdigit():
+        volumetric = len(shape) == 5 and all(isinstance(n, int) for n in shape[2:])
+        if not volumetric and (
+            len(shape) != 4 or not isinstance(shape[1], int) or not str(size).isdigit()
+        ):
             raise AmosegError(
                 f"ONNX input has shape {shape}, expected (batch, channels, S, S)",
                 onnx_path,
                 "export it with `amoseg export`",
             )
-        self.input_size = int(size)
+        self.input_size = int(size) if str(size).isdigit() else 0
         self.context = (int(shape[1]) - 1) // 2
         self.device = torch.device("cpu")
-        spatial_dynamic = not isinstance(shape[2], int) and not isinstance(shape[3], int)
+        spatial_dynamic = not isinstance(shape[-2], int) and not isinstance(shape[-1], int)
         threshold = meta.get("amoseg.body_threshold", "")
         self.body_threshold = float(threshold) if spatial_dynamic and threshold else None
         self.size_multiple = int(meta.get("amoseg.multiple", "1"))
         self.input_name = self.session.get_inputs()[0].name
+        #: a per-image z-score export takes the image's [mean, std] as a second input
+        self.needs_stats = any(i.name == ONNX_STATS for i in self.session.get_inputs())
+        config = _bundle_config(meta, onnx_path)
+        self.preprocessor = _config_preprocessor(config, onnx_path)
+        #: 3D exports: the sliding window's patch and overlap
+        self.patch = tuple(int(n) for n in shape[2:]) if volumetric else None
+        self.overlap = float((config.get("hparams") or {}).get("overlap", 0.5))
 
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
+    def scores(self, x: torch.Tensor, stats: torch.Tensor | None = None) -> torch.Tensor:
         feed = {self.input_name: np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)}
+        if self.needs_stats:
+            if stats is None:
+                raise ValueError("this export z-scores per image: pass the image's stats")
+            rows = stats.detach().cpu().float().reshape(-1, 2).expand(x.shape[0], 2)
+            feed[ONNX_STATS] = np.ascontiguousarray(rows.numpy())
         return torch.from_numpy(self.session.run(None, feed)[0])
 
+    def predictor(self, stats: torch.Tensor | None = None) -> Predictor:
+        return lambda x: self.scores(x, stats)
+
     def inferer(self, batch_size: int) -> Inferer:
+        if self.patch is not None:
+            from amoseg.ops.inferers import SlidingWindowInferer
+
+            return SlidingWindowInferer(self.patch, max(1, min(batch_size, 4)), self.overlap)
         return slice_inferer(self, batch_size)
+
+
+def _bundle_config(meta: dict[str, str], path: Path) -> dict[str, Any]:
+    """The run config an export carries ({} for exports older than the bundle format)."""
+    import json
+
+    text = meta.get(ONNX_BUNDLE)
+    if not text:
+        return {}
+    try:
+        config = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise AmosegError("ONNX file's amoseg.bundle metadata is not JSON", path) from exc
+    if not isinstance(config, dict):
+        raise AmosegError("ONNX file's amoseg.bundle metadata is not an object", path)
+    return config
+
+
+def _config_preprocessor(config: dict[str, Any], path: Path) -> Any:
+    """The plan's Preprocessor a run config names (None: seed S×S slices)."""
+    if not config.get("model"):
+        return None
+    from amoseg.inference.bundle import ModelBundle
+
+    bundle = ModelBundle(source=path, member=None, checkpoint={"model": config["model"]},
+                         config=config)  # fmt: skip
+    return bundle.preprocessor()
 
 
 def backend_for_model(model: Any, device: str = "auto", precision: str = "auto") -> ScoreBackend:
     """TorchBackend when the model can hand out a torch module, else its own predict_batch."""
-    export = getattr(model, "export_module", None)
-    if export is not None:
-        try:
-            module = export()
-        except NotImplementedError:
-            module = None
-        if module is not None:
-            return TorchBackend(
-                module,
-                model.input_size,
-                getattr(model, "context", 0),
-                device,
-                trained_bf16=bool(getattr(model, "fast_gpu", False)),
-                precision=precision,
-                body_threshold=getattr(model, "body_threshold", None),
-                size_multiple=int(getattr(model, "size_multiple", 1)),
-                # 3D models bring their own inferer (a sliding window over patches)
-                make_inferer=model.inferer if getattr(model, "dims", 2) == 3 else None,
-            )
-    return ModelBackend(model)
+    try:
+        module = model.export_module()
+    except NotImplementedError:
+        return ModelBackend(model)
+    return TorchBackend(
+        module,
+        model.input_size,
+        model.context,
+        device,
+        trained_bf16=model.fast_gpu,
+        precision=precision,
+        body_threshold=model.body_threshold,
+        size_multiple=int(model.size_multiple),
+        # 3D models bring their own inferer (a sliding window over patches)
+        make_inferer=model.inferer if model.dims == 3 else None,
+    )

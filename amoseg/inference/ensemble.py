@@ -1,41 +1,25 @@
 """Ensembles: several trained models predicting one scan together, as one.
 
 Members are run folders (`amoseg train ... --out RUN`), folders of such runs (a
-cross-validation root: every fold), or model packages (`*.amoseg.zip`). Each becomes a
-scoring backend with its own preprocessing and inferer (slices for 2D models, a sliding
-window for `unet3d`), so folds and configurations (2D + 3D) mix freely: their class
-probabilities are averaged on the scan's own grid (`amoseg.inference.predict.
-scan_probabilities`) before the arg-max. With `tta`, every member is test-time mirrored
-(`amoseg.ops.tta`).
+cross-validation root: every fold), or model packages (`*.amoseg.zip`). Each is read as a
+`ModelBundle` and becomes a scoring backend with its own preprocessing and inferer (slices
+for 2D models, a sliding window for `unet3d`) in `amoseg.inference.segmenter.Segmenter`, so
+folds and configurations (2D + 3D) mix freely: their class probabilities are averaged on the
+scan's own grid (`amoseg.inference.predict.scan_probabilities`) before the arg-max.
 
-The small API other tools build on: `is_model_path` / `split_models` (which CLI arguments
-are models), `member_runs` (runs named by a path), `open_members` (paths → backends).
+This module says which command-line arguments are models: `is_model_path` / `split_models`,
+`member_runs` (runs named by a path).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from amoseg.errors import AmosegError
+from amoseg.inference.bundle import member_runs
 
-RUN_FILES = ("config.json", "checkpoint_best.pt")
-
-
-def is_run(path: Path) -> bool:
-    """A finished (or at least checkpointed) training run folder."""
-    return path.is_dir() and all((path / f).is_file() for f in RUN_FILES)
-
-
-def member_runs(path: str | Path) -> list[Path]:
-    """The run folders `path` names: itself, or its sub-folders that are runs (sorted)."""
-    path = Path(path)
-    if is_run(path):
-        return [path]
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if is_run(p))
-    return []
+__all__ = ["is_model_path", "member_runs", "split_models"]
 
 
 def is_model_path(path: str | Path) -> bool:
@@ -60,34 +44,3 @@ def split_models(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
             "pass NIfTI files, folders of them or DICOM series folders after the models",
         )
     return models, inputs
-
-
-def open_members(
-    paths: Sequence[str | Path],
-    *,
-    device: str = "auto",
-    precision: str = "auto",
-    crop: bool = True,
-    tta: bool = False,
-) -> tuple[list[Any], list[Path]]:
-    """Model paths → (one scoring backend per member, the run folders among them: where
-    saved post-processing choices live). Each member is opened as `amoseg predict` opens a
-    run (`open_backend`: its preprocessing, its inferer; a package gives all its members),
-    then test-time mirrored with `tta`."""
-    from amoseg.inference.package import is_package
-    from amoseg.inference.predict import open_backend
-    from amoseg.ops.tta import MirroredBackend
-
-    backends: list[Any] = []
-    runs: list[Path] = []
-    for path in (Path(p) for p in paths):
-        package = is_package(path)
-        # a path that is no run: open_backend says what is wrong with it
-        for member in [path] if package else (member_runs(path) or [path]):
-            opened = open_backend(member, device=device, precision=precision, crop=crop)
-            backends.extend(opened if isinstance(opened, list) else [opened])
-            if not package:
-                runs.append(member)
-    if tta:
-        backends = [MirroredBackend(b) for b in backends]
-    return backends, runs

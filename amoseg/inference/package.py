@@ -1,15 +1,19 @@
 """Model packages: one `.amoseg.zip` file that carries trained models to another machine.
 
-Layout (format version 1)::
+Layout (format version 2; version 1 lacks postprocessing.json and reads the same)::
 
-    amoseg-package.json         format name and version, amoseg version, member list
-    model_card.json / .md       training data, validation (and test) metrics, labels, use
-    members/<i>/checkpoint.pt   inference weights only (no optimiser, no store paths)
-    members/<i>/config.json     the run's model, hyper-parameters and training settings
+    amoseg-package.json              format name and version, amoseg version, member list
+    model_card.json / .md            training data, native test metrics, licence, citation
+    members/<i>/checkpoint.pt        inference weights only (no optimiser, no store paths)
+    members/<i>/config.json          the run's recipe, parameters, configuration, settings
+    members/<i>/postprocessing.json  the clean-up `amoseg cv` chose (when the run has one)
 
-Several members (e.g. cross-validation folds) make an ensemble. A package is read straight
-from the zip into memory: no member is ever written to disk, so a crafted member name
-(`../x`, `/etc/x`) cannot place a file anywhere; such names are refused all the same.
+A member holds what a run folder holds (`amoseg.inference.bundle`): both are read into the
+same `ModelBundle`. Several members (e.g. cross-validation folds, or 2D and 3D runs) make an
+ensemble. A package is read straight from the zip into memory: no member is ever written to
+disk, so a crafted member name (`../x`, `/etc/x`) cannot place a file anywhere; such names are
+refused all the same, as are oversized entries, repeated members and malformed JSON, before
+any model is built.
 """
 
 from __future__ import annotations
@@ -24,21 +28,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amoseg.atomic import atomic_path, read_json
+from amoseg.atomic import atomic_path
 from amoseg.errors import AmosegError
+from amoseg.inference.bundle import ModelBundle, read_bundles
+from amoseg.inference.postprocess import POSTPROCESSING_FILE, check_lcc_choice
 from amoseg.labels import CLASS_NAMES
 
 PACKAGE_FORMAT = "amoseg-model-package"
 #: bump when an older amoseg could no longer read what this one writes.
-PACKAGE_FORMAT_VERSION = 1
+PACKAGE_FORMAT_VERSION = 2
 PACKAGE_SUFFIX = ".amoseg.zip"
 MANIFEST = "amoseg-package.json"
-MEMBER_FILES = ("checkpoint.pt", "config.json")
+MEMBER_FILES = ("checkpoint.pt", "config.json", POSTPROCESSING_FILE)
 #: checkpoint keys a model needs to predict; everything else (optimiser, RNG, history, the
 #: run's config with local paths) stays behind.
 INFERENCE_KEYS = ("format", "model", "hparams", "input_size", "state", "epoch", "metrics")
 #: refuse members that would unpack to more than this (a zip bomb, or not a model).
 MAX_MEMBER_BYTES = 4 << 30
+#: a JSON entry (manifest, card, config) larger than this is not one amoseg wrote.
+MAX_JSON_BYTES = 4 << 20
+#: more members than this is not an ensemble anyone trained (each one runs per scan).
+MAX_MEMBERS = 64
 _MEMBER_NAME = re.compile(r"^members/\d{1,3}/[a-z_]+\.(pt|json)$")
 
 
@@ -59,42 +69,40 @@ class Package:
     card: dict[str, Any]
     checkpoints: list[dict[str, Any]]
     configs: list[dict[str, Any]]
+    postprocessing: list[dict[str, Any] | None]
 
 
 # ---------------------------------------------------------------------------- writing
 
 
-def export_package(run_dirs: list[Path], target: str | Path) -> dict[str, Any]:
-    """Write the runs' best models as one package (several runs: an ensemble) → its card."""
+def export_package(
+    model_paths: list[Path],
+    target: str | Path,
+    *,
+    licence: str | None = None,
+    citation: str | None = None,
+) -> dict[str, Any]:
+    """Write the models `model_paths` name (runs, folders of fold runs) as one package
+    (several: an ensemble) → its card. `licence` / `citation` go onto the card."""
     import torch
-
-    from amoseg.models.checkpoint import load_checkpoint
 
     target = Path(target)
     if not target.name.lower().endswith(PACKAGE_SUFFIX):
         raise AmosegError(f"a model package file name ends in {PACKAGE_SUFFIX}", target)
+    bundles: list[ModelBundle] = []
+    for path in model_paths:
+        if Path(path).is_file():
+            raise AmosegError(
+                "a package member must be a run folder", path, "pass the OUT folder of train"
+            )
+        bundles.extend(read_bundles(path))
     members = []
-    for run_dir in run_dirs:
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise AmosegError("run folder not found", run_dir, "pass the OUT folder of train")
-        ckpt_path = run_dir / "checkpoint_best.pt"
-        if not ckpt_path.exists():
-            raise AmosegError("no checkpoint_best.pt in the run folder", run_dir, "train first")
-        ckpt = load_checkpoint(ckpt_path)
-        config = read_json(run_dir / "config.json", "run config.json")
-        payload = {k: ckpt[k] for k in INFERENCE_KEYS if k in ckpt}
+    for bundle in bundles:
+        payload = {k: bundle.checkpoint[k] for k in INFERENCE_KEYS if k in bundle.checkpoint}
         buffer = io.BytesIO()
         torch.save(payload, buffer)
-        members.append((run_dir, payload, _portable_config(config), buffer.getvalue()))
-    names = {m[1]["model"] for m in members}
-    sizes = {m[1].get("input_size") for m in members}
-    if len(names) > 1 or len(sizes) > 1:
-        raise AmosegError(
-            f"an ensemble's members must share model and size (got {sorted(names)}, {sizes})",
-            run_dirs[0],
-        )
-    card = model_card([(m[0], m[1], m[2]) for m in members])
+        members.append((bundle, _portable_config(bundle.config), buffer.getvalue()))
+    card = model_card(bundles, licence=licence, citation=citation)
     manifest = {
         "format": PACKAGE_FORMAT,
         "format_version": PACKAGE_FORMAT_VERSION,
@@ -104,16 +112,23 @@ def export_package(run_dirs: list[Path], target: str | Path) -> dict[str, Any]:
         "members": [f"members/{i}" for i in range(len(members))],
     }
     with atomic_path(target, suffix=".zip") as tmp, zipfile.ZipFile(tmp, "w") as zf:
-        zf.writestr(MANIFEST, json.dumps(manifest, indent=2) + "\n", zipfile.ZIP_DEFLATED)
-        zf.writestr("model_card.json", json.dumps(card, indent=2) + "\n", zipfile.ZIP_DEFLATED)
+        zf.writestr(MANIFEST, _json_text(manifest), zipfile.ZIP_DEFLATED)
+        zf.writestr("model_card.json", _json_text(card), zipfile.ZIP_DEFLATED)
         zf.writestr("model_card.md", model_card_markdown(card), zipfile.ZIP_DEFLATED)
-        for i, (_run, _payload, config, weights) in enumerate(members):
+        for i, (bundle, config, weights) in enumerate(members):
             zf.writestr(f"members/{i}/checkpoint.pt", weights, zipfile.ZIP_STORED)
-            zf.writestr(
-                f"members/{i}/config.json", json.dumps(config, indent=2) + "\n",
-                zipfile.ZIP_DEFLATED,
-            )  # fmt: skip
+            zf.writestr(f"members/{i}/config.json", _json_text(config), zipfile.ZIP_DEFLATED)
+            if bundle.postprocessing is not None:
+                zf.writestr(
+                    f"members/{i}/{POSTPROCESSING_FILE}",
+                    _json_text(bundle.postprocessing),
+                    zipfile.ZIP_DEFLATED,
+                )
     return card
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, indent=2) + "\n"
 
 
 def _version() -> str:
@@ -133,15 +148,24 @@ def _portable_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def training_data(config: dict[str, Any]) -> dict[str, Any]:
-    """What the run was trained on, from its store (when still on this machine): source,
-    modality, cases per split, and whether the scans were synthetic."""
+    """What the run was trained on, from its config and (when still on this machine) its
+    store: configuration, modality, cases per split, and whether the scans were synthetic."""
     store = config.get("store", {})
-    info: dict[str, Any] = {"store": Path(store.get("path", "?")).name, "size": store.get("size")}
+    info: dict[str, Any] = {
+        "store": Path(store.get("path", "?")).name,
+        "size": store.get("size"),
+        "configuration": store.get("configuration") or "seed",
+        "modality": store.get("modality"),
+    }
+    plan = store.get("plan")
+    if isinstance(plan, dict):
+        info["spacing_mm"] = plan.get("spacing")
+        info["patch_size"] = plan.get("patch_size")
     flags = [config.get("synthetic"), store.get("synthetic")]
     root = Path(store["path"]) if store.get("path") else None
     if root is not None and (root / "store.json").is_file():
         meta = _json_or_empty(root / "store.json")
-        info["modality"] = meta.get("modality")
+        info["modality"] = meta.get("modality") or info["modality"]
         flags.append(meta.get("synthetic"))
         splits = _json_or_empty(root / "splits.json")
         info["cases"] = {k: len(v) for k, v in splits.items() if isinstance(v, list)}
@@ -158,14 +182,16 @@ def training_data(config: dict[str, Any]) -> dict[str, Any]:
 def _json_or_empty(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 
 
-def _run_metrics(run_dir: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
-    """Validation metrics of the best epoch, the run's summary, and a test evaluation when
-    `amoseg evaluate` wrote one."""
+def _run_metrics(bundle: ModelBundle) -> dict[str, Any]:
+    """The best epoch and its validation numbers, the run's summary, and the native
+    (AMOS-style: per-scan 3D Dice and NSD on the scans' own grids) test scores of the
+    run's `amoseg evaluate`, per organ, when it wrote them."""
+    ckpt, run_dir = bundle.checkpoint, bundle.source
     out: dict[str, Any] = {"best_epoch": ckpt.get("epoch")}
     row = ckpt.get("metrics") or {}
     out["validation"] = {k: v for k, v in row.items() if str(k).startswith("val_")}
@@ -173,9 +199,19 @@ def _run_metrics(run_dir: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     for key in ("best_val_miou", "train_seconds", "n_params", "epoch"):
         if key in summary:
             out[key if key != "epoch" else "epochs_trained"] = summary[key]
-    test = _json_or_empty(run_dir / "eval_test" / "metrics.json")
-    if test:
-        out["test"] = {k: v for k, v in test.items() if not isinstance(v, dict | list)}
+    native = _json_or_empty(run_dir / "eval_test" / "metrics.json").get("native")
+    if isinstance(native, dict):
+        out["test_native"] = {
+            "n_cases": native.get("n_cases"),
+            "tolerance_mm": native.get("tolerance_mm"),
+            "mean_dice": native.get("mean_dice"),
+            "mean_nsd": native.get("mean_nsd"),
+            "per_organ": {
+                organ: {"dice": v.get("dice"), "nsd": v.get("nsd")}
+                for organ, v in (native.get("per_organ") or {}).items()
+                if isinstance(v, dict)
+            },
+        }
     log = run_dir / "log.csv"
     if "epochs_trained" not in out and log.is_file():
         with log.open(newline="") as fh:
@@ -183,20 +219,25 @@ def _run_metrics(run_dir: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def model_card(members: list[tuple[Path, dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
-    """The card: what the model is, what it was trained on, how well it validated."""
-    first_run, first, first_config = members[0]
-    config = read_json(first_run / "config.json", "run config.json")
-    data = training_data(config)
+def model_card(
+    bundles: list[ModelBundle], *, licence: str | None = None, citation: str | None = None
+) -> dict[str, Any]:
+    """The card: what the model is, what it was trained on, how well it scored natively."""
+    first = bundles[0]
+    recipes = sorted({b.recipe for b in bundles})
     return {
-        "model": first["model"],
-        "input_size": first.get("input_size"),
-        "hparams": first.get("hparams"),
-        "members": len(members),
-        "training_data": data,
-        "training_settings": first_config.get("settings", {}),
-        "metrics": [_run_metrics(run, ckpt) for run, ckpt, _cfg in members],
+        "model": recipes[0] if len(recipes) == 1 else "+".join(recipes),
+        "input_size": first.checkpoint.get("input_size"),
+        "hparams": first.checkpoint.get("hparams"),
+        "members": len(bundles),
+        "configurations": sorted({b.configuration_name for b in bundles}),
+        "training_data": training_data(first.config),
+        "training_settings": _portable_config(first.config).get("settings", {}),
+        "metrics": [_run_metrics(b) for b in bundles],
+        "postprocessing": {"lcc_organs": first.lcc_organs},
         "labels": {str(i): name for i, name in enumerate(CLASS_NAMES)},
+        "licence": licence,
+        "citation": citation,
         "amoseg_version": _version(),
         "intended_use": "research; not a medical device. Check every result before use.",
     }
@@ -209,7 +250,10 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         f"# amoseg model: {card['model']}",
         "",
         f"- members: {card['members']}" + (" (ensemble)" if card["members"] > 1 else ""),
-        f"- input size: {card['input_size']} px slices; hparams: `{json.dumps(card['hparams'])}`",
+        f"- configuration(s): {', '.join(card.get('configurations') or ['seed'])}",
+        f"- hparams: `{json.dumps(card['hparams'])}`",
+        f"- licence: {card.get('licence') or 'not stated (ask the author)'}",
+        f"- citation: {card.get('citation') or 'not stated'}",
         f"- amoseg version: {card['amoseg_version']}",
         f"- intended use: {card['intended_use']}",
         "",
@@ -218,31 +262,55 @@ def model_card_markdown(card: dict[str, Any]) -> str:
     ]
     if data.get("synthetic"):
         lines += ["**Trained on synthetic phantoms, not on real scans: not for real CT/MR.**", ""]
-    lines.append(f"- store: {data.get('store')} (slices {data.get('size')}²)")
+    lines.append(f"- store: {data.get('store')} (configuration {data.get('configuration')})")
     if data.get("modality"):
         lines.append(f"- modality: {data['modality']}")
+    if data.get("spacing_mm"):
+        lines.append(f"- spacing: {data['spacing_mm']} mm, patch {data.get('patch_size')}")
     if data.get("cases"):
         lines.append("- cases: " + ", ".join(f"{k} {v}" for k, v in data["cases"].items()))
     if data.get("dataset"):
         lines.append(f"- dataset: {data['dataset'].get('description') or data['dataset']}")
     if data.get("synthetic") is None:
         lines.append("- synthetic: unknown (neither the run nor its store records it)")
-    lines += ["", "## Validation metrics", "", "| member | best epoch | metric | value |"]
-    lines.append("|---|---|---|---|")
+    lines += ["", "## Validation during training (best epoch; stored grid)", ""]
     for i, metrics in enumerate(card["metrics"]):
-        for key, value in {**metrics.get("validation", {}), **metrics.get("test", {})}.items():
-            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-            lines.append(f"| {i} | {metrics.get('best_epoch')} | {key} | {shown} |")
+        shown = ", ".join(
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in metrics.get("validation", {}).items()
+        )
+        lines.append(f"- member {i}, epoch {metrics.get('best_epoch')}: {shown or 'none'}")
+    lines += ["", "## Test scores (native grid: per-scan 3D Dice / NSD)", ""]
+    scored = [(i, m["test_native"]) for i, m in enumerate(card["metrics"]) if m.get("test_native")]
+    if not scored:
+        lines.append("Not evaluated: run `amoseg evaluate RUN` before exporting to record them.")
+    for i, native in scored:
+        lines += [
+            f"Member {i}: {native.get('n_cases')} scans, mean Dice "
+            f"{_pct(native.get('mean_dice'))}, mean NSD {_pct(native.get('mean_nsd'))} "
+            f"(tolerance {native.get('tolerance_mm')} mm)",
+            "",
+            "| organ | Dice | NSD |",
+            "|---|---:|---:|",
+        ]
+        for organ, v in native["per_organ"].items():
+            lines.append(f"| {organ} | {_pct(v.get('dice'))} | {_pct(v.get('nsd'))} |")
+        lines.append("")
     lines += ["", "Labels: " + ", ".join(f"{k} {v}" for k, v in card["labels"].items()), ""]
     return "\n".join(lines)
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * value:.1f} %" if isinstance(value, int | float) else "–"
 
 
 # ---------------------------------------------------------------------------- reading
 
 
 def read_package(path: str | Path) -> Package:
-    """Open and check a package: one-line errors for a missing, corrupt, foreign or newer
-    one. Checkpoints are read from the zip into memory (weights only, no code)."""
+    """Open and check a package: one-line errors for a missing, corrupt, foreign, newer or
+    malformed one (every entry's size and type checked before it is read). Checkpoints are
+    read from the zip into memory (weights only, no code)."""
     path = Path(path)
     if not path.is_file():
         raise AmosegError("model package not found", path, "create one with `amoseg export`")
@@ -252,23 +320,31 @@ def read_package(path: str | Path) -> Package:
             _check_names(infos, path)
             if MANIFEST not in infos:
                 raise AmosegError(f"not an amoseg model package (no {MANIFEST})", path)
-            manifest = _read_json_member(zf, MANIFEST, path)
+            manifest = _read_json_member(zf, infos[MANIFEST], path)
             _check_format(manifest, path)
-            card = (
-                _read_json_member(zf, "model_card.json", path) if "model_card.json" in infos else {}
-            )
-            checkpoints, configs = [], []
-            for member in manifest.get("members", []):
-                if not isinstance(member, str) or not re.fullmatch(r"members/\d{1,3}", member):
-                    raise AmosegError(f"model package lists a bad member {member!r}", path)
+            card = {}
+            if "model_card.json" in infos:
+                card = _read_json_member(zf, infos["model_card.json"], path)
+                if not isinstance(card, dict):
+                    raise AmosegError("model package's model_card.json is not an object", path)
+            checkpoints, configs, post = [], [], []
+            for member in _member_list(manifest, path):
                 ckpt_info = infos.get(f"{member}/checkpoint.pt")
                 if ckpt_info is None:
                     raise AmosegError(f"model package lacks {member}/checkpoint.pt", path)
                 if ckpt_info.file_size > MAX_MEMBER_BYTES:
                     raise AmosegError(f"{member}/checkpoint.pt is implausibly large", path)
                 checkpoints.append(_load_weights(zf.read(ckpt_info), path, member))
-                config = f"{member}/config.json"
-                configs.append(_read_json_member(zf, config, path) if config in infos else {})
+                config = infos.get(f"{member}/config.json")
+                configs.append(_read_json_member(zf, config, path) if config else {})
+                if not isinstance(configs[-1], dict):
+                    raise AmosegError(
+                        f"model package's {member}/config.json is not an object", path
+                    )
+                choice = infos.get(f"{member}/{POSTPROCESSING_FILE}")
+                post.append(
+                    check_lcc_choice(_read_json_member(zf, choice, path), path) if choice else None
+                )
     except zipfile.BadZipFile as exc:
         raise AmosegError(
             f"model package is corrupt ({exc})", path, "copy or export the package again"
@@ -281,7 +357,24 @@ def read_package(path: str | Path) -> Package:
         ) from exc
     if not checkpoints:
         raise AmosegError("model package holds no models", path)
-    return Package(path, manifest, card, checkpoints, configs)
+    return Package(path, manifest, card, checkpoints, configs, post)
+
+
+def _member_list(manifest: dict[str, Any], path: Path) -> list[str]:
+    """The manifest's members: a list of distinct `members/<i>` names, at most MAX_MEMBERS."""
+    members = manifest.get("members", [])
+    if not isinstance(members, list):
+        raise AmosegError("model package's member list is not a list", path)
+    if len(members) > MAX_MEMBERS:
+        raise AmosegError(
+            f"model package lists {len(members)} members (at most {MAX_MEMBERS})", path
+        )
+    for member in members:
+        if not isinstance(member, str) or not re.fullmatch(r"members/\d{1,3}", member):
+            raise AmosegError(f"model package lists a bad member {str(member)[:40]!r}", path)
+    if len(set(members)) != len(members):
+        raise AmosegError("model package lists a member more than once", path)
+    return members
 
 
 def _check_names(infos: dict[str, zipfile.ZipInfo], path: Path) -> None:
@@ -300,23 +393,35 @@ def _check_format(manifest: Any, path: Path) -> None:
     if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
         raise AmosegError("not an amoseg model package (unknown manifest)", path)
     version = manifest.get("format_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise AmosegError("model package has no format version", path)
     if version > PACKAGE_FORMAT_VERSION:
         raise AmosegError(
             f"model package format {version} is newer than this amoseg reads "
             f"(up to {PACKAGE_FORMAT_VERSION}; written by amoseg "
-            f"{manifest.get('amoseg_version', '?')})",
+            f"{str(manifest.get('amoseg_version', '?'))[:20]})",
             path,
             "upgrade amoseg to use it",
         )
 
 
-def _read_json_member(zf: zipfile.ZipFile, name: str, path: Path) -> Any:
+def _read_json_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> Any:
+    """A JSON entry, its declared size checked before anything is inflated (a small zip can
+    declare gigabytes), and its real size capped while reading."""
+    if info.file_size > MAX_JSON_BYTES:
+        raise AmosegError(
+            f"model package entry {info.filename} is implausibly large "
+            f"({info.file_size / 2**20:.0f} MiB; at most {MAX_JSON_BYTES >> 20} MiB)",
+            path,
+        )
+    with zf.open(info) as fh:
+        data = fh.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise AmosegError(f"model package entry {info.filename} is implausibly large", path)
     try:
-        return json.loads(zf.read(name).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AmosegError(f"model package entry {name} is not valid JSON", path) from exc
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise AmosegError(f"model package entry {info.filename} is not valid JSON", path) from exc
 
 
 def _load_weights(data: bytes, path: Path, member: str) -> dict[str, Any]:
@@ -325,22 +430,19 @@ def _load_weights(data: bytes, path: Path, member: str) -> dict[str, Any]:
     return load_checkpoint(io.BytesIO(data), name=Path(f"{path}!{member}/checkpoint.pt"))
 
 
-def package_models(path: str | Path, device: str = "auto") -> tuple[list[Any], Package]:
-    """The package's models, rebuilt on `device`, and the package itself."""
-    from amoseg.models.checkpoint import rebuild_model
-
+def package_bundles(path: str | Path) -> list[ModelBundle]:
+    """One `ModelBundle` per member of the package at `path`."""
     package = read_package(path)
-    models = [rebuild_model(c, device, Path(path)) for c in package.checkpoints]
-    return models, package
-
-
-def package_model(path: str | Path, device: str = "auto") -> Any:
-    """The model of a one-member package (an ensemble's members: `package_models`)."""
-    models, package = package_models(path, device=device)
-    if len(models) != 1:
-        raise AmosegError(
-            f"model package holds an ensemble of {len(models)} models, not one",
-            package.path,
-            "export a single run for this (amoseg export RUN --package/--onnx)",
+    return [
+        ModelBundle(
+            source=package.path,
+            member=f"members/{i}",
+            checkpoint=ckpt,
+            config=config,
+            card=package.card,
+            postprocessing=post,
         )
-    return models[0]
+        for i, (ckpt, config, post) in enumerate(
+            zip(package.checkpoints, package.configs, package.postprocessing, strict=True)
+        )
+    ]

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from amoseg.inference.backends import ScoreBackend
 from amoseg.ops.inferers import Inferer, Predictor, Slab, channel_argmax
+from amoseg.preprocessing.normalise import image_stats
 from amoseg.preprocessing.orient import (  # noqa: F401 - re-exported for older callers
     apply_orientation_tensor,
     as_tensor,
@@ -107,6 +108,12 @@ def model_grid_volume(
     return resize_slices(volume, backend.input_size), shape
 
 
+def volume_predictor(backend: ScoreBackend, volume: torch.Tensor) -> Predictor:
+    """The backend's scores for this whole model-grid volume: a per-image z-score gets the
+    volume's own [mean, std], computed once (never a slab's or a tile's)."""
+    return backend.predictor(image_stats(volume) if backend.needs_stats else None)
+
+
 def timed_slabs(
     inferer: Inferer, volume: torch.Tensor, predictor: Predictor, times: StageTimes
 ) -> Iterator[Slab]:
@@ -129,7 +136,9 @@ def planned_scores(
     pre = backend.preprocessor  # type: ignore[attr-defined]
     with times.stage("preprocess"):
         out = pre.forward(as_tensor(data).to(backend.device), affine)
-    slabs = timed_slabs(backend.inferer(batch_size), out.image, backend.scores, times)
+    slabs = timed_slabs(
+        backend.inferer(batch_size), out.image, volume_predictor(backend, out.image), times
+    )
     scores = torch.cat([slab.framed().to(backend.device) for slab in slabs])
     return scores.transpose(0, 1), pre, out.record
 
@@ -156,7 +165,8 @@ def segment_volume(
     with times.stage("preprocess"):
         slices, (nx, ny, nz) = model_grid_volume(backend, data, affine)
         out = torch.empty((nz, nx, ny), dtype=torch.uint8, device=backend.device)
-    for slab in timed_slabs(backend.inferer(batch_size), slices, backend.scores, times):
+    predictor = volume_predictor(backend, slices)
+    for slab in timed_slabs(backend.inferer(batch_size), slices, predictor, times):
         with times.stage("resize_back"):
             slab.scores = slab.scores.to(backend.device)
             out[slab.start : slab.stop] = scan_grid_labels(slab, (nx, ny))
@@ -193,7 +203,8 @@ def scan_probabilities(
             slices, (nx, ny, nz) = model_grid_volume(backend, data, affine)
             if total is None:
                 total = torch.zeros((nz, 16, nx, ny), dtype=torch.float32, device=device)
-        for slab in timed_slabs(backend.inferer(batch_size), slices, backend.scores, times):
+        predictor = volume_predictor(backend, slices)
+        for slab in timed_slabs(backend.inferer(batch_size), slices, predictor, times):
             with times.stage("resize_back"):
                 slab.scores = slab.scores.to(device)
                 total[slab.start : slab.stop] += scan_grid_scores(slab, (nx, ny)).softmax(1)

@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from amoseg.errors import AmosegError
+from amoseg.labels import ORGAN_IDS
+
 # 26-connectivity: voxels touching at a corner belong to one organ (thin vessels, oblique
 # structures such as the adrenal glands stay whole).
 STRUCTURE = ndimage.generate_binary_structure(3, 3)
@@ -81,6 +84,21 @@ def _finite(value: Any) -> bool:
     return value is not None and math.isfinite(float(value))
 
 
+def check_lcc_choice(value: Any, path: Path | None = None) -> dict[str, Any]:
+    """A saved clean-up choice as read from `postprocessing.json`, checked before any model
+    runs: an object whose `lcc_organs` lists AMOS organ ids (1-15) once each."""
+    organs = value.get("lcc_organs", []) if isinstance(value, dict) else None
+    if not isinstance(organs, list) or not all(
+        isinstance(o, int) and not isinstance(o, bool) and o in ORGAN_IDS for o in organs
+    ):
+        raise AmosegError(
+            f'{POSTPROCESSING_FILE} must hold {{"lcc_organs": [organ ids 1-15]}}',
+            path,
+            "re-run `amoseg cv` to write it again, or delete it to predict without clean-up",
+        )
+    return {**value, "lcc_organs": sorted(set(organs))}
+
+
 def saved_lcc_organs(run_dirs: Sequence[str | Path]) -> list[int] | None:
     """The organs every run's `postprocessing.json` chose for the clean-up (their common
     choice), or None when a run has no saved choice."""
@@ -91,6 +109,6 @@ def saved_lcc_organs(run_dirs: Sequence[str | Path]) -> list[int] | None:
         path = Path(run) / POSTPROCESSING_FILE
         if not path.is_file():
             return None
-        organs = {int(o) for o in read_json(path, POSTPROCESSING_FILE).get("lcc_organs", [])}
+        organs = set(check_lcc_choice(read_json(path, POSTPROCESSING_FILE), path)["lcc_organs"])
         chosen = organs if chosen is None else chosen & organs
     return None if chosen is None else sorted(chosen)

@@ -26,11 +26,11 @@ import torch
 
 from amoseg.data.nifti import save_nifti
 from amoseg.errors import AmosegError
-from amoseg.inference.backends import OnnxBackend, ScoreBackend, backend_for_model
+from amoseg.inference.backends import ScoreBackend
+from amoseg.inference.bundle import read_bundles
 from amoseg.inference.inputs import SEG_SUFFIX, ScanInput, expand_input, load_scan, unique_names
 from amoseg.inference.outputs import OutputSettings, write_extra_outputs
 from amoseg.inference.overlay import write_overlay
-from amoseg.inference.package import is_package, package_model, package_models
 from amoseg.inference.pipeline import StageTimes, segment_volume
 from amoseg.inference.pipeline import scan_probabilities as _scan_probabilities
 from amoseg.inference.postprocess import largest_component_per_organ
@@ -40,8 +40,6 @@ from amoseg.preprocessing.geometry import to_canonical
 
 #: "none", "lcc" (every organ), or the organ ids to clean up (a choice from validation folds)
 Postprocess = Literal["none", "lcc"] | Sequence[int]
-CHECKPOINTS = ("checkpoint_best.pt", "checkpoint_latest.pt")
-RUN_ONNX = "model.onnx"
 
 
 @dataclass
@@ -65,110 +63,22 @@ def default_batch_size(backend: ScoreBackend) -> int:
     return 32 if backend.device.type == "cuda" else 8
 
 
-def load_model(run_dir: str | Path, device: str = "auto") -> Any:
-    """The run's best model, or a model package's (AmosegError for a folder that is not a
-    finished run, or a package that cannot be read)."""
-    run_dir = Path(run_dir)
-    if is_package(run_dir):
-        return package_model(run_dir, device=device)
-    if not run_dir.is_dir():
-        raise AmosegError("run folder not found", run_dir, "pass the OUT folder of `amoseg train`")
-    from amoseg.training import load_run
-
-    return load_run(run_dir, device=device, which="best")
-
-
-def run_onnx_path(run_dir: str | Path) -> Path:
-    """RUNDIR/model.onnx, (re)exported when missing or older than the run's checkpoints."""
-    from amoseg.inference.export import export_onnx
-
-    run_dir = Path(run_dir)
-    if is_package(run_dir):
+def load_model(path: str | Path, device: str = "auto") -> Any:
+    """The model of a run folder or of a one-member package (`amoseg.inference.bundle`)."""
+    bundles = read_bundles(path)
+    if len(bundles) != 1:
         raise AmosegError(
-            "--backend onnx with a model package needs --onnx FILE",
-            run_dir,
-            f"amoseg export {run_dir} --onnx model.onnx, then pass --onnx model.onnx",
+            f"{path} holds {len(bundles)} models, not one",
+            path,
+            "name a single run (an ensemble predicts with `amoseg predict`)",
         )
-    target = run_dir / RUN_ONNX
-    stamps = [(run_dir / c).stat().st_mtime for c in CHECKPOINTS if (run_dir / c).exists()]
-    if not target.exists() or (stamps and target.stat().st_mtime < max(stamps)):
-        export_onnx(load_model(run_dir, device="cpu"), target)
-    return target
+    return bundles[0].model(device)
 
 
 SYNTHETIC_NOTE = (
     "note: this model was trained on amoseg's synthetic phantoms only; its output on real "
     "scans is not meaningful"
 )
-
-
-def trained_on_synthetic(run_dir: str | Path) -> bool:
-    """Whether the run's config.json says its store came from `amoseg synth` phantoms."""
-    from amoseg.atomic import read_json
-
-    if is_package(run_dir):
-        from amoseg.inference.package import read_package
-
-        return read_package(run_dir).card.get("training_data", {}).get("synthetic") is True
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        return False
-    config = read_json(path, "run config.json")
-    store = config.get("store") if isinstance(config, dict) else None
-    return isinstance(store, dict) and store.get("synthetic") is True
-
-
-def run_preprocessor(run_dir: str | Path) -> Any:
-    """The plan's `Preprocessor` a run of a planned configuration (`2d`, `3d`) was trained
-    behind, from its config.json; None for a `seed` run (S×S slices, the backend's
-    `input_size`). Stores with MR use the MR rules (no body crop) only if MR-only."""
-    from amoseg.atomic import read_json
-
-    path = Path(run_dir) / "config.json"
-    store = (read_json(path, "run config.json") if path.exists() else {}).get("store") or {}
-    name, plan = str(store.get("configuration") or "seed"), store.get("plan")
-    if name == "seed" or not plan:
-        return None
-    from amoseg.planning.plan import Configuration
-
-    modality = "mr" if store.get("modality") == "mr" else "ct"
-    return Configuration.from_dict(name, plan, path).preprocessor(modality)
-
-
-def open_backend(
-    run_dir: str | Path,
-    backend: Literal["torch", "onnx"] = "torch",
-    device: str = "auto",
-    onnx_path: str | Path | None = None,
-    precision: str = "auto",
-    crop: bool = True,
-) -> ScoreBackend | list[ScoreBackend]:
-    """The scoring backend for a run: its torch model on `device`, or its ONNX export; for
-    a model package of several members (an ensemble), one backend per member.
-
-    `precision` (auto, fp32, bf16) applies to the torch backend; `crop=False` scores whole
-    slices even where the model allows a body crop.
-    """
-    scorer: ScoreBackend
-    if backend == "torch" and is_package(run_dir):
-        models, _package = package_models(run_dir, device=device)
-        scorers = [backend_for_model(m, device=device, precision=precision) for m in models]
-        for member in scorers if not crop else []:
-            member.body_threshold = None
-        return scorers[0] if len(scorers) == 1 else scorers
-    if backend == "onnx":
-        if precision == "bf16":
-            raise AmosegError("--precision bf16 needs --backend torch", None, "use auto or fp32")
-        scorer = OnnxBackend(onnx_path or run_onnx_path(run_dir), device=device)
-    elif backend == "torch":
-        model = load_model(run_dir, device=device)
-        scorer = backend_for_model(model, device=device, precision=precision)
-    else:
-        raise AmosegError(f"unknown backend {backend!r}", None, "use torch or onnx")
-    if not crop:
-        scorer.body_threshold = None
-    scorer.preprocessor = run_preprocessor(run_dir)
-    return scorer
 
 
 def label_image_like(labels: np.ndarray, reference: nib.Nifti1Image) -> nib.Nifti1Image:
@@ -204,7 +114,7 @@ def scan_probabilities(
     """Class probabilities of one scan on its own grid.
 
     `data`: (X, Y, Z) raw voxels in file order (HU for CT), `affine`: the file's voxel →
-    world matrix; `backend`: one backend (`open_backend`, `backend_for_model`) or several
+    world matrix; `backend`: one backend (`Segmenter.backends`, `backend_for_model`) or several
     (an ensemble: their probabilities are averaged on the scan's grid). Returns
     (16, X, Y, Z) float32 probabilities in file order, on the first backend's device; its
     arg-max over classes is what `segment_scan` writes. Memory: 16 float32 values per voxel

@@ -47,6 +47,17 @@ class SegmentationModel(ABC):
     TRAIN_DEFAULTS: ClassVar[dict[str, Any]] = {}
     #: hyper-parameters and their defaults; any other key is refused.
     HPARAMS: ClassVar[dict[str, Any]] = {}
+    #: spatial dimensions of the network's input: 2 (slices, 2.5D stacks) or 3 (patches).
+    dims: ClassVar[int] = 2
+    #: spatial input axes the recipe's augmentation mirrors (left–right with the paired
+    #: organs swapped), so test-time mirroring may average over them; none for a recipe
+    #: that never flips (mirroring it at test time averages in wrong-side organs).
+    mirror_axes: ClassVar[tuple[int, ...]] = ()
+
+    @classmethod
+    def trained_mirror_axes(cls, hparams: dict[str, Any]) -> tuple[int, ...]:
+        """The axes a model with these hyper-parameters was trained invariant to."""
+        return cls.mirror_axes
 
     @abstractmethod
     def predict_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -67,14 +78,31 @@ class SegmentationModel(ABC):
         """Hyper-parameters derived from the training store (class weights, window)."""
         return {}
 
+    def train_dataset(self, store: Any, seed: int) -> Any:
+        """The recipe's own training samples (e.g. 3D patches of its size), or None for
+        the trainer's default: a seed store's slices, a planned store's patches."""
+        return None
+
     def fit_statistics(self, store: Any) -> float:
         """One pass over the store's training split (models with `gradient_trained` False);
         returns the training loss."""
         raise NotImplementedError(f"model '{self.name}' is trained by gradient descent")
 
-    def predictor(self) -> Predictor:
+    #: whether inputs need their whole image's [mean, std] (a per-image z-score)
+    needs_stats: bool = False
+    #: trained in bf16 autocast (the modern recipes), so prediction may run in bf16 too
+    fast_gpu: ClassVar[bool] = False
+
+    def export_module(self) -> torch.nn.Module:
+        """raw float32 inputs → logits, normaliser inside, fp32 on the CPU: what TorchBackend
+        runs and ONNX exports. Models without a network raise NotImplementedError (they
+        predict through `predict_batch`)."""
+        raise NotImplementedError(f"model '{self.name}' has no torch network")
+
+    def predictor(self, stats: Any = None) -> Predictor:
         """(B, C, S, S) raw inputs → (B, K, S, S) scores; by default the log of
-        `predict_batch`'s probabilities (models with a network return its logits)."""
+        `predict_batch`'s probabilities (models with a network return its logits).
+        `stats`: the whole image's [mean, std], for models that z-score per image."""
 
         def predict(x: torch.Tensor) -> torch.Tensor:
             _labels, probs = self.predict_batch(x.detach().cpu().numpy().astype(np.float32))

@@ -40,6 +40,34 @@ def load_checkpoint(path: Path | IO[bytes], name: Path | None = None) -> dict[st
 
 #: what a checkpoint that does not fit its model raises inside torch / the model classes.
 MISMATCH_ERRORS = (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError)
+#: the largest slice side (S) and network a checkpoint may ask for: checked before anything
+#: is allocated (a damaged or hostile file could otherwise ask for hundreds of GB).
+MAX_INPUT_SIZE = 4096
+MAX_PARAMETERS = 2_000_000_000
+
+
+def check_model_size(cls: type, ckpt: dict[str, Any], shown: Any = None) -> None:
+    """Refuse an absurd input size, or a network over MAX_PARAMETERS, built on the meta
+    device first (shapes only, no memory)."""
+    size = ckpt.get("input_size")
+    if size is not None and (
+        isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_INPUT_SIZE
+    ):
+        raise AmosegError(
+            f"checkpoint asks for input size {str(size)[:20]} (at most {MAX_INPUT_SIZE})",
+            shown,
+            "it is damaged or not from amoseg; re-run training",
+        )
+    with torch.device("meta"):
+        model = cls(input_size=size, **ckpt["hparams"])
+    net = getattr(model, "net", None)
+    n = sum(p.numel() for p in net.parameters()) if isinstance(net, torch.nn.Module) else 0
+    if n > MAX_PARAMETERS:
+        raise AmosegError(
+            f"checkpoint asks for a network of {n:,} parameters (at most {MAX_PARAMETERS:,})",
+            shown,
+            "it is damaged or not from amoseg; re-run training",
+        )
 
 
 def rebuild_model(ckpt: dict[str, Any], device: str = "auto", shown: Any = None) -> Any:
@@ -52,6 +80,7 @@ def rebuild_model(ckpt: dict[str, Any], device: str = "auto", shown: Any = None)
     except AmosegError as exc:  # a model this amoseg does not have: name the file
         raise AmosegError(f"checkpoint holds an {exc.what}", shown, exc.hint) from exc
     try:
+        check_model_size(cls, ckpt, shown)
         return cls.from_checkpoint(ckpt, device)
     except AmosegError:
         raise

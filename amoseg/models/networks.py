@@ -1,8 +1,9 @@
 """The torch networks behind the gradient-trained models, and their intensity normalisers.
 
 Every network here maps *normalised* inputs (B, C, S, S) to logits (B, 16, S, S). `SegNet`
-puts the model's own normaliser in front, so the exported module takes raw stored
-intensities (HU for CT) and ONNX users need no pre-processing code.
+puts the model's normaliser (the plan's `Normalisation`, amoseg.preprocessing.normalise) in
+front, so the exported module takes raw stored intensities (HU for CT) — plus the image's
+mean/std for a per-image z-score — and ONNX users need no pre-processing code.
 """
 
 from __future__ import annotations
@@ -14,79 +15,43 @@ import torch.nn.functional as F
 from torch import nn
 
 from amoseg.labels import NUM_CLASSES
+from amoseg.preprocessing.normalise import Normalisation, NormaliseModule
 
 
-class WindowNorm(nn.Module):
-    """Clip to a fixed intensity window and map it linearly onto [-1, 1] (CT windowing)."""
-
-    def __init__(self, lo: float = -1000.0, hi: float = 1000.0):
-        super().__init__()
-        self.lo, self.hi = float(lo), float(hi)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        centre, half = (self.hi + self.lo) / 2, (self.hi - self.lo) / 2
-        return (x.clamp(self.lo, self.hi) - centre) / half
-
-
-class ZScoreNorm(nn.Module):
-    """Clip, then z-score each image on its own statistics (MR has no absolute scale)."""
-
-    def __init__(self, lo: float = -1000.0, hi: float = 3000.0):
-        super().__init__()
-        self.lo, self.hi = float(lo), float(hi)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.clamp(self.lo, self.hi)
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        std = x.std(dim=(1, 2, 3), keepdim=True)
-        return (x - mean) / (std + 1e-5)
-
-
-class ForegroundNorm(nn.Module):
-    """A planned CT store's normalisation (nnU-Net's): clip to the training foreground's
-    0.5/99.5 percentiles, then z-score with its mean/std (plan.json `normalisation.ct`)."""
-
-    def __init__(self, lo: float, hi: float, mean: float, std: float):
-        super().__init__()
-        self.lo, self.hi, self.mean, self.std = float(lo), float(hi), float(mean), float(std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.clamp(self.lo, self.hi) - self.mean) / self.std
-
-
-class MaxAbsNorm(nn.Module):
-    """The report's scaling: divide each input image by its own maximum absolute intensity,
-    so every slice lands in [-1, 1] (per slice, because the report normalised each image it
-    loaded; no dataset statistic is needed at inference)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        peak = x.abs().amax(dim=(1, 2, 3), keepdim=True)
-        return x / peak.clamp_min(1e-6)
-
-
-def make_norm(mode: str, window: tuple[float, float] | list[float]) -> nn.Module:
+def make_norm(mode: str, window: tuple[float, ...] | list[float]) -> NormaliseModule:
+    """The normaliser a recipe's `norm` / `window` parameters name, as the plan's
+    `Normalisation` (one implementation for training, inference and export): "window"
+    [lo, hi], "ct" [lo, hi, mean, std] (the plan's), "zscore" (per image), "maxabs"."""
     if mode == "window":
-        return WindowNorm(*window)
-    if mode == "zscore":
-        return ZScoreNorm(*window)
-    if mode == "maxabs":
-        return MaxAbsNorm()
-    if mode == "ct":  # window = [lo, hi, mean, std] from the plan
-        return ForegroundNorm(*window)
-    raise ValueError(f"unknown intensity normalisation '{mode}'")
+        norm = Normalisation("window", clip=(float(window[0]), float(window[1])))
+    elif mode == "ct":
+        lo, hi, mean, std = (float(v) for v in window)
+        norm = Normalisation("ct", clip=(lo, hi), mean=mean, std=std)
+    elif mode in ("zscore", "maxabs"):
+        norm = Normalisation(mode)
+    else:
+        raise ValueError(f"unknown intensity normalisation '{mode}'")
+    return NormaliseModule(norm)
 
 
 class SegNet(nn.Module):
-    """normaliser → core network. `normalised=True` skips the normaliser (training applies it
-    itself so augmentation can work in the normalised intensity space)."""
+    """normaliser → core network. `stats`: the whole image's [mean, std] ((B, 2) or (2,)),
+    needed by a per-image z-score only. `normalised=True` skips the normaliser (training
+    applies it itself so augmentation can work in the normalised intensity space)."""
 
     def __init__(self, norm: nn.Module, core: nn.Module):
         super().__init__()
         self.norm = norm
         self.core = core
 
-    def forward(self, x: torch.Tensor, normalised: bool = False) -> torch.Tensor:
-        return self.core(x if normalised else self.norm(x))
+    @property
+    def needs_stats(self) -> bool:
+        return bool(getattr(self.norm, "needs_stats", False))
+
+    def forward(
+        self, x: torch.Tensor, stats: torch.Tensor | None = None, normalised: bool = False
+    ) -> torch.Tensor:
+        return self.core(x if normalised else self.norm(x, stats))
 
 
 class PatchLogReg(nn.Module):
@@ -177,7 +142,10 @@ class UNet2d(nn.Module):
         h, w = x.shape[-2:]
         m = 2**self.depth
         ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
+        # an ONNX trace keeps the padding whatever the example's size, so the export takes
+        # any plane size (a planned 2d run's planes are rarely multiples of m)
+        padded = torch.jit.is_tracing() or bool(ph or pw)
+        if padded:
             x = F.pad(x, (0, pw, 0, ph))
         skips = []
         for i, block in enumerate(self.enc):
@@ -187,7 +155,7 @@ class UNet2d(nn.Module):
         for up, dec in zip(self.up, self.dec, strict=True):
             x = dec(torch.cat([up(x), skips.pop()], dim=1))
         x = self.head(x)
-        return x[..., :h, :w] if (ph or pw) else x
+        return x[..., :h, :w] if padded else x
 
 
 def use_strided_pooling(module: nn.Module) -> nn.Module:

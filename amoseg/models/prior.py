@@ -103,7 +103,7 @@ class PositionPrior(SegmentationModel):
         if tuple(x.shape[-2:]) != tuple(self.counts.shape[-2:]):
             raise ValueError(f"prior was fitted at {tuple(self.counts.shape[-2:])}, got {x.shape}")
 
-    def predictor(self) -> Predictor:
+    def predictor(self, stats: Any = None) -> Predictor:
         """The log-prior at every position, whatever the image (on the input's device)."""
         log_prior = self.log_prior()
 

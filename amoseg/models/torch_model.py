@@ -102,7 +102,12 @@ class TorchModel(SegmentationModel):
     def autocast(self) -> Any:
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_fast_gpu)
 
-    def _logits(self, x: Any) -> torch.Tensor:
+    @property
+    def needs_stats(self) -> bool:
+        """Whether inputs need their whole image's [mean, std] (a per-image z-score)."""
+        return self.net.needs_stats
+
+    def _logits(self, x: Any, stats: torch.Tensor | None = None) -> torch.Tensor:
         if isinstance(x, torch.Tensor):
             t = x.to(self.device, non_blocking=True).float()
         else:
@@ -110,20 +115,25 @@ class TorchModel(SegmentationModel):
         if self.use_fast_gpu:
             t = t.contiguous(memory_format=self.memory_format)
         with self.autocast():
-            return self.net(t).float()
+            return self.net(t, stats).float()
 
     @torch.no_grad()
-    def _predict(self, x: torch.Tensor) -> torch.Tensor:
+    def _predict(self, x: torch.Tensor, stats: torch.Tensor | None = None) -> torch.Tensor:
         self.net.eval()
-        return self._logits(x)
+        return self._logits(x, stats)
 
-    def predictor(self) -> Predictor:
+    def predictor(self, stats: torch.Tensor | None = None) -> Predictor:
         """The network in eval mode on its device (bf16 autocast for the modern recipe on
-        GPU): raw (B, 1+2c, S, S) → logits (B, 16, S, S)."""
-        return self._predict
+        GPU): raw (B, 1+2c, S, S) → logits (B, 16, S, S). `stats`: the whole image's
+        [mean, std] (`image_stats`), for recipes that z-score per image."""
+        if stats is None:
+            return self._predict
+        return lambda x: self._predict(x, stats)
 
-    def predict_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        probs = self._predict(x).softmax(dim=1)
+    def predict_batch(
+        self, x: np.ndarray, stats: torch.Tensor | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        probs = self._predict(x, stats).softmax(dim=1)
         labels = probs.argmax(dim=1).to(torch.uint8)
         return labels.cpu().numpy(), probs.cpu().numpy()
 

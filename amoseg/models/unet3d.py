@@ -76,6 +76,7 @@ class UNet3d(TorchModel):
     ladder = 7
     in_ladder = False
     dims = 3
+    mirror_axes = (0, 1, 2)  # augment_patches mirrors every axis (left–right: labels swapped)
     TRAIN_DEFAULTS: ClassVar[dict[str, Any]] = {"lr": 2e-3, "weight_decay": 3e-5, "batch_size": 2}
     HPARAMS: ClassVar[dict[str, Any]] = {
         "base": 32,
@@ -98,6 +99,10 @@ class UNet3d(TorchModel):
     DEFAULT_PATCH = (64, 128, 128)
 
     _loss: nn.Module | None = None
+
+    @classmethod
+    def trained_mirror_axes(cls, hparams: dict[str, Any]) -> tuple[int, ...]:
+        return cls.mirror_axes if hparams.get("augment", True) else ()
 
     # ---- the network --------------------------------------------------------------------
     @property
@@ -138,7 +143,7 @@ class UNet3d(TorchModel):
         z, x, y = self.patch
         patches = PatchDataset(
             store, "train", (x, y, z), seed=seed,
-            foreground_share=float(self.hparams["foreground"]),
+            foreground_share=float(self.hparams["foreground"]), with_stats=self.needs_stats,
         )  # fmt: skip
         return EpochPatches(patches)
 
@@ -182,8 +187,10 @@ class UNet3d(TorchModel):
         """(Z, X, Y) raw intensities → (Z, 16, X, Y) probabilities on the model's device;
         `tta`: averaged over the 8 mirrorings, paired organs swapped (`amoseg.ops.tta`)."""
         from amoseg.ops.tta import mirrored
+        from amoseg.preprocessing.normalise import image_stats
 
-        predictor = mirrored(self.predictor()) if tta else self.predictor()
+        stats = image_stats(volume) if self.needs_stats else None
+        predictor = mirrored(self.predictor(stats)) if tta else self.predictor(stats)
         batch = 2 if self.device.type == "cuda" else 1
         return self.inferer(batch)(volume.to(self.device), predictor).softmax(1)
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from amoseg.preprocessing.crop import Box, body_box
+from amoseg.preprocessing.normalise import image_stats
 
 #: logits that make a pixel outside the scored box background (finite: they get resized).
 OUTSIDE_LOGIT = -1e4
@@ -176,12 +177,19 @@ def label_volume(inferer: Inferer, volume: Any, predictor: Predictor) -> torch.T
     return torch.cat(parts)
 
 
+def model_volume_labels(model: Any, inferer: Inferer, volume: torch.Tensor) -> torch.Tensor:
+    """A model's (Z, H, W) uint8 labels for one whole volume through `inferer`; a model
+    that z-scores per image gets the volume's own [mean, std] (`image_stats`)."""
+    stats = image_stats(volume) if model.needs_stats else None
+    return label_volume(inferer, volume, model.predictor(stats))
+
+
 def model_labels(model: Any, volume: Any, batch_size: int = 8) -> np.ndarray:
     """A model's (Z, H, W) uint8 labels for one stored volume: its `predictor()` through its
     `inferer()` on its device, as validation and `evaluate` run it."""
     device = getattr(model, "device", "cpu")
-    inferer, predictor = model.inferer(batch_size), model.predictor()
-    return label_volume(inferer, as_volume(volume, device), predictor).cpu().numpy()
+    volume = as_volume(volume, device)
+    return model_volume_labels(model, model.inferer(batch_size), volume).cpu().numpy()
 
 
 def channel_argmax(scores: torch.Tensor) -> torch.Tensor:

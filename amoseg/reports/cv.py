@@ -70,7 +70,8 @@ def validate_fold(
 ) -> dict[str, Any]:  # fmt: skip
     """Native-grid scores of one fold run on its own validation cases, without and with the
     largest-component clean-up of every organ."""
-    from amoseg.inference.predict import open_backend
+    from amoseg.inference.bundle import run_bundle
+    from amoseg.inference.segmenter import Segmenter, SegmentOptions
     from amoseg.reports.evaluate import native_cases, original_files
     from amoseg.store.slice_store import SliceStore
     from amoseg.store.splits import select_fold
@@ -81,12 +82,14 @@ def validate_fold(
     files, why = original_files(store, "val")
     if not files:
         raise AmosegError(f"cannot score fold validation natively: {why}", run_dir)
-    backend = open_backend(run_dir, device=device)
+    # raw labels: the clean-up is what this compares against
+    options = SegmentOptions(device=device, batch_size=batch_size, postprocess="none")
+    segmenter = Segmenter([run_bundle(run_dir)], options)
     raw: list[tuple[Any, np.ndarray, np.ndarray, Any]] = []
     lcc: list[tuple[Any, np.ndarray, np.ndarray, Any]] = []
     with progress_bar(enabled=progress, transient=True) as bar:
         task = bar.add_task(f"validate {run_dir.name}", total=len(files))
-        for pair, pred, truth, spacing in native_cases(backend, files, batch_size):
+        for pair, pred, truth, spacing in native_cases(segmenter, files):
             raw.append((pair, pred, truth, spacing))
             lcc.append((pair, largest_component_per_organ(pred), truth, spacing))
             bar.advance(task)

@@ -51,9 +51,11 @@ REPORT_STYLE_NOTE = (
 )
 NATIVE_NOTE = (
     "native: each scan segmented from its original image file on its own voxel grid, all "
-    "slices, by the code path of `amoseg predict` (torch backend, precision auto, body crop "
-    "where trained so), then scored against its original label file by the code of "
-    "`amoseg score`; per organ, Dice and NSD are averaged over the cases where the organ is "
+    "slices, by `amoseg predict`'s segmenter with its defaults (torch backend, precision auto, "
+    "body crop where trained so, test-time mirroring only on CUDA and only along the axes a "
+    "model trained invariant to, the post-processing saved by `amoseg cv`), then scored "
+    "against its original label file by the code of `amoseg score`; per organ, Dice and NSD "
+    "are averaged over the cases where the organ is "
     "in the truth or the prediction; mean_dice and mean_nsd average those over the organs "
     "(score's mean_case_dice and mean_nsd); 'score' is score's whole report"
 )
@@ -192,18 +194,17 @@ def original_files(store: SliceStore, split: str) -> tuple[OriginalFiles, str]:
     return found, ""
 
 
-def native_cases(backend: Any, files: OriginalFiles, batch_size: int | None = None) -> Any:
+def native_cases(segmenter: Any, files: OriginalFiles) -> Any:
     """Per original scan: (CasePair, predicted labels, truth, spacing) from predict's path
-    (`segment_scan` on the original image) and score's reader (`load_truth`), one at a time:
-    what native evaluate and cross-validation both score."""
+    (the `Segmenter` on the original image) and score's reader (`load_truth`), one at a
+    time: what native evaluate and cross-validation both score."""
     from amoseg.inference.inputs import expand_input, load_scan
-    from amoseg.inference.predict import segment_scan
     from amoseg.metrics.score import CasePair, load_truth
 
     for case, image_path, label_path, lut in files:
         [item] = expand_input(image_path)
         scan = load_scan(item)
-        pred = segment_scan(backend, scan.data, scan.image.affine, batch_size=batch_size)
+        pred = segmenter.labels(scan.data, scan.image.affine)
         del scan
         truth, spacing = load_truth(label_path, lut=lut)
         if truth.shape != pred.shape:
@@ -216,27 +217,29 @@ def native_cases(backend: Any, files: OriginalFiles, batch_size: int | None = No
 
 
 def native_metrics(
-    backend: Any,
+    segmenter: Any,
     files: OriginalFiles,
     *,
-    batch_size: int | None = None,
     tolerance_mm: float = 2.0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """AMOS-style scores on each scan's own grid: `segment_scan` (predict's path) on the
-    original image, `score_loaded` (score's code) against the original label."""
+    """AMOS-style scores on each scan's own grid: the `Segmenter` (predict's path, its
+    defaults) on the original image, `score_loaded` (score's code) against the original
+    label."""
     from amoseg.metrics.score import score_loaded
 
     with progress_bar(enabled=progress, transient=True) as bar:
         task = bar.add_task("native grid", total=len(files))
         report = score_loaded(
-            native_cases(backend, files, batch_size),
+            native_cases(segmenter, files),
             tolerance_mm,
             on_case=lambda _c: bar.advance(task),
         )
     organs = [row for row in report["per_class"] if row["id"] in ORGAN_IDS]
     return {
         "definition": NATIVE_NOTE,
+        "postprocess": segmenter.postprocess,
+        "tta_bundles": segmenter.mirrored_bundles,
         "n_cases": report["n_cases"],
         "tolerance_mm": report["tolerance_mm"],
         "mean_dice": report["mean_case_dice"],
@@ -265,14 +268,14 @@ def evaluate_run(
     n_overlay: int = 4,
     progress: bool = True,
     native: bool = True,
+    tta: bool | None = None,
 ) -> dict[str, Any]:
     """Load the run's best checkpoint, score it on `split` of the store `data` (default: the
     store it was trained on) and write RUNDIR/eval_<split>/ atomically. With `native`, also
     score each scan on its original grid (metrics['native'], None with 'native_skipped'
     saying why when the original files are not available)."""
-    from amoseg.inference.backends import backend_for_model
-    from amoseg.inference.predict import run_preprocessor
-    from amoseg.training import load_run
+    from amoseg.inference.bundle import run_bundle
+    from amoseg.inference.segmenter import Segmenter, SegmentOptions
 
     run_dir = Path(run_dir)
     config = read_json(run_dir / "config.json", "run config.json (is this a run folder?)")
@@ -283,7 +286,8 @@ def evaluate_run(
     store = SliceStore(data)
     store.check_no_leakage()
     check_identity((config.get("store") or {}).get("identity"), store.identity(), store.root)
-    model = load_run(run_dir, device=device)
+    bundle = run_bundle(run_dir)
+    model = bundle.model(device)
     name = str(config.get("model") or getattr(model, "name", run_dir.name))
     metrics, samples = evaluate_model(
         model, store, split, batch_size=batch_size, n_overlay=n_overlay, progress=progress
@@ -298,10 +302,10 @@ def evaluate_run(
     }
     files, why = original_files(store, split) if native else ([], "not asked for (--no-native)")
     metrics["native"] = None
-    if files:
-        backend = backend_for_model(model, device=device)  # what `amoseg predict` opens
-        backend.preprocessor = run_preprocessor(run_dir)
-        metrics["native"] = native_metrics(backend, files, batch_size=batch_size, progress=progress)
+    if files:  # what `amoseg predict RUN` runs, with its defaults
+        options = SegmentOptions(device=device, batch_size=batch_size, tta=tta)
+        segmenter = Segmenter([bundle], options)
+        metrics["native"] = native_metrics(segmenter, files, progress=progress)
     else:
         metrics["native_skipped"] = why
     title = f"{name} — {split} split ({metrics['n_cases']} volumes)"
@@ -320,33 +324,34 @@ def evaluate_ensemble(
     device: str = "auto",
     batch_size: int = 8,
     *,
-    tta: bool = False,
+    tta: bool | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Native-grid scores of an ensemble (runs, folders of fold runs, packages: the same list
     `amoseg predict` takes) on `split` of a store: each scan segmented by the averaged
     probabilities of all members, as `predict` does, → OUT/metrics.json."""
-    from amoseg.inference.ensemble import open_members
+    from amoseg.inference.segmenter import Segmenter, SegmentOptions
 
-    backends, runs = open_members(models, device=device, tta=tta)
+    segmenter = Segmenter.open(
+        models, SegmentOptions(device=device, tta=tta, batch_size=batch_size)
+    )
+    runs = [b.source for b in segmenter.bundles if b.member is None]
     if data is None:
-        if not runs:
-            raise AmosegError("no run among the models names a store", models[0], "pass --data")
-        data = (read_json(runs[0] / "config.json", "run config.json").get("store") or {}).get(
-            "path"
-        )
+        data = next((b.store.get("path") for b in segmenter.bundles if b.store.get("path")), None)
+        if not data:
+            raise AmosegError("no model names the store it trained on", models[0], "pass --data")
     store = SliceStore(data)
     files, why = original_files(store, split)
     if not files:
         raise AmosegError(f"cannot score the ensemble natively: {why}", store.root)
     metrics = {
         "models": [str(m) for m in models],
-        "members": len(backends),
+        "members": len(segmenter.backends),
         "runs": [str(r) for r in runs],
         "store": str(Path(data)),
         "split": split,
-        "tta": tta,
-        "native": native_metrics(backends, files, batch_size=batch_size, progress=progress),
+        "tta": segmenter.mirror,
+        "native": native_metrics(segmenter, files, progress=progress),
     }
     write_json(Path(out) / METRICS_FILE, metrics)
     return metrics

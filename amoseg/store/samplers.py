@@ -33,7 +33,9 @@ FOREGROUND_POSITIONS = 10_000
 
 
 class PatchDataset(Dataset):
-    """Item i → (x (C, [Z,] X, Y) raw intensities, y uint8 ([Z,] X, Y)).
+    """Item i → (x (C, [Z,] X, Y) raw intensities, y uint8 ([Z,] X, Y)), plus, with
+    `with_stats`, the whole image's (2,) [mean, std] (a per-image z-score: the patch never
+    normalises itself).
 
     patch_size: (x, y) for 2D samples (one plane, plus `context` planes on each side as
     channels: 2.5D) or (x, y, z) for 3D patches (one channel). `length` is the number of
@@ -51,6 +53,7 @@ class PatchDataset(Dataset):
         foreground_share: float = FOREGROUND_SHARE,
         length: int | None = None,
         seed: int = 0,
+        with_stats: bool = False,
     ):
         if len(patch_size) not in (2, 3):
             raise ValueError("patch_size is (x, y) or (x, y, z)")
@@ -65,6 +68,7 @@ class PatchDataset(Dataset):
         if not self.case_ids:
             raise ValueError(f"split {split!r} of the store has no cases")
         self.shapes = [tuple(store.label(c).shape) for c in self.case_ids]
+        self.stats = [store.image_stats(c) for c in self.case_ids] if with_stats else None
         self.length = int(length) if length is not None else self.default_length()
         self._foreground: dict[int, np.ndarray] = {}
 
@@ -127,7 +131,7 @@ class PatchDataset(Dataset):
             return 1, self.patch[0], self.patch[1]
         return self.patch[2], self.patch[0], self.patch[1]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         ci = int(rng.integers(len(self.case_ids)))
         z0, x0, y0 = self._start(rng, ci, self.forced_foreground(int(i)))
@@ -142,7 +146,13 @@ class PatchDataset(Dataset):
         else:
             x = _window(image, (z0, x0, y0), (pz, px, py))[None]
             y = _window(label, (z0, x0, y0), (pz, px, py), fill=0)
-        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+        sample = (
+            torch.from_numpy(np.ascontiguousarray(x)),
+            torch.from_numpy(np.ascontiguousarray(y)),
+        )
+        if self.stats is None:
+            return sample
+        return (*sample, torch.tensor(self.stats[ci], dtype=torch.float32))
 
 
 def _window(
@@ -183,7 +193,7 @@ class EpochPatches(Dataset):
     def __len__(self) -> int:
         return len(self.patches)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, ...]:
         n = len(self.patches)
         self.patches.set_epoch(k // n)
         return self.patches[k % n]

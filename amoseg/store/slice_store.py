@@ -193,6 +193,7 @@ class SliceStore:
         #: plan configuration fields a run trains with instead of the stored ones
         #: (`TrainSettings.patch_size`; set by `amoseg.training.train`, never written)
         self.overrides: dict[str, Any] = {}
+        self._stats: dict[str, tuple[float, float]] = {}  # image_stats of older stores
 
     @property
     def configuration_name(self) -> str:
@@ -235,6 +236,21 @@ class SliceStore:
 
     def meta(self, case_id: str) -> dict[str, Any]:
         return read_json(self.root / "cases" / case_id / "meta.json", "case meta.json")
+
+    def image_stats(self, case_id: str) -> tuple[float, float]:
+        """The stored image's (mean, std) over all its voxels, for a per-image z-score: as
+        prepare recorded it, or computed once from the volume for older stores."""
+        intensity = (self.meta(case_id).get("preprocess") or {}).get("intensity") or {}
+        if "mean" in intensity and "std" in intensity:
+            return float(intensity["mean"]), float(intensity["std"])
+        if case_id not in self._stats:
+            import torch
+
+            from amoseg.preprocessing.normalise import image_stats
+
+            mean, std = image_stats(torch.from_numpy(np.asarray(self.image(case_id)))).tolist()
+            self._stats[case_id] = (float(mean), float(std))
+        return self._stats[case_id]
 
     def image(self, case_id: str) -> np.ndarray:
         """(Z, X, Y) memory-mapped: int16 (integer sources) or float32 (float sources)."""

@@ -71,7 +71,7 @@ def use_patch_size(store: Any, model_cls: type, settings: TrainSettings) -> None
             store.root,
             "give XxY for a 2d store, XxYxZ for a 3d store",
         )
-    model_dims = int(getattr(model_cls, "dims", 2))
+    model_dims = int(model_cls.dims)
     if model_dims != config.dims:
         raise AmosegError(
             f"--patch-size {text}: {model_cls.name} trains {model_dims}D patches, the store's "

@@ -27,7 +27,9 @@ class SliceDataset(Dataset):
     """Item i → (x (1+2c, S, S) with edge slices repeated, y uint8 (S, S)); x is int16, or
     float32 for a case prepared from a float image."""
 
-    def __init__(self, store: Any, split: str = "train", context: int = 0):
+    def __init__(
+        self, store: Any, split: str = "train", context: int = 0, with_stats: bool = False
+    ):
         self.context = context
         if store.size is None:
             from amoseg.errors import AmosegError
@@ -57,6 +59,9 @@ class SliceDataset(Dataset):
             )
             self.index += [(len(self.cases) - 1, i) for i in range(n)]
             del img, lab
+        cases = store.cases(split)
+        #: per case, the whole image's [mean, std] (a per-image z-score), when asked for
+        self.stats = [store.image_stats(c) for c in cases] if with_stats else None
 
     def __len__(self) -> int:
         return len(self.index)
@@ -69,7 +74,7 @@ class SliceDataset(Dataset):
         )
         return flat.reshape(hi - lo, self.size, self.size)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         ci, z = self.index[i]
         img_path, img_off, img_dtype, lab_path, lab_off, n = self.cases[ci]
         lo, hi = max(0, z - self.context), min(n, z + self.context + 1)
@@ -77,17 +82,20 @@ class SliceDataset(Dataset):
         want = np.clip(np.arange(z - self.context, z + self.context + 1), 0, n - 1) - lo
         x = torch.from_numpy(np.ascontiguousarray(rows[want]))
         y = torch.from_numpy(self._rows(lab_path, lab_off, np.uint8, z, z + 1)[0].copy())
-        return x, y
+        if self.stats is None:
+            return x, y
+        return x, y, torch.tensor(self.stats[ci], dtype=torch.float32)
 
 
-def training_dataset(store: Any, context: int, seed: int) -> Dataset:
+def training_dataset(store: Any, context: int, seed: int, with_stats: bool = False) -> Dataset:
     """What the trainer streams: a seed store's S×S slices (`SliceDataset`), or, for a
     planned store (no single S), patches of its configuration's `patch_size` with
     nnU-Net's foreground oversampling (`amoseg.store.samplers.PatchDataset`)."""
     if store.info.get("size") is not None:
-        return SliceDataset(store, "train", context)
+        return SliceDataset(store, "train", context, with_stats)
     patch = store.configuration.patch_size
-    return EpochPatches(PatchDataset(store, "train", patch, context=context, seed=seed))
+    patches = PatchDataset(store, "train", patch, context=context, seed=seed, with_stats=with_stats)
+    return EpochPatches(patches)
 
 
 class EpochSampler(DistributedSampler):

@@ -37,7 +37,7 @@ from amoseg.errors import AmosegError
 from amoseg.interrupts import note_finished
 from amoseg.metrics.confusion import ConfusionMatrix, mean_dice, mean_iou, pixel_accuracy
 from amoseg.models.checkpoint import MISMATCH_ERRORS, load_checkpoint, save_checkpoint
-from amoseg.ops.inferers import as_volume, label_volume
+from amoseg.ops.inferers import as_volume, model_volume_labels
 from amoseg.progress import progress_bar
 from amoseg.training import distributed
 from amoseg.training.checkpoint import rng_state, set_rng_state
@@ -56,9 +56,9 @@ def validate(model: Any, store: Any, cases: list[str], batch_size: int = 16) -> 
     there (callers all-reduce, then read it once)."""
     device = getattr(model, "device", "cpu")
     cm = ConfusionMatrix(device=device)
-    inferer, predictor = model.inferer(batch_size), model.predictor()
+    inferer = model.inferer(batch_size)
     for case in cases:
-        pred = label_volume(inferer, as_volume(store.image(case), device), predictor)
+        pred = model_volume_labels(model, inferer, as_volume(store.image(case), device))
         cm.update(pred, as_volume(store.label(case), pred.device))
     return cm
 
@@ -271,11 +271,12 @@ def run_epoch(
     net.train()
     loss_sum = torch.zeros((), device=device)
     steps = 0
-    for x, y in batches:
-        x, y = model.crop_batch(x, y)
+    for batch in batches:  # (x, y), or (x, y, image stats) for a per-image z-score
+        x, y = model.crop_batch(batch[0], batch[1])
+        stats = batch[2].to(device) if len(batch) > 2 else None
         x = x.to(device, non_blocking=True).float()
         y = y.to(device, non_blocking=True).long()
-        xn, y = model.augment(net.norm(x), y, gen)
+        xn, y = model.augment(net.norm(x, stats), y, gen)
         if fast:
             xn = xn.contiguous(memory_format=model.memory_format)
         with model.autocast():
@@ -316,11 +317,8 @@ def fit_torch(
 
     # a recipe may sample its own patches (`train_dataset` hook, e.g. 3D); otherwise a seed
     # store's slices, or a planned store's configuration patches
-    make_dataset = getattr(model, "train_dataset", None)
-    if make_dataset is not None:
-        dataset = make_dataset(store, settings.seed)
-    else:
-        dataset = training_dataset(store, model.context, settings.seed)
+    own = model.train_dataset(store, settings.seed)
+    dataset = own or training_dataset(store, model.context, settings.seed, model.needs_stats)
     if len(dataset) == 0:
         raise AmosegError("the store has no training slices", store.root / "splits.json")
     sampler = EpochSampler(
@@ -374,7 +372,7 @@ def fit_torch(
     if ctx.is_main and start_epoch == 1:
         what = (
             f"{sampler.per_epoch} patches/epoch"
-            if make_dataset is not None
+            if own is not None
             else f"{len(dataset)} training slices"
         )
         print(

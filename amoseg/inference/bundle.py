@@ -1,0 +1,168 @@
+"""ModelBundle: everything one trained model needs to segment a scan, however it travelled.
+
+A run folder (`amoseg train --out RUN`) and a member of a model package (`*.amoseg.zip`)
+hold the same three things, read here by one function (`read_bundles`):
+
+    config.json          recipe, parameters, the store's configuration (its plan entry:
+                         spacing, patch, normalisation, network) and modality
+    checkpoint           the weights (run: checkpoint_best.pt; package: checkpoint.pt)
+    postprocessing.json  the clean-up `amoseg cv` chose from the validation folds (optional)
+
+Everything a segmenter decides comes from the bundle: the preprocessing (the plan's
+`Preprocessor`, or S×S slices for `seed`), the recipe's inferer, the axes along which the
+recipe was trained to be mirror-invariant (test-time mirroring uses only those) and the saved
+post-processing. Nothing is probed from the model object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amoseg.atomic import read_json
+from amoseg.errors import AmosegError
+from amoseg.inference.postprocess import POSTPROCESSING_FILE, check_lcc_choice
+
+#: what makes a folder a (finished or checkpointed) training run
+RUN_FILES = ("config.json", "checkpoint_best.pt")
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """One trained model as data: where it came from, its run config and its weights."""
+
+    source: Path  # the run folder, or the package file
+    member: str | None  # "members/<i>" inside a package; None for a run folder
+    checkpoint: dict[str, Any]
+    config: dict[str, Any]
+    card: dict[str, Any] = field(default_factory=dict)
+    #: the saved clean-up choice ({"lcc_organs": [...]}) or None when none was saved
+    postprocessing: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.source if self.member is None else f"{self.source}!{self.member}")
+
+    @property
+    def recipe(self) -> str:
+        return str(self.checkpoint["model"])
+
+    @property
+    def store(self) -> dict[str, Any]:
+        store = self.config.get("store")
+        return store if isinstance(store, dict) else {}
+
+    @property
+    def configuration_name(self) -> str:
+        return str(self.store.get("configuration") or "seed")
+
+    def configuration(self) -> Any:
+        """The plan `Configuration` the model was trained on; None for `seed` (S×S slices
+        at the checkpoint's input size)."""
+        plan = self.store.get("plan")
+        if self.configuration_name == "seed" or not plan:
+            return None
+        from amoseg.planning.plan import Configuration
+
+        return Configuration.from_dict(self.configuration_name, plan, self.source)
+
+    def preprocessor(self) -> Any:
+        """The plan's `Preprocessor` for this model's modality (MR rules: no body crop, only
+        for MR-only stores), or None for `seed`."""
+        config = self.configuration()
+        if config is None:
+            return None
+        return config.preprocessor("mr" if self.store.get("modality") == "mr" else "ct")
+
+    @property
+    def mirror_axes(self) -> tuple[int, ...]:
+        """The spatial input axes the recipe trained invariant to (declared by the recipe
+        class; none for the 2D recipes, which never flip)."""
+        from amoseg.models.registry import model_class
+
+        hparams = self.checkpoint.get("hparams") or {}
+        return tuple(model_class(self.recipe).trained_mirror_axes(hparams))
+
+    @property
+    def lcc_organs(self) -> list[int] | None:
+        if self.postprocessing is None:
+            return None
+        return list(self.postprocessing.get("lcc_organs", []))
+
+    @property
+    def synthetic(self) -> bool:
+        """Trained on amoseg's synthetic phantoms (the run's store or the package's card)."""
+        data = self.card.get("training_data")
+        if isinstance(data, dict) and data.get("synthetic") is True:
+            return True
+        return self.store.get("synthetic") is True
+
+    def model(self, device: str = "auto") -> Any:
+        """The recipe's model with these weights, on `device`."""
+        from amoseg.models.checkpoint import rebuild_model
+
+        return rebuild_model(self.checkpoint, device, Path(self.name))
+
+
+def is_run(path: Path) -> bool:
+    """A finished (or at least checkpointed) training run folder."""
+    return path.is_dir() and all((path / f).is_file() for f in RUN_FILES)
+
+
+def member_runs(path: str | Path) -> list[Path]:
+    """The run folders `path` names: itself, or its sub-folders that are runs (sorted)."""
+    path = Path(path)
+    if is_run(path):
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if is_run(p))
+    return []
+
+
+def read_postprocessing(path: Path) -> dict[str, Any] | None:
+    """A run's saved clean-up choice, checked (one line for a damaged file), or None."""
+    if not path.is_file():
+        return None
+    return check_lcc_choice(read_json(path, POSTPROCESSING_FILE), path)
+
+
+def run_bundle(run_dir: str | Path) -> ModelBundle:
+    """The bundle of one run folder: its config.json, best checkpoint, saved clean-up."""
+    from amoseg.models.checkpoint import load_checkpoint
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise AmosegError("run folder not found", run_dir, "pass the OUT folder of `amoseg train`")
+    ckpt_path = run_dir / "checkpoint_best.pt"
+    if not ckpt_path.is_file():
+        raise AmosegError(
+            "no checkpoint_best.pt in the run folder",
+            run_dir,
+            "train a model into it first: amoseg train MODEL --out RUNDIR",
+        )
+    config_path = run_dir / "config.json"
+    config = read_json(config_path, "run config.json") if config_path.is_file() else {}
+    if not isinstance(config, dict):
+        raise AmosegError("run config.json is not an object", config_path, "re-run training")
+    return ModelBundle(
+        source=run_dir,
+        member=None,
+        checkpoint=load_checkpoint(ckpt_path),
+        config=config,
+        postprocessing=read_postprocessing(run_dir / POSTPROCESSING_FILE),
+    )
+
+
+def read_bundles(path: str | Path) -> list[ModelBundle]:
+    """Every model `path` names: a run folder, a folder of runs (e.g. all folds) or a
+    model package (each member). One line for anything else."""
+    from amoseg.inference.package import is_package, package_bundles
+
+    path = Path(path)
+    if is_package(path):
+        return package_bundles(path)
+    runs = member_runs(path)
+    if runs:
+        return [run_bundle(run) for run in runs]
+    return [run_bundle(path)]  # says what is wrong with it
