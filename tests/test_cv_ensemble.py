@@ -12,7 +12,7 @@ import torch
 from amoseg.atomic import read_json
 from amoseg.cli.main import main
 from amoseg.data.synth import generate_dataset
-from amoseg.inference.ensemble import open_members, split_models
+from amoseg.inference.ensemble import split_models
 from amoseg.inference.postprocess import (
     POSTPROCESSING_FILE,
     choose_lcc_organs,
@@ -20,6 +20,7 @@ from amoseg.inference.postprocess import (
     saved_lcc_organs,
 )
 from amoseg.inference.predict import scan_probabilities
+from amoseg.inference.segmenter import Segmenter, SegmentOptions
 from amoseg.ops.tta import mirrored
 from amoseg.reports.cv import CV_DIR, CV_JSON, postprocessing_choice
 from amoseg.store.prepare import prepare_dataset
@@ -94,10 +95,10 @@ def test_ensemble_of_two_identical_runs_equals_one_run(folds, tmp_path):
     shutil.copytree(runs / "fold_0", twin)
     image = nib.load(_scan(store, tmp_path))
     data = np.asarray(image.dataobj)
-    [one], _ = open_members([runs / "fold_0"], device="cpu")
-    two, _ = open_members([runs / "fold_0", twin], device="cpu")
-    p1 = scan_probabilities([one], data, image.affine)
-    p2 = scan_probabilities(two, data, image.affine)
+    one = Segmenter.open([runs / "fold_0"], SegmentOptions(device="cpu"))
+    two = Segmenter.open([runs / "fold_0", twin], SegmentOptions(device="cpu"))
+    p1 = scan_probabilities(one.backends, data, image.affine)
+    p2 = scan_probabilities(two.backends, data, image.affine)
     torch.testing.assert_close(p2, p1, atol=1e-6, rtol=0)
     # the CLI writes the arg-max of exactly those probabilities (no saved clean-up choice)
     out = tmp_path / "two"
@@ -110,8 +111,8 @@ def test_ensemble_of_two_identical_runs_equals_one_run(folds, tmp_path):
     # a folder of runs is an ensemble of all of them; the rest of the arguments are scans
     models, inputs = split_models([runs, twin, scan])
     assert models == [runs, twin] and [str(p) for p in inputs] == [scan]
-    members, found = open_members(models, device="cpu")
-    assert len(members) == 3 and found == [runs / "fold_0", runs / "fold_1", twin]
+    members = Segmenter.open(models, SegmentOptions(device="cpu")).bundles
+    assert [b.source for b in members] == [runs / "fold_0", runs / "fold_1", twin]
 
 
 def test_mirrored_2d_predictor_is_left_right_exact():

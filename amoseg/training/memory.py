@@ -63,7 +63,9 @@ def estimate_training_memory(
         channels = 1 + 2 * int(getattr(model, "context", 0))
         shape = spatial or (int(input_size or 0),) * 2
         x = torch.empty((batch_size, channels, *shape), device="meta")
-        net(x)
+        # a per-image z-score takes each image's [mean, std] beside the batch
+        stats = torch.empty((batch_size, 2), device="meta") if model.needs_stats else None
+        net(x, stats)
     except Exception:  # a network the meta device cannot run: count weights only
         outputs = 0
     finally:
