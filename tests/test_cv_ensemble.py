@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from amoseg.atomic import read_json
+import amoseg
+from amoseg.atomic import read_json, write_json
 from amoseg.cli.main import main
 from amoseg.data.synth import generate_dataset
 from amoseg.inference.ensemble import split_models
@@ -65,6 +66,29 @@ def test_cv_summarises_folds_and_saves_a_reproducible_choice(folds, capsys):
     assert postprocessing_choice(result["folds"]) == saved  # reproduced from cv.json alone
     assert read_json(runs / POSTPROCESSING_FILE) == saved
     assert saved_lcc_organs([runs / "fold_0", runs / "fold_1"]) == sorted(saved["lcc_organs"])
+
+
+@pytest.mark.slow
+def test_cli_and_api_defaults_agree_on_a_cross_validated_run(folds, tmp_path):
+    """The same defaults from the shell and from Python: the saved clean-up is applied by
+    both (here a choice of every organ, as cv may save), and no test-time mirroring on the
+    CPU."""
+    _root, store, runs = folds
+    mine = tmp_path / "runs"
+    for fold in ("fold_0", "fold_1"):
+        shutil.copytree(runs / fold, mine / fold)
+        write_json(mine / fold / POSTPROCESSING_FILE, {"lcc_organs": list(range(1, 16))})
+    scan = _scan(store, tmp_path)
+    main(["predict", str(mine), scan, "-o", str(tmp_path / "out"), "--device", "cpu"])
+    [seg] = list((tmp_path / "out").glob("*_seg.nii.gz"))
+    cli = np.asarray(nib.load(seg).dataobj)
+    api = np.asarray(amoseg.load(mine, device="cpu").segment(scan).label.dataobj)
+    np.testing.assert_array_equal(api, cli)
+    image = nib.load(scan)
+    raw = Segmenter.open(mine, SegmentOptions(device="cpu", postprocess="none")).labels(
+        np.asarray(image.dataobj), image.affine
+    )
+    np.testing.assert_array_equal(cli, largest_component_per_organ(raw, list(range(1, 16))))
 
 
 def test_choice_keeps_lcc_only_where_it_raised_dice():
