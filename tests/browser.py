@@ -63,7 +63,9 @@ class Browser:
             if pages or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=30)
+        # no Origin header: Chromium refuses DevTools connections from other origins
+        url = pages[0]["webSocketDebuggerUrl"]
+        self.ws = websocket.create_connection(url, timeout=30, suppress_origin=True)
         self.ids = itertools.count(1)
 
     def _port(self) -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -104,11 +102,13 @@ def store(tmp_path: Path) -> SliceStore:
 
 @pytest.fixture
 def fake_training(monkeypatch):
-    """Stand-in for amoseg.training.load_run so evaluate_run is tested without training."""
-    module = types.ModuleType("amoseg.training")
-    module.load_run = lambda run_dir, device="auto", which="best": IntensityModel()
-    monkeypatch.setitem(sys.modules, "amoseg.training", module)
-    return module
+    """Stand-in for a run's bundle, so evaluate_run is tested without training."""
+    from tests.predict_models import FakeBundle
+
+    monkeypatch.setattr(
+        "amoseg.inference.bundle.run_bundle",
+        lambda run_dir: FakeBundle(Path(run_dir), IntensityModel()),
+    )
 
 
 def make_run(run_dir: Path, store_root: Path, model: str = "fake") -> Path:
