@@ -39,10 +39,12 @@ def member_runs(path: str | Path) -> list[Path]:
 
 
 def is_model_path(path: str | Path) -> bool:
-    """Whether a command-line argument names models (runs, a folder of runs, a package)."""
+    """Whether a command-line argument names models (runs, a folder of runs, a package);
+    a DICOM `.zip` is a scan."""
+    from amoseg.data.dicom_find import is_scan_zip
     from amoseg.inference.package import is_package
 
-    return is_package(path) or bool(member_runs(path))
+    return (is_package(path) and not is_scan_zip(Path(path))) or bool(member_runs(path))
 
 
 def split_models(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:

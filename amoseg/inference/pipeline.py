@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,14 +34,26 @@ __all__ = ["StageTimes", "channel_argmax", "scan_probabilities", "segment_volume
 
 
 class StageTimes:
-    """Wall-clock seconds per pipeline stage (GPU work is synchronised at stage edges)."""
+    """Wall-clock seconds per pipeline stage (GPU work is synchronised at stage edges).
 
-    def __init__(self, device: torch.device | None = None):
+    `on_stage(name, n)` is told each time a stage is entered (n: how often so far; the
+    forward stage is entered once per slab), so a progress line can say what runs now."""
+
+    def __init__(
+        self,
+        device: torch.device | None = None,
+        on_stage: Callable[[str, int], None] | None = None,
+    ):
         self.seconds: dict[str, float] = defaultdict(float)
+        self.entries: dict[str, int] = defaultdict(int)
+        self.on_stage = on_stage
         self._sync = device is not None and device.type == "cuda"
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        self.entries[name] += 1
+        if self.on_stage is not None:
+            self.on_stage(name, self.entries[name])
         if self._sync:
             torch.cuda.synchronize()
         start = time.perf_counter()
