@@ -189,7 +189,7 @@ def is_scan_zip(path: Path) -> bool:
         with zipfile.ZipFile(path) as archive:
             return MANIFEST not in archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError):
-        return False  # a damaged package is reported by the package reader
+        return True  # damaged: `amoseg export` names packages *.amoseg.zip, so a scan
 
 
 def check_zip(path: Path) -> list[zipfile.ZipInfo]:
