@@ -348,7 +348,7 @@ def test_threads_option(threshold_run, tmp_path):
         torch.set_num_threads(before)
 
 
-def test_stage_hook_reports_each_scans_stages(tmp_path):
+def test_stage_hook_reports_each_scans_stages_and_network_calls(tmp_path):
     from amoseg.inference import backend_for_model
     from amoseg.inference.inputs import expand_input
     from amoseg.inference.predict import predict_many
@@ -359,9 +359,12 @@ def test_stage_hook_reports_each_scans_stages(tmp_path):
     seen: list[tuple[str, str, int]] = []
     backend = backend_for_model(ThresholdModel(32), "cpu")
     results, failures = predict_many(
-        backend, items, tmp_path / "out", on_stage=lambda item, s, n: seen.append((item.name, s, n))
-    )
+        backend, items, tmp_path / "out", batch_size=2,
+        on_stage=lambda item, stage, n: seen.append((item.name, stage, n)),
+    )  # fmt: skip
     assert not failures and len(results) == 2
     for name in ("ct0", "ct1"):
-        stages = [s for scan, s, _n in seen if scan == name]
-        assert stages[0] == "load" and "forward" in stages and stages[-1] == "write"
+        stages = [(stage, n) for scan, stage, n in seen if scan == name]
+        assert stages[0] == ("load", 0) and stages[-1][0] == "write"
+        # 6 slices in batches of 2: three network calls, each told as it starts
+        assert max(n for stage, n in stages if stage == "forward") == 3

@@ -7,19 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import ProgressColumn, Task
-from rich.text import Text
-
-
-class StageColumn(ProgressColumn):
-    """`<scan>: <stage> <seconds> s`: what the scan now running is doing, and for how long."""
-
-    def render(self, task: Task) -> Text:
-        name, started = task.fields.get("scan"), task.fields.get("started")
-        if name is None or started is None:
-            return Text("")
-        seconds = time.perf_counter() - started
-        return Text(f"{name}: {task.fields.get('stage', '')} {seconds:.0f} s")
 
 
 def register(app: typer.Typer) -> None:
@@ -124,6 +111,7 @@ def predict(
     )
     from amoseg.inference.tta import MirroredBackend
     from amoseg.interrupts import listing, note_finished
+    from amoseg.progress import StageColumn
 
     if postprocess not in {"auto", "none", "lcc"}:
         raise AmosegError(f"unknown --postprocess {postprocess!r}", None, "use auto, none or lcc")
@@ -196,10 +184,10 @@ def predict(
     ) as progress:
         task = progress.add_task("", total=len(todo))
 
-        def stage(item, name: str, entered: int) -> None:
+        def stage(item, name: str, calls: int) -> None:
             if progress.tasks[task].fields.get("scan") != item.name:
                 progress.update(task, scan=item.name, started=time.perf_counter())
-            progress.update(task, stage=name if name != "forward" else f"forward ({entered})")
+            progress.update(task, stage=f"{name} ({calls})" if calls else name)
 
         def done(item, outcome) -> None:
             if isinstance(outcome, AmosegError):

@@ -78,12 +78,21 @@ def read_source_series(path: str | Path, series_uid: str | None = None) -> Sourc
     return SourceSeries(path, datasets)
 
 
-@functools.lru_cache(maxsize=64)
 def seg_problem(path: Path, series_uid: str | None = None) -> str | None:
     """Why this DICOM input cannot get a DICOM-SEG (None if it can), found from its headers
     before any model runs: a SEG frame must sit on a source image, which a series without
     PixelSpacing or a gantry-tilted series (resampled upright for the NIfTI) does not
-    allow."""
+    allow. Asked several times per input (output checks, then the scan), so the answer
+    is kept while the input's modification time stays the same."""
+    try:
+        stamp = Path(path).stat().st_mtime_ns
+    except OSError:
+        stamp = 0
+    return _seg_problem(Path(path), series_uid, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _seg_problem(path: Path, series_uid: str | None, _stamp: int) -> str | None:
     try:
         source = read_source_series(path, series_uid)
     except AmosegError as exc:

@@ -36,8 +36,9 @@ __all__ = ["StageTimes", "channel_argmax", "scan_probabilities", "segment_volume
 class StageTimes:
     """Wall-clock seconds per pipeline stage (GPU work is synchronised at stage edges).
 
-    `on_stage(name, n)` is told each time a stage is entered (n: how often so far; the
-    forward stage is entered once per slab), so a progress line can say what runs now."""
+    `on_stage(name, n)` is told each time a stage is entered and at each `tick` (n: ticks
+    so far; "forward" ticks at each network call: slice batches, or a sliding window's patch
+    batches), so a progress line can say what runs now."""
 
     def __init__(
         self,
@@ -51,7 +52,6 @@ class StageTimes:
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        self.entries[name] += 1
         if self.on_stage is not None:
             self.on_stage(name, self.entries[name])
         if self._sync:
@@ -63,6 +63,12 @@ class StageTimes:
             if self._sync:
                 torch.cuda.synchronize()
             self.seconds[name] += time.perf_counter() - start
+
+    def tick(self, name: str) -> None:
+        """One more step of `name`, told to `on_stage`."""
+        self.entries[name] += 1
+        if self.on_stage is not None:
+            self.on_stage(name, self.entries[name])
 
     @property
     def total(self) -> float:
@@ -122,8 +128,14 @@ def model_grid_volume(
 def timed_slabs(
     inferer: Inferer, volume: torch.Tensor, predictor: Predictor, times: StageTimes
 ) -> Iterator[Slab]:
-    """The inferer's slabs, the time spent producing them counted as 'forward'."""
-    slabs = inferer.slabs(volume, predictor)
+    """The inferer's slabs, the time spent producing them counted as 'forward'; each network
+    call is a `tick` (a 3D sliding window makes many within one slab)."""
+
+    def counted(x: torch.Tensor) -> torch.Tensor:
+        times.tick("forward")
+        return predictor(x)
+
+    slabs = inferer.slabs(volume, counted if times.on_stage is not None else predictor)
     while True:
         with times.stage("forward"):
             slab = next(slabs, None)
