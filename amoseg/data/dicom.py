@@ -5,6 +5,11 @@ NIfTI and nibabel use RAS. The voxel array is kept in the order SimpleITK reads 
 row, slice sorted along the slice normal) and only the affine changes: the RAS affine is the
 LPS affine with its first two rows negated. SimpleITK (GDCM) is used because real series
 are often JPEG-2000 compressed, which pydicom cannot decode without extra plugins.
+
+Which files form the series (nested folders, a .zip, outputs and SEGs beside the slices) is
+`amoseg.data.dicom_find`'s job. Geometry that cannot be trusted is refused rather than
+guessed: no PixelSpacing (GDCM would assume 1 mm), a sheared ImageOrientationPatient (ITK
+would fall back to an axis-aligned grid), slices unevenly spaced; a gantry tilt is resampled.
 """
 
 from __future__ import annotations
