@@ -6,6 +6,8 @@ is not a terminal, so logs and pipes get no bar redraws.
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -16,6 +18,20 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.progress import Task as ProgressTask
+from rich.text import Text
+
+
+class StageColumn(ProgressColumn):
+    """`<scan>: <stage> <seconds> s` from the task's fields `scan`, `stage`, `started`
+    (a `time.perf_counter()` value): what the item now running does, and for how long."""
+
+    def render(self, task: ProgressTask) -> Text:
+        name, started = task.fields.get("scan"), task.fields.get("started")
+        if name is None or started is None:
+            return Text("")
+        seconds = time.perf_counter() - started
+        return Text(f"{name}: {task.fields.get('stage', '')} {seconds:.0f} s")
 
 
 def progress_bar(

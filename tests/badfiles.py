@@ -555,6 +555,97 @@ def _predict_sheared_dicom(tmp: Path, fx: Fixtures) -> Case:
     return Case(["predict", str(fx.run()), str(tmp / "series"), "-o", str(out)], "series", out)
 
 
+def _dicom_series(folder: Path, **kwargs) -> list[Path]:
+    from tests.dicom_series import tilted_positions, write_series
+
+    tilt = kwargs.pop("tilt", 0.0)
+    return write_series(folder, good_image(shape=(24, 24, 6)), tilted_positions(6, tilt), **kwargs)
+
+
+def _edit_dicom(files: list[Path], **changes) -> None:
+    import pydicom
+
+    for path in files:
+        ds = pydicom.dcmread(path)
+        for key, value in changes.items():
+            if value is None:
+                delattr(ds, key)
+            else:
+                setattr(ds, key, value)
+        ds.save_as(path)
+
+
+def _predict_dicom(
+    make: Callable[[Path], Path], *extra: str, names: str = "series"
+) -> Callable[[Path, Fixtures], Case]:
+    """A predict row on the DICOM input `make(tmp)` builds, with extra options."""
+
+    def build(tmp: Path, fx: Fixtures) -> Case:
+        scan = make(tmp)
+        out = tmp / "out"
+        return Case(["predict", str(fx.run()), str(scan), "-o", str(out), *extra], names, out)
+
+    return build
+
+
+def _no_pixel_spacing(tmp: Path) -> Path:
+    _edit_dicom(_dicom_series(tmp / "series"), PixelSpacing=None)
+    return tmp / "series"
+
+
+def _sheared_orientation(tmp: Path) -> Path:
+    c, s = np.cos(np.radians(20)), np.sin(np.radians(20))
+    _dicom_series(tmp / "series", orientation=(1.0, 0.0, 0.0, s, c, 0.0))
+    return tmp / "series"
+
+
+def _tilted_series(tmp: Path) -> Path:
+    _dicom_series(tmp / "series", tilt=15.0)
+    return tmp / "series"
+
+
+def _two_ct_series(tmp: Path) -> Path:
+    _dicom_series(tmp / "series" / "study" / "a")
+    _dicom_series(tmp / "series" / "study" / "b")
+    return tmp / "series"
+
+
+def _zip_bomb_header(tmp: Path) -> Path:
+    """A .zip whose three members declare ~4 GiB each (the sizes patched in the headers)."""
+    import struct
+    import zipfile
+
+    path = tmp / "series.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name in ("a.dcm", "b.dcm", "c.dcm"):
+            zf.writestr(name, b"x" * 16)
+    data = bytearray(path.read_bytes())
+    huge = struct.pack("<I", 0xFFFFFF00)
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        start = 0
+        while (start := data.find(signature, start)) >= 0:
+            data[start + offset : start + offset + 4] = huge
+            start += 4
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _damaged_zip(tmp: Path) -> Path:
+    path = tmp / "series.zip"
+    path.write_bytes(b"PK\x03\x04" + b"\0" * 40)
+    return path
+
+
+def _second_channel(tmp: Path) -> Path:
+    for channel in ("0000", "0001"):
+        write_nifti(tmp / "imagesTs" / f"amos_0001_{channel}.nii.gz", good_image())
+    return tmp / "imagesTs" / "amos_0001_0001.nii.gz"
+
+
+def _nifti_scan(tmp: Path) -> Path:
+    return write_nifti(tmp / "scan.nii.gz", good_image())
+
+
 def _train_with_store(mutate: Callable[[Path], str]) -> Callable[[Path, Fixtures], Case]:
     """Copy the good store, break it with `mutate` (which returns the file to name), train."""
 
@@ -920,6 +1011,32 @@ MATRIX[("network too large for memory", "train")] = _train_option(
 MATRIX[("--epochs -1", "train")] = _train_option("--epochs", "-1", names="--epochs")
 MATRIX[("checkpoint without its weights", "predict")] = _predict_damaged_checkpoint
 MATRIX[("corrupt SQLite study", "tune")] = _tune_corrupt_study
+MATRIX[("DICOM series without PixelSpacing", "predict")] = _predict_dicom(_no_pixel_spacing)
+MATRIX[("DICOM orientation with non-perpendicular rows/columns", "predict")] = _predict_dicom(
+    _sheared_orientation
+)
+MATRIX[("--format dicom-seg on a gantry-tilted series", "predict")] = _predict_dicom(
+    _tilted_series, "--format", "dicom-seg"
+)
+MATRIX[("nested export with two CT series, no --series", "predict")] = _predict_dicom(
+    _two_ct_series
+)
+MATRIX[("--series UID not in the input", "predict")] = _predict_dicom(
+    _tilted_series, "--series", "1.2.3.4"
+)
+MATRIX[(".zip declaring 12 GiB of members", "predict")] = _predict_dicom(
+    _zip_bomb_header, names="series.zip"
+)
+MATRIX[("damaged .zip", "predict")] = _predict_dicom(_damaged_zip, names="series.zip")
+MATRIX[("nnU-Net input channel 1 (_0001)", "predict")] = _predict_dicom(
+    _second_channel, names="amos_0001_0001.nii.gz"
+)
+MATRIX[("--format both with NIfTI inputs only", "predict")] = _predict_dicom(
+    _nifti_scan, "--format", "both", names="scan.nii.gz"
+)
+MATRIX[("--threads 0", "predict")] = _predict_dicom(
+    _nifti_scan, "--threads", "0", names="--threads"
+)
 
 
 def run_row(

@@ -5,20 +5,30 @@ NIfTI and nibabel use RAS. The voxel array is kept in the order SimpleITK reads 
 row, slice sorted along the slice normal) and only the affine changes: the RAS affine is the
 LPS affine with its first two rows negated. SimpleITK (GDCM) is used because real series
 are often JPEG-2000 compressed, which pydicom cannot decode without extra plugins.
+
+Which files form the series (nested folders, a .zip, outputs and SEGs beside the slices) is
+`amoseg.data.dicom_find`'s job. Geometry that cannot be trusted is refused rather than
+guessed: no PixelSpacing (GDCM would assume 1 mm), a sheared ImageOrientationPatient (ITK
+would fall back to an axis-aligned grid), slices unevenly spaced; a gantry tilt is resampled.
 """
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from amoseg.data.dicom_find import choose_series, dicom_folder, find_series, is_zip_path
 from amoseg.errors import AmosegError
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 IMAGE_POSITION_TAG = "0020|0032"
+ORIENTATION_TAG = "0020|0037"
+PIXEL_SPACING_TAG = "0028|0030"
+IMAGER_SPACING_TAG = "0018|1164"
 # A shear that moves the last slice by less than this is rounding in the positions, not tilt.
 MAX_UNTILTED_SHIFT_VOXELS = 0.05
 MAX_TILT_DEG = 45.0  # CT gantries tilt up to about ±30°
@@ -34,36 +44,33 @@ def lps_to_ras_affine(
     return LPS_TO_RAS @ lps
 
 
-def dicom_series_files(folder: str | Path) -> list[str]:
-    """The files of the single DICOM series in `folder`, sorted along the slice normal.
+def dicom_series_files(folder: str | Path, series_uid: str | None = None) -> list[str]:
+    """The files of the DICOM series to read under `folder`, sorted along the slice normal.
 
-    A folder that mixes series is refused: silently picking one would segment the wrong scan.
+    Nested folders are searched; amoseg's own outputs, non-image DICOM objects (a SEG) and
+    non-DICOM files are left out (`amoseg.data.dicom_find`). Several series: `series_uid`
+    chooses, else the only CT series is taken (with a warning), else the input is refused
+    with the list: silently picking one would segment the wrong scan.
     """
-    import SimpleITK as sitk
-
     folder = Path(folder)
-    sitk.ProcessObject_SetGlobalWarningDisplay(False)
-    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not ids:
+    found, damaged = find_series(folder)
+    if not found:
+        if damaged:
+            raise AmosegError(
+                f"{len(damaged)} DICOM file(s) cannot be read",
+                damaged[0],
+                "the file may be truncated or damaged; re-copy or re-export the series",
+            )
         raise AmosegError(
             "no DICOM series found in folder",
             folder,
             "pass a folder holding one DICOM series, or a .nii/.nii.gz file",
         )
-    if len(ids) > 1:
-        raise AmosegError(
-            f"folder mixes {len(ids)} DICOM series",
-            folder,
-            "put each series in its own folder and pass the folders",
-        )
-    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0]))
-    stray = _unreadable_dicom_files(folder, files)
-    if stray:
-        raise AmosegError(
-            f"{len(stray)} DICOM file(s) in the folder cannot be read as part of the series",
-            stray[0],
-            "the file may be truncated or damaged; re-copy or re-export the series",
-        )
+    chosen, note = choose_series(folder, found, series_uid)
+    if note:
+        warnings.warn(note, stacklevel=2)
+    parents = {path.parent for path in chosen.files}
+    files = _gdcm_sorted(chosen.files + [p for p in damaged if p.parent in parents], folder)
     if len(files) < 2:
         raise AmosegError(
             f"DICOM series has {len(files)} slice(s)", folder, "amoseg needs a 3D series"
@@ -71,21 +78,34 @@ def dicom_series_files(folder: str | Path) -> list[str]:
     return files
 
 
-def _unreadable_dicom_files(folder: Path, series: list[str]) -> list[Path]:
-    """DICOM files (preamble 'DICM') that GDCM left out of the series. GDCM silently skips
-    a truncated or damaged slice, so without this check the scan would lose a slice."""
-    in_series = {Path(f).resolve() for f in series}
-    stray = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.name.upper() == "DICOMDIR" or not path.is_file():
-            continue
-        if path.resolve() in in_series:
-            continue
-        with path.open("rb") as fh:
-            fh.seek(128)
-            if fh.read(4) == b"DICM":
-                stray.append(path)
-    return stray
+def _gdcm_sorted(paths: list[Path], folder: Path) -> list[str]:
+    """`paths` in GDCM's slice order (along the normal), read through a private folder of
+    links so GDCM sees exactly these files; a file GDCM leaves out (truncated, damaged)
+    is refused by name."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)
+    with tempfile.TemporaryDirectory(prefix="amoseg_series_") as tmp:
+        links = {}
+        for n, path in enumerate(paths):
+            link = Path(tmp) / f"{n:06d}.dcm"
+            link.symlink_to(path.resolve())
+            links[str(link)] = path
+        ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(tmp)
+        names = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(tmp, ids[0])) if ids else []
+        if len(ids) > 1:  # same SeriesInstanceUID, but GDCM splits it (e.g. image size)
+            names = max(
+                (sitk.ImageSeriesReader.GetGDCMSeriesFileNames(tmp, i) for i in ids), key=len
+            )
+        files = [links[name] for name in names if name in links]
+    stray = sorted(set(paths) - set(files))
+    if stray:
+        raise AmosegError(
+            f"{len(stray)} DICOM file(s) in the folder cannot be read as part of the series",
+            stray[0],
+            "the file may be truncated or damaged; re-copy or re-export the series",
+        )
+    return [str(path) for path in files]
 
 
 def _slice_positions(reader, image, folder: Path) -> np.ndarray | None:
@@ -165,17 +185,29 @@ def _untilt(
     return out, along, angle
 
 
-def load_dicom_series(folder: str | Path) -> nib.Nifti1Image:
-    """One DICOM series folder → a 3D NIfTI image (HU after rescale) with a RAS affine.
+def load_dicom_series(path: str | Path, series_uid: str | None = None) -> nib.Nifti1Image:
+    """A DICOM series (a folder, nested folders or a `.zip`) → a 3D NIfTI image (HU after
+    rescale) with a RAS affine; `series_uid` chooses among several series.
 
     qform and sform both hold that affine with code 1 (scanner coordinates).
     """
+    path = Path(path)
+    if not path.is_dir() and not (is_zip_path(path) and path.is_file()):
+        raise AmosegError("DICOM series path is not a folder or a .zip", path)
+    with dicom_folder(path) as folder:
+        try:
+            return _load_series(folder, series_uid)
+        except AmosegError as exc:
+            if folder == path:
+                raise
+            # paths inside the unpacked archive mean nothing to the user: name the .zip
+            raise AmosegError(exc.what, path, exc.hint) from exc
+
+
+def _load_series(folder: Path, series_uid: str | None) -> nib.Nifti1Image:
     import SimpleITK as sitk
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise AmosegError("DICOM series path is not a folder", folder)
-    files = dicom_series_files(folder)
+    files = dicom_series_files(folder, series_uid)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
@@ -190,9 +222,11 @@ def load_dicom_series(folder: str | Path) -> nib.Nifti1Image:
         raise AmosegError(
             "DICOM series is not a single-channel 3D volume", folder, "amoseg segments CT/MR"
         )
+    spacing = list(image.GetSpacing())
+    spacing[:2] = _pixel_spacing(reader, folder, spacing[:2])
+    _check_orientation(reader, image, folder)
     positions = _slice_positions(reader, image, folder)
     data = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # (Z, Y, X) → (X, Y, Z)
-    spacing = list(image.GetSpacing())
     tilt = 0.0
     if positions is not None:
         direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
@@ -210,3 +244,71 @@ def load_dicom_series(folder: str | Path) -> nib.Nifti1Image:
         out.header["descrip"] = note.encode()
         warnings.warn(f"{folder.name}: DICOM series has a {note}", stacklevel=2)
     return out
+
+
+def _tag_floats(reader, tag: str, count: int, positive: bool = True) -> list[float] | None:
+    """The first slice's values of a numeric multi-valued tag; None if absent or malformed
+    (or, with `positive`, not all > 0)."""
+    if not reader.HasMetaDataKey(0, tag):
+        return None
+    try:
+        values = [float(v) for v in reader.GetMetaData(0, tag).replace(" ", "").split("\\")]
+    except ValueError:
+        return None
+    ok = len(values) == count and bool(np.isfinite(values).all())
+    return values if ok and (not positive or min(values) > 0) else None
+
+
+def _pixel_spacing(reader, folder: Path, itk: list[float]) -> list[float]:
+    """(column, row) spacing in mm. Without PixelSpacing GDCM silently assumes 1 mm, which
+    would make every organ volume wrong: ImagerPixelSpacing (the detector's, as projection
+    modalities record it) is used with a warning, and a series with neither is refused."""
+    if _tag_floats(reader, PIXEL_SPACING_TAG, 2) is not None:
+        return itk
+    imager = _tag_floats(reader, IMAGER_SPACING_TAG, 2)
+    if imager is None:
+        raise AmosegError(
+            "DICOM series has no PixelSpacing (0028,0030), so its voxel size is unknown",
+            folder,
+            "re-export the series with its pixel spacing, or convert it to NIfTI with the "
+            "right spacing",
+        )
+    row, col = imager
+    warnings.warn(
+        f"{folder.name}: DICOM series has no PixelSpacing; using ImagerPixelSpacing "
+        f"{row:g} x {col:g} mm (at the detector, not the patient: volumes may be off)",
+        stacklevel=3,
+    )
+    return [col, row]
+
+
+def _check_orientation(reader, image, folder: Path) -> None:
+    """Refuse an ImageOrientationPatient whose row and column directions are not unit
+    length or not perpendicular: ITK then falls back to an axis-aligned grid, which would
+    put every voxel in the wrong place."""
+    iop = _tag_floats(reader, ORIENTATION_TAG, 6, positive=False)
+    if iop is None:
+        raise AmosegError(
+            "DICOM series has no valid ImageOrientationPatient (0020,0037)",
+            folder,
+            "the slices' orientation is unknown; re-export the series",
+        )
+    col, row = np.asarray(iop[:3]), np.asarray(iop[3:])
+    angle = float(np.degrees(np.arccos(np.clip(col @ row, -1.0, 1.0))))
+    if abs(np.linalg.norm(col) - 1) > 1e-3 or abs(np.linalg.norm(row) - 1) > 1e-3:
+        problem = "direction cosines that are not unit vectors"
+    elif abs(col @ row) > 1e-3:
+        problem = f"row and column directions {angle:.1f}° apart, not 90°"
+    else:
+        direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+        if np.allclose(direction[:, 0], col, atol=1e-3) and np.allclose(
+            direction[:, 1], row, atol=1e-3
+        ):
+            return
+        problem = "an orientation the reader did not apply"
+    raise AmosegError(
+        f"DICOM series has an ImageOrientationPatient with {problem} (a sheared grid "
+        "amoseg cannot place)",
+        folder,
+        "re-export or resample the series to an orthogonal grid",
+    )

@@ -8,6 +8,7 @@ carries the series' own UIDs and geometry). The labels must be on the series' ow
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from amoseg.atomic import atomic_path
+from amoseg.data.dicom import MAX_UNTILTED_SHIFT_VOXELS, dicom_series_files
+from amoseg.data.dicom_find import dicom_folder
 from amoseg.errors import AmosegError
 from amoseg.labels import CLASS_COLORS, CLASS_NAMES
 
@@ -53,26 +56,61 @@ POSITION_TOLERANCE_MM = 1e-2
 class SourceSeries:
     """The input series' headers (no pixel data) in the order the SEG frames follow."""
 
-    folder: Path
+    folder: Path  # the input: a folder or a .zip
     datasets: list[Any]
 
 
-def read_source_series(folder: str | Path) -> SourceSeries:
-    """Headers of the single series in `folder` (the same files `load_dicom_series` reads)."""
+def read_source_series(path: str | Path, series_uid: str | None = None) -> SourceSeries:
+    """Headers of the series `load_dicom_series(path, series_uid)` reads (a folder, nested
+    folders or a `.zip`), in the same order."""
     import pydicom
 
-    from amoseg.data.dicom import dicom_series_files
-
-    folder = Path(folder)
-    files = dicom_series_files(folder)
+    path = Path(path)
     datasets = []
-    for name in files:
-        try:
-            datasets.append(pydicom.dcmread(name, stop_before_pixels=True))
-        except Exception as exc:  # pydicom raises several types for damaged headers
-            raise AmosegError(f"DICOM header cannot be read ({exc})", name) from exc
-    _complete_identifiers(datasets, folder)
-    return SourceSeries(folder, datasets)
+    with dicom_folder(path) as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # which series was chosen: load_dicom_series says so
+        for name in dicom_series_files(folder, series_uid):
+            try:
+                datasets.append(pydicom.dcmread(name, stop_before_pixels=True))
+            except Exception as exc:  # pydicom raises several types for damaged headers
+                raise AmosegError(f"DICOM header cannot be read ({exc})", name) from exc
+    _complete_identifiers(datasets, path)
+    return SourceSeries(path, datasets)
+
+
+def seg_problem(path: Path, series_uid: str | None = None) -> str | None:
+    """Why this DICOM input cannot get a DICOM-SEG (None if it can), found from its headers
+    before any model runs: a SEG frame must sit on a source image, which a series without
+    PixelSpacing or a gantry-tilted series (resampled upright for the NIfTI) does not
+    allow. Asked several times per input (output checks, then the scan), so the answer
+    is kept while the input's modification time stays the same."""
+    try:
+        stamp = Path(path).stat().st_mtime_ns
+    except OSError:
+        stamp = 0
+    return _seg_problem(Path(path), series_uid, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _seg_problem(path: Path, series_uid: str | None, _stamp: int) -> str | None:
+    try:
+        source = read_source_series(path, series_uid)
+    except AmosegError as exc:
+        return exc.what
+    for ds in source.datasets:
+        if "PixelSpacing" not in ds:
+            return "the series has no PixelSpacing"
+        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+            return "the series has no slice positions or orientation"
+    iop = np.asarray(source.datasets[0].ImageOrientationPatient, dtype=float)
+    normal = np.cross(iop[:3], iop[3:])
+    positions = np.array([np.asarray(ds.ImagePositionPatient, float) for ds in source.datasets])
+    steps = np.diff(positions[np.argsort(positions @ normal)], axis=0)
+    sideways = np.linalg.norm(np.median(steps - np.outer(steps @ normal, normal), axis=0))
+    pixel = min(float(v) for v in source.datasets[0].PixelSpacing)
+    if sideways * len(steps) / pixel >= MAX_UNTILTED_SHIFT_VOXELS:  # as load_dicom_series
+        return "the series is gantry-tilted (its NIfTI is resampled upright)"
+    return None
 
 
 def _complete_identifiers(datasets: list[Any], folder: Path) -> None:

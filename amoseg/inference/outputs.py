@@ -6,7 +6,7 @@ to become a DICOM-SEG fails in one line instead of after a minute of inference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +39,43 @@ class OutputSettings:
     def dicom_seg(self) -> bool:
         return self.format in ("dicom-seg", "both")
 
-    def check_input(self, path: Path, kind: str) -> None:
-        """A DICOM-SEG references its source series: a NIfTI input has none."""
-        if self.dicom_seg and kind != "dicom":
+    def check_input(self, path: Path, kind: str, series: str | None = None) -> None:
+        """A DICOM-SEG references its source series: a NIfTI input has none, and a series
+        whose grid the NIfTI does not keep (`seg_problem`) cannot carry one. Only
+        `dicom-seg` refuses; `both` writes what each input allows (`for_input`)."""
+        if self.format != "dicom-seg":
+            return
+        if kind != "dicom":
             raise AmosegError(
                 "--format dicom-seg needs a DICOM series as input (a NIfTI file has no "
                 "source images for the SEG to reference)",
                 path,
                 "use --format nifti for NIfTI scans",
             )
+        from amoseg.inference.dicom_seg import seg_problem
+
+        if problem := seg_problem(Path(path), series):
+            raise AmosegError(
+                f"no DICOM-SEG can be written for this input: {problem}",
+                path,
+                "use --format nifti (or both: the NIfTI, and a SEG where the input allows)",
+            )
+
+    def for_input(
+        self, path: Path, kind: str, series: str | None = None
+    ) -> tuple[OutputSettings, str | None]:
+        """The settings for one input, and a note when `both` must leave out its DICOM-SEG
+        (a NIfTI input, or a series that cannot carry one)."""
+        if self.format != "both":
+            return self, None
+        if kind != "dicom":
+            return replace(self, format="nifti"), None  # expected in a mixed batch: no note
+        from amoseg.inference.dicom_seg import seg_problem
+
+        if problem := seg_problem(Path(path), series):
+            note = f"{Path(path).name}: NIfTI only, no DICOM-SEG ({problem})"
+            return replace(self, format="nifti"), note
+        return self, None
 
 
 def looks_like_ct(data: np.ndarray) -> bool:
@@ -65,6 +93,7 @@ def write_extra_outputs(
     affine: np.ndarray,
     organs: list[dict],
     out_dir: Path,
+    series: str | None = None,
 ) -> dict[str, Path]:
     """The DICOM-SEG and viewer files asked for → {"dicom_seg": path, "html": path}."""
     written: dict[str, Path] = {}
@@ -72,7 +101,7 @@ def write_extra_outputs(
         from amoseg.inference.dicom_seg import read_source_series, write_dicom_seg
 
         written["dicom_seg"] = write_dicom_seg(
-            labels, affine, read_source_series(source), out_dir / f"{name}_seg.dcm",
+            labels, affine, read_source_series(source, series), out_dir / f"{name}_seg.dcm",
             model_name=settings.model_name,
         )  # fmt: skip
     if settings.html:

@@ -60,6 +60,19 @@ def is_package(path: str | Path) -> bool:
     return path.name.lower().endswith(".zip") or (path.is_file() and zipfile.is_zipfile(path))
 
 
+def is_scan_zip(path: Path) -> bool:
+    """A `.zip` that is a scan (DICOM), not an amoseg model package: not named
+    `*.amoseg.zip` and without the package manifest."""
+    name = path.name.lower()
+    if not name.endswith(".zip") or name.endswith(PACKAGE_SUFFIX):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return MANIFEST not in archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return True  # damaged: `amoseg export` names packages *.amoseg.zip, so a scan
+
+
 @dataclass
 class Package:
     """A package read into memory: its manifest, model card and members' checkpoints."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,14 +35,26 @@ __all__ = ["StageTimes", "channel_argmax", "scan_probabilities", "segment_volume
 
 
 class StageTimes:
-    """Wall-clock seconds per pipeline stage (GPU work is synchronised at stage edges)."""
+    """Wall-clock seconds per pipeline stage (GPU work is synchronised at stage edges).
 
-    def __init__(self, device: torch.device | None = None):
+    `on_stage(name, n)` is told each time a stage is entered and at each `tick` (n: ticks
+    so far; "forward" ticks at each network call: slice batches, or a sliding window's patch
+    batches), so a progress line can say what runs now."""
+
+    def __init__(
+        self,
+        device: torch.device | None = None,
+        on_stage: Callable[[str, int], None] | None = None,
+    ):
         self.seconds: dict[str, float] = defaultdict(float)
+        self.entries: dict[str, int] = defaultdict(int)
+        self.on_stage = on_stage
         self._sync = device is not None and device.type == "cuda"
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        if self.on_stage is not None:
+            self.on_stage(name, self.entries[name])
         if self._sync:
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -52,6 +64,12 @@ class StageTimes:
             if self._sync:
                 torch.cuda.synchronize()
             self.seconds[name] += time.perf_counter() - start
+
+    def tick(self, name: str) -> None:
+        """One more step of `name`, told to `on_stage`."""
+        self.entries[name] += 1
+        if self.on_stage is not None:
+            self.on_stage(name, self.entries[name])
 
     @property
     def total(self) -> float:
@@ -117,8 +135,14 @@ def volume_predictor(backend: ScoreBackend, volume: torch.Tensor) -> Predictor:
 def timed_slabs(
     inferer: Inferer, volume: torch.Tensor, predictor: Predictor, times: StageTimes
 ) -> Iterator[Slab]:
-    """The inferer's slabs, the time spent producing them counted as 'forward'."""
-    slabs = inferer.slabs(volume, predictor)
+    """The inferer's slabs, the time spent producing them counted as 'forward'; each network
+    call is a `tick` (a 3D sliding window makes many within one slab)."""
+
+    def counted(x: torch.Tensor) -> torch.Tensor:
+        times.tick("forward")
+        return predictor(x)
+
+    slabs = inferer.slabs(volume, counted if times.on_stage is not None else predictor)
     while True:
         with times.stage("forward"):
             slab = next(slabs, None)

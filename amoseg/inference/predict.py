@@ -14,6 +14,7 @@ through `segment_scan` too, so its native-grid numbers are those of predict + sc
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -165,7 +166,7 @@ def output_paths(
 ) -> list[Path]:
     """Every file `predict_scan` writes for `item`: label map(s), volume CSV and JSON, and
     the overlay, DICOM-SEG and viewer when asked."""
-    outputs = outputs or OutputSettings()
+    outputs, _note = (outputs or OutputSettings()).for_input(item.path, item.kind, item.series)
     names = [f"{SEG_SUFFIX}.nii.gz"] if outputs.nifti else []
     names += [f"{SEG_SUFFIX}.dcm"] if outputs.dicom_seg else []
     names += ["_volumes.csv", "_volumes.json"]
@@ -202,18 +203,21 @@ def predict_scan(
     overlay: bool = False,
     outputs: OutputSettings | None = None,
     overwrite: bool = False,
+    on_stage: Callable[[str, int], None] | None = None,
 ) -> Prediction:
     """Segment one scan (one backend, or an ensemble of several) and write its label map,
     volume table and (optionally) overlay, DICOM-SEG and HTML viewer. Existing outputs are
     refused unless `overwrite`; an input file is never replaced."""
     out_dir = Path(out_dir)
     outputs = outputs or OutputSettings()
-    outputs.check_input(item.path, item.kind)
+    outputs.check_input(item.path, item.kind, item.series)
     check_outputs([item], out_dir, overlay=overlay, outputs=outputs, overwrite=overwrite)
-    times = StageTimes(_backends(backend)[0].device)
+    outputs, narrowed = outputs.for_input(item.path, item.kind, item.series)
+    times = StageTimes(_backends(backend)[0].device, on_stage)
     start = time.perf_counter()
     with times.stage("load"):
         scan = load_scan(item)
+    scan.notes += [narrowed] if narrowed else []
     affine = scan.image.affine
     labels = segment_scan(
         backend, scan.data, affine, batch_size=batch_size, postprocess=postprocess, times=times
@@ -227,7 +231,7 @@ def predict_scan(
         rows = organ_volumes(labels, scan.data, affine)
         extra = write_extra_outputs(
             outputs, name=item.name, source=item.path, labels=labels, data=scan.data,
-            affine=affine, organs=rows, out_dir=out_dir,
+            affine=affine, organs=rows, out_dir=out_dir, series=item.series,
         )  # fmt: skip
         seg_path = seg_path if outputs.nifti else extra["dicom_seg"]
         meta = {
@@ -256,14 +260,15 @@ def predict_scan(
 
 
 def collect_inputs(
-    paths: list[str | Path],
+    paths: list[str | Path], series: str | None = None
 ) -> tuple[list[ScanInput], list[tuple[Path, AmosegError]]]:
-    """Expand every INPUT; a bad one becomes a failure instead of stopping the others."""
+    """Expand every INPUT (`series`: the DICOM series to take where an input holds
+    several); a bad one becomes a failure instead of stopping the others."""
     items: list[ScanInput] = []
     failures: list[tuple[Path, AmosegError]] = []
     for path in paths:
         try:
-            items.extend(expand_input(path))
+            items.extend(expand_input(path, series))
         except AmosegError as exc:
             failures.append((Path(path), exc))
     return unique_names(items), failures
@@ -280,6 +285,7 @@ def predict_many(
     outputs: OutputSettings | None = None,
     overwrite: bool = False,
     on_done: Callable[[ScanInput, Prediction | AmosegError], None] | None = None,
+    on_stage: Callable[[ScanInput, str, int], None] | None = None,
 ) -> tuple[list[Prediction], list[tuple[Path, AmosegError]]]:
     """Segment each scan; a user error on one scan is recorded and the rest still run.
 
@@ -295,6 +301,7 @@ def predict_many(
                 batch_size=batch_size, postprocess=postprocess, overlay=overlay,
                 outputs=outputs,
                 overwrite=True,  # checked above for the whole batch
+                on_stage=None if on_stage is None else functools.partial(on_stage, item),
             )  # fmt: skip
             results.append(outcome)
         except AmosegError as exc:
