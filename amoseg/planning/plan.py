@@ -89,6 +89,15 @@ class Configuration:
         x, y, z = self.spacing  # type: ignore[misc]
         return Preprocessor(spacing=(x, y, z if self.resample_z else None), crop_threshold=crop)
 
+    def with_overrides(self, **fields: Any) -> Configuration:
+        """A copy with run-level overrides (e.g. a run's `patch_size`, `batch_size`),
+        checked by the same rules as plan.json (one line naming the field)."""
+        if not fields:
+            return self
+        data = self.to_dict()
+        data.update({k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()})
+        return Configuration.from_dict(self.name, data)
+
     def normaliser(self, modality: str) -> Normalisation:
         return self.normalisation.get(modality) or Normalisation("zscore")
 

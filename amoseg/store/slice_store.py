@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -214,7 +214,7 @@ class SliceStore:
             config = Configuration.from_dict(
                 self.configuration_name, plan, self.root / "store.json"
             )
-        return replace(config, **self.overrides) if self.overrides else config
+        return config.with_overrides(**self.overrides)
 
     @property
     def size(self) -> int | None:

@@ -86,6 +86,33 @@ def use_patch_size(store: Any, model_cls: type, settings: TrainSettings) -> None
     store.overrides["patch_size"] = tuple(patch)
 
 
+def configuration_defaults(store: Any, cls: type) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a planned configuration (2d, 3d, ...) decides for a run of its own network
+    (plan.json `network.class`): the batch size, the network's arguments and, for 2.5D
+    recipes, the context — as (settings defaults, hyper-parameters); explicit settings and
+    hparams still win. The seed configuration, and other recipes trained on a planned store,
+    keep each recipe's own defaults (the report's ladder was tuned that way)."""
+    if store.size is not None:
+        return {}, {}
+    config = store.configuration
+    if config.network.name != cls.name:
+        return {}, {}
+    args = dict(config.network.args)
+    if "depth" in args and "stages" in cls.HPARAMS and "depth" not in cls.HPARAMS:
+        args["stages"] = int(args.pop("depth")) + 1  # plan.json counts down-samplings
+    if "context" in cls.HPARAMS:
+        args["context"] = config.context
+    unknown = sorted(set(args) - set(cls.HPARAMS))
+    if unknown:
+        raise AmosegError(
+            f"plan configuration '{config.name}' gives {cls.name} unknown network.args "
+            f"{', '.join(unknown)}",
+            store.root / "store.json",
+            f"{cls.name} accepts {', '.join(sorted(cls.HPARAMS))}; prepare with a fixed plan",
+        )
+    return {"batch_size": config.batch_size}, args
+
+
 #: what a run folder holds that `train --overwrite` may remove (anything else is kept).
 RUN_FILES = ("config.json", "checkpoint_latest.pt", "checkpoint_best.pt", "log.csv",
              "summary.json", "model.onnx")  # fmt: skip
@@ -215,7 +242,7 @@ def train(
     from amoseg.training import distributed, trainer
 
     cls = model_class(model_name)
-    settings = (settings or TrainSettings()).resolved(cls.TRAIN_DEFAULTS)
+    settings = settings or TrainSettings()
     if settings.epochs < 1:
         raise AmosegError("epochs must be at least 1", hint="pass --epochs 1 or more")
     out = Path(out)
@@ -224,7 +251,10 @@ def train(
         settings = _resumed_settings(out, saved, settings)
     store = _open_store(Path(data), settings.fold)
     use_patch_size(store, cls, settings)
-    hparams = dict(settings.hparams)
+    # explicit settings first, then the planned configuration, then the recipe's defaults
+    planned_settings, planned_hparams = configuration_defaults(store, cls)
+    settings = settings.resolved({**cls.TRAIN_DEFAULTS, **planned_settings})
+    hparams = {**planned_hparams, **settings.hparams}
     hparams.update(cls.store_hparams(store, hparams))
     size = store.info.get("size")  # None for a planned store: each case has its own planes
     # reject unknown hparams, and a network too large for this machine's memory, before
@@ -253,7 +283,8 @@ def train(
                 "size": size,
                 # planned stores: what predict must do to a new scan (amoseg.planning)
                 "configuration": str(store.info.get("configuration", "seed")),
-                "plan": store.info.get("plan"),
+                # the configuration as trained: the plan's, with this run's overrides merged
+                "plan": store.configuration.to_dict() if store.info.get("plan") else None,
                 "modality": store.info.get("modality"),
                 # trained on amoseg phantoms: predict warns that real-scan output is not meaningful
                 "synthetic": bool(store.info.get("synthetic", False)),
