@@ -39,15 +39,14 @@ def unet3d_backend(plan: Path | None, device: str, base: int, size: int, overlap
     from amoseg.inference.backends import backend_for_model
     from amoseg.models.registry import create_model
 
-    patch, pre = (64, 128, 128), None
+    patch, pre = (128, 128, 64), None  # (x, y, z)
     if plan is not None:
         from amoseg.planning.plan import load_plan
 
         config = load_plan(plan).configuration("3d")
-        x, y, z = config.patch_size
-        patch, pre = (z, x, y), config.preprocessor("ct")
+        patch, pre = tuple(config.patch_size), config.preprocessor("ct")
     model = create_model(
-        "unet3d", input_size=size, base=base, patch=list(patch), norm="window",
+        "unet3d", input_size=size, base=base, patch_size=list(patch), norm="window",
         window=[-1000.0, 1000.0], overlap=overlap,
     ).to(device)  # fmt: skip
     backend = backend_for_model(model, device=device)
@@ -145,7 +144,7 @@ def main() -> None:
             "ratio_to_unet": round(t / t2, 2), "stages": stages,
         })  # fmt: skip
     result = {
-        "device": args.device, "threads": args.threads, "shape": args.shape, "patch_zxy": patch,
+        "device": args.device, "threads": args.threads, "shape": args.shape, "patch_xyz": patch,
         "plan": str(args.plan) if args.plan else None, "unet3d_base": args.base,
         "overlap": args.overlap,
         "unet_s": round(t2, 2), "unet3d_s": round(t3, 2), "unet3d_tta_s": round(t3t, 2),

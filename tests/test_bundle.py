@@ -28,7 +28,7 @@ CONFIGS = {
     "seed": ("unet", {"size": 32}, {"base": 4, "depth": 2, "augment": False}),
     "2d": ("unet", {"configuration": "2d"}, {"base": 4, "depth": 2, "augment": False}),
     "3d": ("unet3d", {"configuration": "3d"},
-           {"base": 4, "stages": 3, "patch": [8, 16, 16], "augment": False}),
+           {"base": 4, "stages": 3, "patch_size": [16, 16, 8], "augment": False}),
 }  # fmt: skip
 
 

@@ -87,7 +87,8 @@ def test_training_and_segmenting_an_mr_store_use_per_image_statistics(
     run = tmp_path / "run"
     settings = TrainSettings(
         epochs=1, device="cpu", progress=False, batch_size=2, max_slices_per_epoch=4,
-        num_workers=0, hparams={"base": 4, "stages": 3, "patch": [4, 16, 16], "augment": False},
+        num_workers=0,
+        hparams={"base": 4, "stages": 3, "patch_size": [16, 16, 4], "augment": False},
     )  # fmt: skip
     train("unet3d", mr_store, run, settings)
     assert seen and all(s is not None for s in seen)  # training and validation

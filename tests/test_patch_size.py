@@ -161,9 +161,11 @@ def test_unet3d_checkpoint_carries_the_patch_and_resume_without_the_flag_works(s
                       max_slices_per_epoch=2, hparams=hp, patch_size=(16, 16, 8))  # fmt: skip
     train("unet3d", store_3d, tmp_path / "r", s)
     ckpt = load_checkpoint(tmp_path / "r" / "checkpoint_best.pt")
-    assert ckpt["hparams"]["patch"] == [8, 16, 16]  # (z, x, y); the plan's would be 12×32×32
+    # (x, y, z) as everywhere; the plan's would be 32×32×12
+    assert ckpt["hparams"]["patch_size"] == [16, 16, 8] and "patch" not in ckpt["hparams"]
     model = load_run(tmp_path / "r", device="cpu")
-    assert model.patch == (8, 16, 16) and model.inferer().patch_size == (8, 16, 16)
+    assert model.patch_size == (16, 16, 8)
+    assert model.patch == (8, 16, 16) and model.inferer().patch_size == (8, 16, 16)  # arrays
     # resuming without --patch-size continues with the run's (its hparams patch agrees)
     resumed = TrainSettings(**{**s.to_dict(), "epochs": 2, "patch_size": None}, hparams=hp)
     summary = train("unet3d", store_3d, tmp_path / "r", resumed, resume=True)
@@ -231,3 +233,11 @@ def test_tune_refuses_a_patch_choice_the_store_cannot_use_before_any_trial(store
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "search space patch_size: --patch-size 16x16x8 has 3 sizes" in res.stderr
     assert not (tmp_path / "tune" / "trials").exists()
+
+
+def test_a_checkpoint_with_the_old_array_order_patch_still_loads():
+    from amoseg.models.registry import create_model
+
+    old = create_model("unet3d", base=4, stages=3, patch=[8, 16, 32])  # (z, x, y)
+    assert old.patch_size == (16, 32, 8) and old.patch == (8, 16, 32)
+    assert "patch" not in old.hparams

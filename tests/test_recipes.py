@@ -30,7 +30,7 @@ TINY: dict[str, dict] = {
     "mlp": {"work_size": 8, "hidden": [8]},
     "unet-seed": {"base": 4, "depth": 2},
     "unet": {"base": 4, "depth": 2, "augment": False},
-    "unet3d": {"base": 4, "stages": 3, "patch": [4, 16, 16], "augment": False},
+    "unet3d": {"base": 4, "stages": 3, "patch_size": [16, 16, 4], "augment": False},
 }
 
 

@@ -19,7 +19,7 @@ from amoseg.ops.inferers import model_labels
 from amoseg.training import TrainSettings, load_run, train
 from tests.tiny_store import make_tiny_store
 
-TINY = {"base": 4, "stages": 3, "patch": [8, 16, 16]}
+TINY = {"base": 4, "stages": 3, "patch_size": [16, 16, 8]}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -55,6 +55,12 @@ class SegmentationModel(ABC):
     mirror_axes: ClassVar[tuple[int, ...]] = ()
 
     @classmethod
+    def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        """Hyper-parameters under their current names (older runs and scripts may use a
+        renamed one); the default has none to rename."""
+        return dict(hparams)
+
+    @classmethod
     def trained_mirror_axes(cls, hparams: dict[str, Any]) -> tuple[int, ...]:
         """The axes a model with these hyper-parameters was trained invariant to."""
         return cls.mirror_axes

@@ -13,8 +13,11 @@
 - inference: sliding window with Gaussian weighting (MONAI), optionally test-time
   mirroring along every axis combination with the left–right label swap.
 
-Store volumes are read as (slices, rows, cols) = (z, x, y) of the RAS+ grid, so the patient's
-left–right axis is spatial axis `lr_axis` = 1.
+`patch_size` is (x, y, z) voxels along the RAS+ axes, as everywhere in amoseg (plan.json,
+`--patch-size`); store volumes and network inputs are arrays (slices, rows, cols) = (z, x, y)
+(`amoseg.preprocessing.geometry.array_order`, the one conversion), so the patient's
+left–right axis is array axis `lr_axis` = 1. The old `patch` parameter, in array order, is
+still read from older checkpoints and settings.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from amoseg.errors import AmosegError
 from amoseg.labels import NUM_CLASSES
 from amoseg.models.registry import register_model
 from amoseg.models.torch_model import TorchModel, warmup_cosine
 from amoseg.models.unet import UNetModern
 from amoseg.ops.inferers import Inferer, SlidingWindowInferer
+from amoseg.preprocessing.geometry import array_order
 
 #: nnU-Net's cap on channels per stage
 MAX_FEATURES = 320
@@ -81,7 +86,7 @@ class UNet3d(TorchModel):
     HPARAMS: ClassVar[dict[str, Any]] = {
         "base": 32,
         "stages": 5,
-        "patch": None,  # (z, x, y) voxels; None: up to [64, 128, 128], fitted to the store
+        "patch_size": None,  # (x, y, z) voxels; None: the plan's, or up to 128×128×64
         "norm": None,  # from the store: "ct" (planned CT: the plan's), "window" (seed CT), "zscore"
         "window": None,
         "augment": True,
@@ -96,9 +101,24 @@ class UNet3d(TorchModel):
     optimizer_name = "adamw"
     fast_gpu = True
     memory_format = torch.channels_last_3d
-    DEFAULT_PATCH = (64, 128, 128)
+    DEFAULT_PATCH = (128, 128, 64)  # (x, y, z)
 
     _loss: nn.Module | None = None
+
+    def __init__(self, input_size: int | None = None, **hparams: Any):
+        super().__init__(input_size, **self.upgrade_hparams(hparams))
+
+    @classmethod
+    def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        """The old `patch` (z, x, y: runs saved before `patch_size`) as `patch_size`."""
+        hparams = dict(hparams)
+        legacy = hparams.pop("patch", None)
+        if legacy is not None:
+            if hparams.get("patch_size") is not None:
+                raise AmosegError("give patch_size (x, y, z) or the old patch (z, x, y), not both")
+            z, x, y = (int(n) for n in legacy)
+            hparams["patch_size"] = [x, y, z]
+        return hparams
 
     @classmethod
     def trained_mirror_axes(cls, hparams: dict[str, Any]) -> tuple[int, ...]:
@@ -106,8 +126,14 @@ class UNet3d(TorchModel):
 
     # ---- the network --------------------------------------------------------------------
     @property
+    def patch_size(self) -> tuple[int, int, int]:
+        """(x, y, z) voxels."""
+        return tuple(int(p) for p in (self.hparams["patch_size"] or self.DEFAULT_PATCH))  # type: ignore[return-value]
+
+    @property
     def patch(self) -> tuple[int, int, int]:
-        return tuple(int(p) for p in (self.hparams["patch"] or self.DEFAULT_PATCH))  # type: ignore[return-value]
+        """The patch in array order (z, x, y): what the network and the inferer see."""
+        return array_order(self.patch_size)  # type: ignore[return-value]
 
     @property
     def size_multiple(self) -> int:  # type: ignore[override]
@@ -124,14 +150,13 @@ class UNet3d(TorchModel):
     @classmethod
     def store_hparams(cls, store: Any, hparams: dict[str, Any]) -> dict[str, Any]:
         out = UNetModern.store_hparams(store, hparams)
-        if not hparams.get("patch"):
+        if not hparams.get("patch_size") and not hparams.get("patch"):
             stages = int(hparams.get("stages", cls.HPARAMS["stages"]))
             target = cls.DEFAULT_PATCH
             planned = store.info.get("size") is None  # a planned store: its plan's patch
             if planned and len(store.configuration.patch_size) == 3:
-                x, y, z = store.configuration.patch_size
-                target = (z, x, y)
-            out["patch"] = fit_patch(store, target, 2 ** (stages - 1))
+                target = store.configuration.patch_size
+            out["patch_size"] = fit_patch(store, target, 2 ** (stages - 1))
         return out
 
     # ---- training hooks -------------------------------------------------------------------
@@ -140,9 +165,8 @@ class UNet3d(TorchModel):
         or the stacks of a seed store), a third centred on an organ."""
         from amoseg.store.samplers import EpochPatches, PatchDataset
 
-        z, x, y = self.patch
         patches = PatchDataset(
-            store, "train", (x, y, z), seed=seed,
+            store, "train", self.patch_size, seed=seed,
             foreground_share=float(self.hparams["foreground"]), with_stats=self.needs_stats,
         )  # fmt: skip
         return EpochPatches(patches)
@@ -213,9 +237,10 @@ def deep_supervision_weights(n: int) -> list[float]:
 
 
 def fit_patch(store: Any, target: Sequence[int], multiple: int) -> list[int]:
-    """The largest patch ≤ `target` per axis that fits the median training volume, rounded
-    down to a multiple of the network's down-sampling (never below one multiple)."""
-    shapes = np.array([store.image(c).shape for c in store.cases("train")])
+    """The largest (x, y, z) patch ≤ `target` per axis that fits the median training volume,
+    rounded down to a multiple of the network's down-sampling (never below one multiple)."""
+    # stored volumes are (Z, X, Y) arrays: their (x, y, z) sizes
+    shapes = np.array([np.roll(store.image(c).shape, -1) for c in store.cases("train")])
     median = np.median(shapes, axis=0) if len(shapes) else np.asarray(target)
     out = []
     for want, have in zip(target, median, strict=True):

@@ -10,6 +10,8 @@ these are NumPy-facing wrappers for callers that hold arrays.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from nibabel.orientations import apply_orientation
@@ -65,3 +67,15 @@ def display_slice(slice_xy: np.ndarray) -> np.ndarray:
     """A canonical (X, Y) slice as a 2D picture in radiological view (anterior up, patient
     right on the viewer's left)."""
     return np.flip(slice_xy.T, axis=(0, 1))
+
+
+def array_order(size: Sequence[int]) -> tuple[int, ...]:
+    """A patch size as amoseg writes it everywhere — plan.json, `--patch-size`, a recipe's
+    `patch_size` — is (x, y[, z]) voxels along the RAS+ axes, like the spacing; the stored
+    and predicted volumes are arrays (Z, X, Y). This is the one conversion: (x, y, z) →
+    (z, x, y); a 2D (x, y) stays as it is."""
+    values = tuple(int(n) for n in size)
+    if len(values) == 3:
+        x, y, z = values
+        return (z, x, y)
+    return values

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from amoseg.preprocessing.geometry import array_order
+
 #: share of samples centred on a foreground voxel (nnU-Net's oversample_foreground_percent).
 FOREGROUND_SHARE = 1 / 3
 #: foreground voxel positions remembered per case (sampled once, seeded).
@@ -77,7 +79,7 @@ class PatchDataset(Dataset):
         twice over."""
         if len(self.patch) == 2:
             return int(sum(s[0] for s in self.shapes))
-        voxels = np.prod([self.patch[2], self.patch[0], self.patch[1]])
+        voxels = np.prod(self.patch)
         per_case = [max(1, int(2 * np.prod(s) // voxels)) for s in self.shapes]
         return int(sum(per_case))
 
@@ -129,7 +131,7 @@ class PatchDataset(Dataset):
     def _zxy_patch(self) -> tuple[int, int, int]:
         if len(self.patch) == 2:
             return 1, self.patch[0], self.patch[1]
-        return self.patch[2], self.patch[0], self.patch[1]
+        return array_order(self.patch)  # type: ignore[return-value]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])

@@ -45,6 +45,11 @@ def _open_store(data: Path, fold: int | str | None = None) -> Any:
     return store
 
 
+def recipe_patch_size(model_cls: type, hparams: dict[str, Any]) -> Any:
+    """The patch size a recipe's hyper-parameters set themselves (None: the store's)."""
+    return model_cls.upgrade_hparams(hparams).get("patch_size")
+
+
 def use_patch_size(store: Any, model_cls: type, settings: TrainSettings) -> None:
     """`settings.patch_size` replaces the store configuration's patch size for this run (every
     reader of `store.configuration` sees it: the patch sampler, the model's store hparams, the
@@ -79,9 +84,9 @@ def use_patch_size(store: Any, model_cls: type, settings: TrainSettings) -> None
             store.root,
             f"train {model_cls.name} on a {model_dims}d store to set its patch size",
         )
-    if settings.hparams.get("patch"):
+    if recipe_patch_size(model_cls, settings.hparams):
         raise AmosegError(
-            "--patch-size and hparams patch both set the patch size", hint="give one of them"
+            "--patch-size and hparams patch_size both set the patch size", hint="give one of them"
         )
     store.overrides["patch_size"] = tuple(patch)
 
@@ -254,18 +259,19 @@ def train(
     # explicit settings first, then the planned configuration, then the recipe's defaults
     planned_settings, planned_hparams = configuration_defaults(store, cls)
     settings = settings.resolved({**cls.TRAIN_DEFAULTS, **planned_settings})
-    hparams = {**planned_hparams, **settings.hparams}
+    hparams = cls.upgrade_hparams({**planned_hparams, **settings.hparams})
     hparams.update(cls.store_hparams(store, hparams))
     size = store.info.get("size")  # None for a planned store: each case has its own planes
     # reject unknown hparams, and a network too large for this machine's memory, before
     # touching `out` (measured on the meta device: nothing is allocated)
     from amoseg.devices import resolve_device
+    from amoseg.preprocessing.geometry import array_order
     from amoseg.training.memory import check_fits
 
-    # what one training sample spans: a 3D model's own patch (its (z, x, y)), else a planned
-    # store's configuration patch (with --patch-size applied)
-    patch = hparams.get("patch") or (store.configuration.patch_size if not size else None)
-    spatial = tuple(int(n) for n in patch) if patch else None
+    # what one training sample spans, in array order: a 3D model's own patch, else a planned
+    # store's configuration patch (with --patch-size applied); both (x, y[, z])
+    patch = hparams.get("patch_size") or (store.configuration.patch_size if not size else None)
+    spatial = array_order(patch) if patch else None
     if size or spatial:
         estimate = check_fits(cls, size, hparams, int(settings.batch_size or 1),
                               resolve_device(settings.device), spatial)  # fmt: skip
