@@ -63,7 +63,9 @@ class Browser:
             if pages or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=30)
+        self.ws = websocket.create_connection(
+            pages[0]["webSocketDebuggerUrl"], timeout=30, suppress_origin=True
+        )  # Chromium ≥ 111 refuses a DevTools socket that names an origin
         self.ids = itertools.count(1)
 
     def _port(self) -> int:

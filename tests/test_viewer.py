@@ -152,3 +152,51 @@ def test_view_refuses_to_overwrite_and_mismatched_image(realdata, tmp_path, caps
     with pytest.raises(SystemExit):
         main(["view", str(labels_path), str(other), "-o", str(tmp_path / "w.html")])
     assert "differ in shape" in capsys.readouterr().err
+
+
+def _view_page(tmp_path, labels, seg_affine, image, image_affine) -> tuple[dict, list[str]]:
+    """Run `amoseg view` on NIfTI files → the embedded page data."""
+    seg_path, img_path = tmp_path / "c_seg.nii.gz", tmp_path / "c.nii.gz"
+    nib.save(nib.Nifti1Image(labels, seg_affine), seg_path)
+    nib.save(nib.Nifti1Image(image, image_affine), img_path)
+    target = tmp_path / "c.html"
+    main(["view", str(seg_path), str(img_path), "-o", str(target), "--overwrite"])
+    return embedded(target.read_text())
+
+
+def _mean_hu(data: dict) -> dict[int, float | None]:
+    return {row["label"]: row["mean_hu"] for row in data["organs"]}
+
+
+def test_view_reindexes_a_scan_stored_mirrored_or_transposed(tmp_path):
+    """The same voxels stored in another axis order or direction: the table's mean HU and
+    the picture come from the voxels under each label."""
+    image, labels, affine = synthetic_case()
+    image[labels == SPLEEN] = 120  # liver 60, spleen 120: a mirror would swap them
+    expected = _mean_hu(embedded(viewer_html(labels, affine, organ_volumes(labels, image, affine),
+                                             image)))  # fmt: skip
+    assert expected[LIVER] == 60 and expected[SPLEEN] == 120
+    flip_x = np.diag([-1.0, 1, 1, 1])
+    flip_x[0, 3] = image.shape[0] - 1  # voxel i of the copy is voxel n-1-i of the original
+    mirrored = np.ascontiguousarray(image[::-1])
+    assert _mean_hu(_view_page(tmp_path, labels, affine, mirrored, affine @ flip_x)) == expected
+    swap_xy = np.eye(4)[[1, 0, 2, 3]]
+    transposed = np.ascontiguousarray(image.transpose(1, 0, 2))
+    page = _view_page(tmp_path, labels, affine, transposed, affine @ swap_xy)
+    assert _mean_hu(page) == expected
+
+
+@pytest.mark.parametrize(
+    "change",
+    [np.diag([-1.0, 1, 1, 1]), np.diag([1.0, 1, 1.5, 1]), np.eye(4) + np.eye(4, k=3) * 0.5],
+    ids=["mirrored-in-space", "other-spacing", "half-voxel-shift"],
+)
+def test_view_refuses_an_image_on_another_grid(tmp_path, capsys, change):
+    """Same shape, other place in space: one line, exit 2, no page."""
+    image, labels, affine = synthetic_case()
+    with pytest.raises(SystemExit) as exit_info:
+        _view_page(tmp_path, labels, affine, image, affine @ change)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "different voxel grids" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c.html").exists()

@@ -23,12 +23,67 @@ import numpy as np
 
 from amoseg.atomic import write_text
 from amoseg.data.geometry import canonical_spacing, to_canonical
+from amoseg.errors import AmosegError
 from amoseg.labels import CLASS_COLORS
 
 #: voxels kept per volume: a 512×512×100 CT is shown at 256×256×100 (~3-5 MB of HTML).
 MAX_VOXELS = 8_000_000
 #: the abdominal CT window (W 400, L 40) the image is shown in.
 CT_WINDOW = (-160.0, 240.0)
+
+
+#: how far (in voxels) the corners of two grids may disagree and still be one grid: float32
+#: NIfTI headers and DICOM positions round at ~1e-5 mm, far below a twentieth of a voxel.
+GRID_TOLERANCE = 0.05
+
+
+def image_on_label_grid(
+    image: np.ndarray,
+    image_affine: np.ndarray,
+    labels_shape: tuple[int, ...],
+    labels_affine: np.ndarray,
+    path: str | Path,
+) -> np.ndarray:
+    """The image's voxels indexed like the label map's (label voxel i shows image voxel i).
+
+    Shapes alone prove nothing: a scan stored mirrored or with its axes swapped has the same
+    shape, so its affine decides. The same voxel grid stored in another axis order or
+    direction is reindexed exactly; any other grid (shifted, mirrored in space, resampled)
+    is refused, so labels are never drawn over, nor averaged from, other voxels.
+    """
+    hint = "pass the scan this label map was made from"
+    if sorted(image.shape) != sorted(labels_shape):
+        raise AmosegError(
+            f"label map {tuple(labels_shape)} and image {image.shape} differ in shape", path, hint
+        )
+    if abs(np.linalg.det(np.asarray(image_affine, float)[:3, :3])) < 1e-12:
+        raise AmosegError("the image's affine is singular (no voxel geometry)", path, hint)
+    to_image = np.linalg.inv(image_affine) @ np.asarray(labels_affine, float)
+    signs = np.rint(to_image[:3, :3])
+    corners = np.array(np.meshgrid(*[(0, n - 1) for n in labels_shape], indexing="ij"))
+    corners = corners.reshape(3, -1).astype(float)
+    exact = to_image[:3, :3] @ corners + to_image[:3, 3:]
+    snapped = signs @ corners + np.rint(to_image[:3, 3:])
+    is_permutation = (np.abs(signs).sum(axis=0) == 1).all() and (
+        np.abs(signs).sum(axis=1) == 1
+    ).all()
+    upper = np.asarray(image.shape, float)[:, None] - 1
+    if (
+        not is_permutation
+        or np.abs(exact - snapped).max() > GRID_TOLERANCE
+        or (snapped < 0).any()
+        or (snapped > upper).any()
+    ):
+        raise AmosegError(
+            "label map and image lie on different voxel grids (their affines differ: "
+            "shifted, mirrored or resampled)",
+            path,
+            hint + ", or resample one onto the other first",
+        )
+    order = [int(np.flatnonzero(signs[:, i])[0]) for i in range(3)]  # image axis of label axis i
+    aligned = np.transpose(image, order)
+    flips = tuple(i for i in range(3) if signs[order[i], i] < 0)
+    return np.flip(aligned, axis=flips) if flips else aligned
 
 
 def display_strides(shape: tuple[int, ...], max_voxels: int = MAX_VOXELS) -> tuple[int, ...]:
