@@ -119,7 +119,7 @@ def test_comparison_chart_plots_the_native_dice_the_table_leads_with(monkeypatch
     md = (tmp_path / "report" / "comparison.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| model"))
     assert header.split(" | ")[2] == "native Dice %"  # the table leads with it too
-    assert "![Test split: native Dice and native NSD per model](comparison.png)" in md
+    assert "![Test split: native Dice and NSD (each scan's own grid) per model]" in md
 
 
 def test_comparison_chart_without_native_metrics_plots_miou_and_dice(monkeypatch, tmp_path):

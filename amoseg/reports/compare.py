@@ -217,7 +217,9 @@ def chart_series(rows: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
 
 
 def chart_title(rows: list[dict[str, Any]]) -> str:
-    return "Test split: " + " and ".join(name.split(" (")[0] for _, name in chart_series(rows))
+    if chart_series(rows)[0][0] == NATIVE_COLUMNS[0]:
+        return "Test split: native Dice and NSD (each scan's own grid)"
+    return "Test split: mIoU and Dice (stored slices)"
 
 
 def save_bar_chart(rows: list[dict[str, Any]], target: Path) -> Path:
