@@ -143,3 +143,12 @@ def test_readme_commands_use_runs_that_exist_when_they_run():
 )
 def test_the_layout_check_itself(path, ok):
     assert (demo_layout_problem(path) is None) == ok
+
+
+def test_readme_pictures_exist_and_stay_small():
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", (ROOT / "README.md").read_text("utf-8"))
+    assert {"docs/img/comparison.png", "docs/img/viewer.png"} <= set(pictures)
+    for picture in pictures:
+        path = ROOT / picture
+        assert path.is_file(), picture
+        assert path.stat().st_size < 300_000, f"{picture}: {path.stat().st_size} bytes"
