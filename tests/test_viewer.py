@@ -338,3 +338,24 @@ def unpack_codes(data: dict) -> np.ndarray:
     high, low = raw[: raw.size // 2].astype(np.uint16), raw[raw.size // 2 :].astype(np.uint16)
     codes = ((high << 8) | low).reshape(data["shape"][::-1]).transpose(2, 1, 0)
     return data["codes"]["offset"] + data["codes"]["scale"] * codes.astype(np.float64)
+
+
+def test_mr_page_names_its_intensity_column_and_no_image_shows_dashes(browser, tmp_path):
+    image, labels, affine = synthetic_case()
+    rows = organ_volumes(labels, image, affine)
+    mr_rows = [
+        {**{k: v for k, v in r.items() if k != "mean_hu"}, "mean_intensity": r["mean_hu"]}
+        for r in rows
+    ]  # fmt: skip  (rows that name MR values mean_intensity only)
+    page = write_viewer(tmp_path / "mr.html", labels, affine, mr_rows, image, modality="mr")
+    assert browser.open(page) == "1"
+    cells = "[...document.querySelectorAll('#organs tbody tr')].map(tr => tr.cells[3].textContent)"
+    assert browser.evaluate("document.getElementById('intensity-head').textContent") == (
+        "mean intensity"
+    )
+    assert browser.evaluate(cells)[LIVER - 1] == "60"
+    assert browser.evaluate("document.getElementById('wl-preset').value").startswith("auto")
+    bare = write_viewer(tmp_path / "bare.html", labels, affine, rows)
+    assert browser.open(bare) == "1"
+    assert set(browser.evaluate(cells)) == {"–"}
+    assert browser.evaluate("document.getElementById('wl-preset').disabled") is True
