@@ -52,12 +52,14 @@ AMOS_DATASET_LABELS: dict[str, str] = {
 
 ORGAN_IDS: tuple[int, ...] = tuple(range(1, NUM_CLASSES))
 
-# One distinct RGB colour per class (background transparent in overlays).
+# One distinct RGB colour per class (background transparent in overlays). The right kidney,
+# the liver and the left kidney touch on most axial slices, so they get far-apart colours
+# (green, flesh, magenta; CIE76 ΔE ≥ 88 between any two, tests/test_figures.py).
 CLASS_COLORS: tuple[tuple[int, int, int], ...] = (
     (0, 0, 0),
     (157, 108, 162),
-    (185, 102, 83),
-    (255, 181, 158),
+    (40, 200, 90),
+    (225, 70, 220),
     (139, 150, 98),
     (216, 132, 65),
     (221, 130, 101),

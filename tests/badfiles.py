@@ -926,6 +926,13 @@ def _tune_corrupt_study(tmp: Path, fx: Fixtures) -> Case:
 
 
 # (input, command) -> builder.  Order = order of the table in docs/reliability.md.
+def _view_other_grid(tmp: Path, fx: Fixtures) -> Case:
+    """The scan's shape but not its place: the same voxels under an x-mirrored affine."""
+    seg = write_nifti(tmp / "scan_seg.nii.gz", good_label())
+    image = write_nifti(tmp / "scan.nii.gz", good_image(), affine() @ np.diag([-1.0, 1, 1, 1]))
+    return Case(["view", str(seg), str(image), "-o", str(tmp / "v.html")], "scan.nii.gz")
+
+
 MATRIX: dict[tuple[str, str], Callable[[Path, Fixtures], Case]] = {}
 for _bad in BAD_NIFTI:
     MATRIX[(_bad, "prepare")] = _prepare_bad(_bad)
@@ -1037,6 +1044,7 @@ MATRIX[("--format both with NIfTI inputs only", "predict")] = _predict_dicom(
 MATRIX[("--threads 0", "predict")] = _predict_dicom(
     _nifti_scan, "--threads", "0", names="--threads"
 )
+MATRIX[("image on another voxel grid than the label map (same shape)", "view")] = _view_other_grid
 
 
 def run_row(

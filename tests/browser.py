@@ -110,15 +110,35 @@ class Browser:
             raise RuntimeError(f"JavaScript error: {result['exceptionDetails']}")
         return result["result"].get("value")
 
+    def box(self, selector: str) -> tuple[float, float, float, float]:
+        """(x, y, width, height) of an element in the viewport's CSS pixels."""
+        return tuple(
+            self.evaluate(
+                f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
+                ".getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; })()"
+            )
+        )
+
+    def _mouse(self, selector: str, fx: float, fy: float, **event: Any) -> None:
+        x, y, w, h = self.box(selector)
+        self.send("Input.dispatchMouseEvent", x=x + fx * w, y=y + fy * h, **event)
+
+    def wheel(self, selector: str, delta_y: float, shift: bool = False) -> None:
+        """One real wheel notch over the element's centre (negative = away from the user)."""
+        self._mouse(selector, 0.5, 0.5, type="mouseWheel", deltaX=0, deltaY=delta_y,
+                    modifiers=8 if shift else 0)  # fmt: skip
+
+    def click(self, selector: str, fx: float, fy: float) -> None:
+        """A real left click at the fractions (fx, fy) of the element's width and height."""
+        for kind in ("mousePressed", "mouseReleased"):
+            self._mouse(selector, fx, fy, type=kind, button="left", clickCount=1)
+
     def screenshot(self, selector: str | None = None) -> np.ndarray:
         from PIL import Image
 
         params: dict[str, Any] = {"format": "png"}
         if selector is not None:
-            box = self.evaluate(
-                f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
-                ".getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; })()"
-            )
+            box = self.box(selector)
             params["clip"] = {"x": box[0], "y": box[1], "width": box[2], "height": box[3],
                               "scale": 1}  # fmt: skip
         data = base64.b64decode(self.send("Page.captureScreenshot", **params)["data"])

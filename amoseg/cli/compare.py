@@ -19,7 +19,8 @@ def compare(
         False, "--overwrite", help="Replace an earlier comparison in OUT."
     ),
 ) -> None:
-    """Write comparison.md, comparison.csv and a bar chart (mIoU and Dice per model)."""
+    """Write comparison.md, comparison.csv and a bar chart (native Dice and NSD per model, or
+    mIoU and Dice when no run was scored on the scans' own grids)."""
     from rich.console import Console
 
     from amoseg.outputs import check_new_outputs

@@ -30,7 +30,7 @@ def view(
     from amoseg.inference.inputs import expand_input, load_scan
     from amoseg.inference.outputs import looks_like_ct
     from amoseg.inference.volumes import organ_volumes
-    from amoseg.render.viewer import write_viewer
+    from amoseg.render.viewer import image_on_label_grid, write_viewer
 
     seg = load_nifti(segmentation, what="label")
     labels = label_array(seg, segmentation)
@@ -45,13 +45,8 @@ def view(
         items = expand_input(image)
         if len(items) != 1:
             raise AmosegError(f"IMAGE holds {len(items)} scans", image, "pass one scan")
-        data = load_scan(items[0]).data
-        if data.shape != labels.shape:
-            raise AmosegError(
-                f"label map {labels.shape} and image {data.shape} differ in shape",
-                image,
-                "pass the scan this label map was made from",
-            )
+        scan = load_scan(items[0])
+        data = image_on_label_grid(scan.data, scan.image.affine, labels.shape, seg.affine, image)
     organs = organ_volumes(labels, data if data is not None else np.zeros(labels.shape), seg.affine)
     if data is None:
         for row in organs:

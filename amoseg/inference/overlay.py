@@ -12,6 +12,10 @@ from amoseg.render.figures import save_png
 
 # Soft-tissue window (HU): organs are told apart by contrast within it.
 WINDOW = (-160.0, 240.0)
+#: resolution and type sizes: a slice title is 11 pt at 100 dpi (15 px), black on white
+DPI = 100
+TITLE_PT = 11
+LEGEND_PT = 9
 
 
 def montage_slices(labels: np.ndarray, count: int) -> list[int]:
@@ -38,18 +42,23 @@ def write_overlay(
     indices = montage_slices(labels, count)
     cols = min(4, len(indices))
     rows = int(np.ceil(len(indices) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows + 0.8), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows + 1.0), squeeze=False)
+    fig.set_facecolor("white")
     for ax in axes.ravel():
         ax.axis("off")
+    nz = labels.shape[2]
     for ax, z in zip(axes.ravel(), indices, strict=False):
         ax.imshow(display_slice(image[:, :, z]), cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1])
         ax.imshow(rgba[display_slice(labels[:, :, z])], interpolation="nearest")
-        ax.set_title(f"z={z}", fontsize=8)
+        # 1-based and counted inferior → superior, as the HTML viewer numbers slices
+        ax.set_title(f"slice {z + 1} / {nz}", fontsize=TITLE_PT, color="black")
     present = [k for k in range(1, NUM_CLASSES) if (labels == k).any()]
     handles = [Patch(color=colors[k], label=CLASS_NAMES[k]) for k in present]
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(5, len(handles)), fontsize=7)
+        fig.legend(
+            handles=handles, loc="lower center", ncol=min(5, len(handles)), fontsize=LEGEND_PT
+        )
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=TITLE_PT + 2, color="black")
     fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 1))
-    return save_png(fig, target, dpi=90)
+    return save_png(fig, target, dpi=DPI)

@@ -1,11 +1,14 @@
 """One self-contained HTML viewer per segmented scan: axial, coronal and sagittal slices with
-the label overlay, per-organ toggles, opacity and the organ table; offline, no server.
+the label overlay, per-organ toggles, opacity, window/level presets, zoom, a crosshair that
+follows a click, orientation markers and the organ table (organs cut by the scan's edge
+flagged); offline, no server.
 
-A small canvas viewer (`viewer.html`, ~200 lines) rather than NiiVue: NiiVue draws with
+A small canvas viewer (`viewer.html`, ~300 lines) rather than NiiVue: NiiVue draws with
 WebGL2, which headless or GPU-less browsers only emulate, and its npm build is ES modules
 with seven dependencies that would need a bundler. Volumes are reoriented to RAS+, reduced
 by whole-voxel strides to at most `MAX_VOXELS` (nearest voxel, so labels stay exact ids),
 gzip-compressed, base64-encoded and unpacked by the browser's own `DecompressionStream`.
+The image travels as 16-bit codes (true HU for CT), so the page can re-window it.
 """
 
 from __future__ import annotations
@@ -22,13 +25,79 @@ import nibabel as nib
 import numpy as np
 
 from amoseg.atomic import write_text
+from amoseg.errors import AmosegError
 from amoseg.labels import CLASS_COLORS
 from amoseg.preprocessing.geometry import canonical_spacing, to_canonical
 
-#: voxels kept per volume: a 512×512×100 CT is shown at 256×256×100 (~3-5 MB of HTML).
+#: voxels kept per volume: a 512×512×100 CT is shown at 256×256×100 (a few MB of HTML).
 MAX_VOXELS = 8_000_000
-#: the abdominal CT window (W 400, L 40) the image is shown in.
-CT_WINDOW = (-160.0, 240.0)
+#: CT window/level presets (HU), the first is the one the page opens with.
+CT_PRESETS: tuple[tuple[str, float, float], ...] = (
+    ("abdomen", 400.0, 40.0),
+    ("liver", 150.0, 60.0),
+    ("bone", 1800.0, 400.0),
+    ("lung", 1500.0, -600.0),
+)
+#: MR has no absolute scale: presets span these percentiles of the scan's own intensities.
+MR_PERCENTILES: tuple[tuple[str, float, float], ...] = (
+    ("auto (1–99 %)", 1.0, 99.0),
+    ("auto wide (0.1–99.9 %)", 0.1, 99.9),
+)
+#: the grey image travels as 16-bit codes: value = offset + scale × code.
+CODES = 65535
+
+#: how far (in voxels) the corners of two grids may disagree and still be one grid: float32
+#: NIfTI headers and DICOM positions round at ~1e-5 mm, far below a twentieth of a voxel.
+GRID_TOLERANCE = 0.05
+
+
+def image_on_label_grid(
+    image: np.ndarray,
+    image_affine: np.ndarray,
+    labels_shape: tuple[int, ...],
+    labels_affine: np.ndarray,
+    path: str | Path,
+) -> np.ndarray:
+    """The image's voxels indexed like the label map's (label voxel i shows image voxel i).
+
+    Shapes alone prove nothing: a scan stored mirrored or with its axes swapped has the same
+    shape, so its affine decides. The same voxel grid stored in another axis order or
+    direction is reindexed exactly; any other grid (shifted, mirrored in space, resampled)
+    is refused, so labels are never drawn over, nor averaged from, other voxels.
+    """
+    hint = "pass the scan this label map was made from"
+    if sorted(image.shape) != sorted(labels_shape):
+        raise AmosegError(
+            f"label map {tuple(labels_shape)} and image {image.shape} differ in shape", path, hint
+        )
+    if abs(np.linalg.det(np.asarray(image_affine, float)[:3, :3])) < 1e-12:
+        raise AmosegError("the image's affine is singular (no voxel geometry)", path, hint)
+    to_image = np.linalg.inv(image_affine) @ np.asarray(labels_affine, float)
+    signs = np.rint(to_image[:3, :3])
+    corners = np.array(np.meshgrid(*[(0, n - 1) for n in labels_shape], indexing="ij"))
+    corners = corners.reshape(3, -1).astype(float)
+    exact = to_image[:3, :3] @ corners + to_image[:3, 3:]
+    snapped = signs @ corners + np.rint(to_image[:3, 3:])
+    is_permutation = (np.abs(signs).sum(axis=0) == 1).all() and (
+        np.abs(signs).sum(axis=1) == 1
+    ).all()
+    upper = np.asarray(image.shape, float)[:, None] - 1
+    if (
+        not is_permutation
+        or np.abs(exact - snapped).max() > GRID_TOLERANCE
+        or (snapped < 0).any()
+        or (snapped > upper).any()
+    ):
+        raise AmosegError(
+            "label map and image lie on different voxel grids (their affines differ: "
+            "shifted, mirrored or resampled)",
+            path,
+            hint + ", or resample one onto the other first",
+        )
+    order = [int(np.flatnonzero(signs[:, i])[0]) for i in range(3)]  # image axis of label axis i
+    aligned = np.transpose(image, order)
+    flips = tuple(i for i in range(3) if signs[order[i], i] < 0)
+    return np.flip(aligned, axis=flips) if flips else aligned
 
 
 def display_strides(shape: tuple[int, ...], max_voxels: int = MAX_VOXELS) -> tuple[int, ...]:
@@ -44,21 +113,53 @@ def display_strides(shape: tuple[int, ...], max_voxels: int = MAX_VOXELS) -> tup
     return tuple(strides)
 
 
-def to_display_gray(image: np.ndarray, modality: str = "ct") -> np.ndarray:
-    """uint8 grey values: the abdominal window for CT, the 1st-99th percentile for MR."""
-    data = image.astype(np.float32, copy=False)
+def window_presets(image: np.ndarray, modality: str) -> list[dict]:
+    """Window/level presets: the usual CT windows in HU; for MR, percentile windows of this
+    scan (its intensities have no absolute scale)."""
     if modality == "ct":
-        lo, hi = CT_WINDOW
+        return [{"name": n, "width": w, "level": lv} for n, w, lv in CT_PRESETS]
+    presets = []
+    for name, low, high in MR_PERCENTILES:
+        lo, hi = (float(v) for v in np.percentile(image, (low, high)))
+        width = max(hi - lo, 1e-6)
+        presets.append({"name": name, "width": round(width, 3), "level": round(lo + width / 2, 3)})
+    return presets
+
+
+def image_codes(image: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """16-bit codes of the image, with (offset, scale) such that value ≈ offset + scale × code.
+
+    Integer scans (CT HU, most MR) within 65,536 levels keep every value exactly, so any
+    window the user picks in the page shows true HU; float scans are quantised to 1/65,535
+    of their range.
+    """
+    lo, hi = float(image.min()), float(image.max())
+    if np.issubdtype(image.dtype, np.integer) and hi - lo <= CODES:
+        scale = 1.0
     else:
-        lo, hi = (float(v) for v in np.percentile(data, (1, 99)))
-        hi = hi if hi > lo else lo + 1.0
-    return np.clip((data - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+        scale = (hi - lo) / CODES if hi > lo else 1.0
+    codes = np.rint((image.astype(np.float64) - lo) / scale).astype(np.uint16)
+    return codes, lo, scale
 
 
 def _packed(volume: np.ndarray) -> str:
-    """(X, Y, Z) uint8 → base64 of gzip of its bytes in (Z, Y, X) C order (x fastest)."""
-    raw = np.ascontiguousarray(volume.transpose(2, 1, 0)).tobytes()
+    """(X, Y, Z) uint8 or uint16 → base64 of gzip of its bytes in (Z, Y, X) C order (x
+    fastest); 16-bit values as two planes, all high bytes then all low bytes (the high bytes
+    of a scan barely vary, so that plane compresses to almost nothing)."""
+    ordered = np.ascontiguousarray(volume.transpose(2, 1, 0))
+    if ordered.dtype == np.uint16:
+        raw = (ordered >> 8).astype(np.uint8).tobytes() + (ordered & 255).astype(np.uint8).tobytes()
+    else:
+        raw = ordered.tobytes()
     return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode("ascii")
+
+
+def _truncated_labels(labels: np.ndarray) -> set[int]:
+    """Organs with a voxel on the volume's border (first/last slice or the in-plane edge):
+    the scan cut them, so their volume is a lower bound. The border is the same in any axis
+    order, so the file-order array is checked as it is."""
+    faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
+    return {int(v) for face in faces for v in np.unique(face)} - {0}
 
 
 def viewer_html(
@@ -84,20 +185,27 @@ def viewer_html(
     info = f"{labels.shape[0]}×{labels.shape[1]}×{labels.shape[2]} voxels"
     if reduced:
         info += f", shown at {shape[0]}×{shape[1]}×{shape[2]}"
+    cut = _truncated_labels(np.asarray(labels))
     data = {
         "shape": list(shape),
         "spacing": spacing,
         "start": start,
         "colors": [list(c) for c in CLASS_COLORS],
-        "organs": organs,
+        "organs": [{**row, "truncated": row["label"] in cut} for row in organs],
         "labels": _packed(shown_labels),
         "image": None,
+        "modality": modality,
         "info": info,
         "note": note,
     }
     if image is not None:
-        gray = to_display_gray(to_canonical(np.asarray(image), affine)[pick], modality)
-        data["image"] = _packed(gray)
+        shown_image = to_canonical(np.asarray(image), affine)[pick]
+        codes, offset, scale = image_codes(shown_image)
+        data.update(
+            image=_packed(codes),
+            codes={"offset": offset, "scale": scale},
+            presets=window_presets(shown_image, modality),
+        )
     # "</" inside a <script> block would end it early; JSON allows the escaped form.
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     template = resources.files("amoseg.render").joinpath("viewer.html").read_text("utf-8")

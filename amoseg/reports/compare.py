@@ -193,7 +193,7 @@ def to_markdown(rows: list[dict[str, Any]], chart_name: str | None = None) -> st
     elif stores:
         lines += ["", f"Test split of `{stores[0]}`."]
     if chart_name:
-        lines += ["", f"![mIoU and Dice per model]({chart_name})"]
+        lines += ["", f"![{chart_title(rows)} per model]({chart_name})"]
     lines += [
         "",
         "## For reference: the report's published numbers (real AMOS data, not ours)",
@@ -208,8 +208,23 @@ def to_markdown(rows: list[dict[str, Any]], chart_name: str | None = None) -> st
     return "\n".join(lines) + "\n"
 
 
+def chart_series(rows: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
+    """(column, legend) of the bars: the native-grid Dice and NSD the table leads with when
+    any run has them, else the report-style mIoU and Dice."""
+    if NATIVE_COLUMNS[0] in columns(rows):
+        return (("native_dice", "native Dice (3D, scan grid)"), ("native_nsd", "native NSD (2 mm)"))
+    return (("mIoU", "mIoU (16 classes)"), ("dice", "mean organ Dice (stored slices)"))
+
+
+def chart_title(rows: list[dict[str, Any]]) -> str:
+    if chart_series(rows)[0][0] == NATIVE_COLUMNS[0]:
+        return "Test split: native Dice and NSD (each scan's own grid)"
+    return "Test split: mIoU and Dice (stored slices)"
+
+
 def save_bar_chart(rows: list[dict[str, Any]], target: Path) -> Path:
-    """Grouped bars: mIoU and mean organ Dice per run."""
+    """Grouped bars per run: the table's leading metrics (`chart_series`); a run without a
+    value gets no bar and a dash, not a zero."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -219,17 +234,15 @@ def save_bar_chart(rows: list[dict[str, Any]], target: Path) -> Path:
     x = np.arange(len(rows))
     width = 0.38
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.2), dpi=110)
-    for offset, key, name in (
-        (-width / 2, "mIoU", "mIoU (16 classes)"),
-        (width / 2, "dice", "mean organ Dice"),
-    ):
-        values = [r.get(key) or 0.0 for r in rows]
+    for offset, (key, name) in zip((-width / 2, width / 2), chart_series(rows), strict=True):
+        values = [np.nan if r.get(key) is None else float(r[key]) for r in rows]
         bars = ax.bar(x + offset, values, width, label=name)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+        texts = ["–" if np.isnan(v) else f"{v:.1f}" for v in values]
+        ax.bar_label(bars, labels=texts, fontsize=7, padding=2)
     ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)
-    ax.set_title("Test split: mIoU and Dice per model")
+    ax.set_title(chart_title(rows))
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_png(fig, target)

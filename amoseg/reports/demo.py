@@ -30,6 +30,13 @@ from amoseg.errors import AmosegError
 
 SEED = 0
 STAGES_DIR = "stages"
+#: the demo's folder and its layout under OUT; README.md and docs/*.md name these paths
+#: (`runs/demo/runs/unet`), and tests/test_doc_paths.py checks every one against them
+DEFAULT_OUT = Path("runs/demo")
+AMOS_DIR = "amos"
+STORE_DIR = "store"
+RUNS_DIR = "runs"
+REPORT_DIR = "report"
 
 # Per-model training budgets for the demo (epochs are multiplied by --epochs-scale).
 # Keys other than "epochs" and "hparams" are TrainSettings fields.
@@ -51,7 +58,7 @@ PLAN: dict[str, dict[str, Any]] = {
 
 @dataclasses.dataclass(frozen=True)
 class DemoOptions:
-    out: Path = Path("runs/demo")
+    out: Path = DEFAULT_OUT
     cases: int = 24
     size: int = 64
     epochs_scale: float = 1.0
@@ -227,7 +234,7 @@ def _run_stages(options: DemoOptions, out: Path, log: Callable[[str], None]) -> 
     synth_params: dict[str, Any] = {"cases": options.cases, "seed": SEED, "preset": "demo"}
     if options.modality != "ct":  # CT demo folders of earlier versions stay reusable
         synth_params["modality"] = options.modality
-    amos = out / "amos"
+    amos = out / AMOS_DIR
     stage(
         "synth",
         synth_params,
@@ -244,7 +251,7 @@ def _run_stages(options: DemoOptions, out: Path, log: Callable[[str], None]) -> 
     )
 
     prep_params = {"synth": synth_params, "size": options.size, "keep": "organ", "seed": SEED}
-    store = out / "store"
+    store = out / STORE_DIR
     stage(
         "prepare",
         prep_params,
@@ -258,7 +265,7 @@ def _run_stages(options: DemoOptions, out: Path, log: Callable[[str], None]) -> 
     run_dirs = []
     for name in ladder_names():
         settings = model_settings(name, options)
-        run = out / "runs" / name
+        run = out / RUNS_DIR / name
         params = {"store": prep_params, "model": name, "settings": settings}
 
         def work(name=name, run=run, settings=settings) -> None:
@@ -269,7 +276,7 @@ def _run_stages(options: DemoOptions, out: Path, log: Callable[[str], None]) -> 
         run_dirs.append(run)
 
     start = time.perf_counter()
-    report = out / "report"
+    report = out / REPORT_DIR
     result = compare_runs(run_dirs, report)
     timings["compare"] = {"seconds": round(time.perf_counter() - start, 2), "reused": False}
     total = time.perf_counter() - total_start
