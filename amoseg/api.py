@@ -17,7 +17,7 @@ the same one-line message the CLI prints.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ class Segmentation:
     volumes: list[dict[str, Any]]
     probabilities: np.ndarray | None = None
     source: str = ""
+    #: the input's voxels (file order), kept for the viewer page
+    image: np.ndarray | None = field(default=None, repr=False)
 
     def volume_ml(self, organ: str | int) -> float:
         """Volume of one organ by AMOS id or name (0.0 when absent)."""
@@ -48,6 +50,38 @@ class Segmentation:
             if organ in (row["label"], row["organ"]):
                 return float(row["volume_ml"])
         raise AmosegError(f"unknown organ {organ!r}", None, "use an AMOS id 1-15 or its name")
+
+    def save(self, path: str | Path) -> Path:
+        """The label map as NIfTI (what `amoseg predict` writes as <name>_seg.nii.gz)."""
+        from amoseg.data.nifti import save_nifti
+
+        save_nifti(self.label, Path(path))
+        return Path(path)
+
+    def save_viewer(self, path: str | Path, title: str | None = None) -> Path:
+        """The self-contained offline HTML viewer (`predict --html`)."""
+        from amoseg.inference.outputs import looks_like_ct
+        from amoseg.render.viewer import write_viewer
+
+        labels, data = np.asarray(self.label.dataobj), self.image
+        modality = "ct" if data is not None and looks_like_ct(data) else "mr"
+        return write_viewer(
+            Path(path), labels, self.label.affine, self.volumes, data,
+            title=title or Path(self.source).name, modality=modality,
+        )  # fmt: skip
+
+    def save_dicom_seg(
+        self, path: str | Path, series: str | Path, model_name: str = "amoseg"
+    ) -> Path:
+        """A DICOM-SEG referencing the DICOM series folder the scan was read from
+        (`predict --format dicom-seg`)."""
+        from amoseg.inference.dicom_seg import read_source_series, write_dicom_seg
+
+        labels = np.asarray(self.label.dataobj)
+        return write_dicom_seg(
+            labels, self.label.affine, read_source_series(Path(series)), Path(path),
+            model_name=model_name,
+        )  # fmt: skip
 
 
 class Model:
@@ -96,6 +130,7 @@ class Model:
             volumes=organ_volumes(labels, data, reference.affine),
             probabilities=probs,
             source=name,
+            image=data,
         )
 
     def segment_many(self, images: Iterable[ImageLike], **options: Any) -> Iterator[Segmentation]:

@@ -108,3 +108,51 @@ def test_real_ct_through_the_api(tiny_unet_run, realdata):
     assert result.label.shape == source.shape
     np.testing.assert_array_equal(result.label.affine, source.affine)
     assert result.volume_ml("liver") >= 0.0
+
+
+def test_arrays_tensors_and_simpleitk_images_give_the_files_labels(tiny_unet_run, tmp_path):
+    """The API takes what a notebook holds: a numpy array or torch tensor with its spacing
+    or affine, or a SimpleITK image (LPS world), and returns the same labels as the file."""
+    import SimpleITK as sitk
+    import torch
+
+    path = small_ct(tmp_path / "scan.nii.gz")
+    model = amoseg.load(tiny_unet_run, device="cpu")
+    image = nib.load(str(path))
+    expected = np.asarray(model.segment(path).label.dataobj)
+    data = np.asarray(image.dataobj)
+    by_affine = model.segment(data, affine=image.affine)
+    np.testing.assert_array_equal(np.asarray(by_affine.label.dataobj), expected)
+    np.testing.assert_array_equal(by_affine.label.affine, image.affine)
+    by_tensor = model.segment(torch.from_numpy(data), affine=image.affine)
+    np.testing.assert_array_equal(np.asarray(by_tensor.label.dataobj), expected)
+    itk = model.segment(sitk.ReadImage(str(path)))
+    np.testing.assert_array_equal(np.asarray(itk.label.dataobj), expected)
+    np.testing.assert_allclose(itk.label.affine, image.affine, atol=1e-5)
+    if np.allclose(image.affine, np.diag([*image.header.get_zooms()[:3], 1.0])):
+        by_spacing = model.segment(data, spacing=image.header.get_zooms()[:3])
+        np.testing.assert_array_equal(np.asarray(by_spacing.label.dataobj), expected)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "needs its geometry"),
+        ({"spacing": (1.0, 1.0)}, "three positive numbers"),
+        ({"spacing": (1.0, 0.0, 1.0)}, "three positive numbers"),
+        ({"affine": np.eye(3)}, "4×4"),
+    ],
+)
+def test_an_array_without_usable_geometry_is_one_line(tiny_unet_run, kwargs, message):
+    model = amoseg.load(tiny_unet_run, device="cpu")
+    with pytest.raises(amoseg.AmosegError, match=message):
+        model.segment(np.zeros((8, 8, 4), np.int16), **kwargs)
+
+
+def test_results_save_nifti_and_the_viewer(tiny_unet_run, tmp_path):
+    path = small_ct(tmp_path / "scan.nii.gz")
+    result = amoseg.load(tiny_unet_run, device="cpu").segment(path)
+    saved = nib.load(str(result.save(tmp_path / "seg.nii.gz")))
+    np.testing.assert_array_equal(np.asarray(saved.dataobj), np.asarray(result.label.dataobj))
+    page = result.save_viewer(tmp_path / "view.html").read_text()
+    assert page.startswith("<!") and "scan.nii.gz" in page

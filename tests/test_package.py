@@ -21,6 +21,7 @@ from amoseg.inference.package import (
     export_package,
     read_package,
 )
+from amoseg.inference.segmenter import Segmenter, SegmentOptions
 from tests.test_api import small_ct
 
 
@@ -206,3 +207,65 @@ def test_a_phantom_trained_run_says_so_on_card_and_in_predict(tiny_unet_run, tmp
         assert "Trained on synthetic phantoms" in zf.read("model_card.md").decode()
     main(["predict", str(target), str(small_ct(tmp_path / "s.nii.gz")), "-o", str(tmp_path / "o")])
     assert "synthetic phantoms" in capsys.readouterr().err
+
+
+def _with_manifest(package: Path, target: Path, **fields) -> Path:
+    def change(name, data):
+        if name == MANIFEST:
+            data = json.dumps({**json.loads(data), **fields}).encode()
+        return name, data
+
+    return _rewrite(package, target, change)
+
+
+def _with_entry(package: Path, target: Path, entry: str, data: bytes) -> Path:
+    """The package with `entry` replaced by (or, when absent, added as) `data`."""
+    _rewrite(package, target, lambda name, old: (None if name == entry else name, old))
+    with zipfile.ZipFile(target, "a") as zf:
+        zf.writestr(entry, data)
+    return target
+
+
+def _with_checkpoint(package: Path, target: Path, **fields) -> Path:
+    import io
+
+    import torch
+
+    def change(name, data):
+        if name == "members/0/checkpoint.pt":
+            ckpt = torch.load(io.BytesIO(data), weights_only=True)
+            buffer = io.BytesIO()
+            torch.save({**ckpt, **fields}, buffer)
+            data = buffer.getvalue()
+        return name, data
+
+    return _rewrite(package, target, change)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p, t: _with_manifest(p, t, members="members/0"), "member list is not a list"),
+        (lambda p, t: _with_manifest(p, t, members=["members/0"] * 40), "more than once"),
+        (lambda p, t: _with_manifest(p, t, members=[f"members/{i}" for i in range(80)]),
+         "80 members"),
+        (lambda p, t: _with_entry(p, t, "model_card.json", b"[1, 2]"), "not an object"),
+        (lambda p, t: _with_entry(p, t, "model_card.json", b"[" * 100_000 + b"]" * 100_000),
+         "not valid JSON"),
+        (lambda p, t: _with_entry(p, t, "model_card.json", b" " * (5 << 20) + b"{}"),
+         "implausibly large"),
+        (lambda p, t: _with_entry(p, t, "members/0/postprocessing.json",
+                                  b'{"lcc_organs": ["liver"]}'), "lcc_organs"),
+        (lambda p, t: _with_checkpoint(p, t, input_size=10**9), "input size"),
+        (lambda p, t: _with_checkpoint(p, t, hparams={"base": 1024, "depth": 10}),
+         "parameters"),
+    ],
+    ids=["members-not-list", "member-40-times", "too-many-members", "card-not-object",
+         "deep-json", "huge-json", "bad-postprocessing", "absurd-input-size", "absurd-network"],
+)  # fmt: skip
+def test_hostile_packages_are_refused_before_anything_runs(package, tmp_path, damage, message):
+    """Each is one line, raised before a model is built or memory is taken (a 1024-base,
+    depth-10 U-Net would ask for hundreds of GB)."""
+    bad = damage(package, tmp_path / "bad.amoseg.zip")
+    with pytest.raises(AmosegError, match=message):
+        Segmenter.open(bad, SegmentOptions(device="cpu"))
