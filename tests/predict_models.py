@@ -69,6 +69,10 @@ class FakeBundle:
     lcc_organs: list[int] | None = None
     synthetic: bool = False
 
+    @property
+    def recipe(self) -> str:
+        return self.model_object.name
+
     def model(self, device: str = "auto") -> SegmentationModel:
         return self.model_object
 

@@ -48,7 +48,7 @@ def test_a_3d_bundle_is_mirrored_along_its_trained_axes_only_when_asked():
     assert isinstance(backend, MirroredBackend) and backend.axes == (1,)
 
 
-def test_predict_tta_leaves_a_2d_model_unchanged(tmp_path, monkeypatch):
+def test_predict_tta_leaves_a_2d_model_unchanged(tmp_path, monkeypatch, capsys):
     """The flagship 2D model lost half its Dice to mirroring it never trained for."""
     monkeypatch.setattr(
         "amoseg.inference.segmenter.read_bundles",
@@ -60,6 +60,7 @@ def test_predict_tta_leaves_a_2d_model_unchanged(tmp_path, monkeypatch):
     for flag in ("--tta", "--no-tta"):
         main(["predict", str(run), str(scan), "-o", str(tmp_path / flag), "--device", "cpu",
               flag])  # fmt: skip
+    assert "--tta does not mirror test: trained without flips" in capsys.readouterr().err
     a = np.asarray(nib.load(tmp_path / "--tta" / "scan_seg.nii.gz").dataobj)
     b = np.asarray(nib.load(tmp_path / "--no-tta" / "scan_seg.nii.gz").dataobj)
     assert len(np.unique(b)) > 2  # a random conv net: many classes, not left-right symmetric

@@ -142,6 +142,13 @@ def predict(
         _finish_batch(batch, items, out, batch_csv, failures, 0)
         return
     segmenter = Segmenter.open(models, options)
+    if tta and segmenter.mirrored_bundles < len(segmenter.bundles):
+        plain = sorted({b.recipe for b in segmenter.bundles if not b.mirror_axes})
+        typer.echo(
+            f"note: --tta does not mirror {', '.join(plain)}: trained without flips, mirroring "
+            "would average in wrong-side organs",
+            err=True,
+        )
     if segmenter.synthetic:
         typer.echo(SYNTHETIC_NOTE, err=True)
     written: list[str] = []
