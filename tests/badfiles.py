@@ -834,6 +834,43 @@ def _tune_corrupt_study(tmp: Path, fx: Fixtures) -> Case:
     return Case(argv, "study.db")
 
 
+# --- read-only output folders (issue 27): the folder exists, nothing can be created in it -
+
+
+def _readonly_predict(tmp: Path, fx: Fixtures) -> Case:
+    scan = write_nifti(tmp / "scan.nii.gz", good_image())
+    disk, cleanup = _readonly_disk(tmp)
+    return Case(["predict", str(fx.run()), str(scan), "-o", str(disk)], str(disk), disk, cleanup)
+
+
+def _readonly_package(tmp: Path, fx: Fixtures) -> Case:
+    disk, cleanup = _readonly_disk(tmp)
+    argv = ["export", str(fx.run()), "--package", str(disk / "model.amoseg.zip")]
+    return Case(argv, str(disk), disk, cleanup)
+
+
+def _readonly_view(tmp: Path, fx: Fixtures) -> Case:
+    seg = write_nifti(tmp / "seg.nii.gz", good_label())
+    disk, cleanup = _readonly_disk(tmp)
+    return Case(["view", str(seg), "-o", str(disk / "seg.html")], str(disk), disk, cleanup)
+
+
+def _readonly_plan(tmp: Path, fx: Fixtures) -> Case:
+    root = amos_root(tmp / "root")
+    disk, cleanup = _readonly_disk(tmp)
+    argv = ["plan", str(root), "-o", str(disk / "plan.json"), "--quiet"]
+    return Case(argv, str(disk), disk, cleanup)
+
+
+def _readonly_score(tmp: Path, fx: Fixtures) -> Case:
+    pred, gt = tmp / "pred", tmp / "gt"
+    write_nifti(pred / f"{GOOD_IDS[0]}.nii.gz", good_label(0))
+    write_nifti(gt / f"{GOOD_IDS[0]}.nii.gz", good_label(0))
+    disk, cleanup = _readonly_disk(tmp)
+    argv = ["score", str(pred), str(gt), "--json", str(disk / "report.json")]
+    return Case(argv, str(disk), disk, cleanup)
+
+
 # (input, command) -> builder.  Order = order of the table in docs/reliability.md.
 MATRIX: dict[tuple[str, str], Callable[[Path, Fixtures], Case]] = {}
 for _bad in BAD_NIFTI:
@@ -920,6 +957,11 @@ MATRIX[("network too large for memory", "train")] = _train_option(
 MATRIX[("--epochs -1", "train")] = _train_option("--epochs", "-1", names="--epochs")
 MATRIX[("checkpoint without its weights", "predict")] = _predict_damaged_checkpoint
 MATRIX[("corrupt SQLite study", "tune")] = _tune_corrupt_study
+MATRIX[("read-only output folder (ro tmpfs)", "predict")] = _readonly_predict
+MATRIX[("read-only output folder (ro tmpfs), --package", "export")] = _readonly_package
+MATRIX[("read-only output folder (ro tmpfs)", "view")] = _readonly_view
+MATRIX[("read-only output folder (ro tmpfs)", "plan")] = _readonly_plan
+MATRIX[("read-only output folder (ro tmpfs), --json", "score")] = _readonly_score
 
 
 def run_row(
