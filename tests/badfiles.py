@@ -871,6 +871,58 @@ def _readonly_score(tmp: Path, fx: Fixtures) -> Case:
     return Case(argv, str(disk), disk, cleanup)
 
 
+# --- damaged postprocessing.json (issue 27): refused before any scan is segmented --------
+
+
+def _predict_postprocessing(doc: str) -> Callable[[Path, Fixtures], Case]:
+    def build(tmp: Path, fx: Fixtures) -> Case:
+        run = tmp / "run"
+        shutil.copytree(fx.run(), run)
+        (run / "postprocessing.json").write_text(doc)
+        scan = write_nifti(tmp / "scan.nii.gz", good_image())
+        out = tmp / "out"
+        return Case(["predict", str(run), str(scan), "-o", str(out)], "postprocessing.json", out)
+
+    return build
+
+
+# --- plan.json values (issue 27): every field checked where the file is read -------------
+
+
+def _good_plan_config() -> dict:
+    return {"dims": 2, "spacing": [1.5, 1.5, 3.0], "patch_size": [16, 16], "batch_size": 2,
+            "network": {"class": "unet", "args": {"base": 8, "depth": 2}}}  # fmt: skip
+
+
+def _prepare_plan(names: str, **changes) -> Callable[[Path, Fixtures], Case]:
+    """prepare --plan with one field of a valid plan edited (None: the key removed)."""
+
+    def build(tmp: Path, fx: Fixtures) -> Case:
+        root = amos_root(tmp / "root")
+        config = _good_plan_config()
+        plan: dict = {"version": 1, "median_spacing": [1.5, 1.5, 3.0]}
+        for key, value in changes.items():
+            (plan if key in ("median_spacing", "version", "dataset") else config)[key] = value
+        plan["configurations"] = {"2d": config}
+        path = tmp / "plan.json"
+        path.write_text(json.dumps(plan))
+        out = tmp / "out"
+        argv = ["prepare", str(root), str(out), "--plan", str(path), "--configuration", "2d",
+                "--quiet"]  # fmt: skip
+        return Case(argv, names, out)
+
+    return build
+
+
+def _plan_memory(value: str) -> Callable[[Path, Fixtures], Case]:
+    def build(tmp: Path, fx: Fixtures) -> Case:
+        root = amos_root(tmp / "root")
+        argv = ["plan", str(root), "-o", str(tmp / "plan.json"), "--memory-gb", value, "--quiet"]
+        return Case(argv, "--memory-gb", tmp)
+
+    return build
+
+
 # (input, command) -> builder.  Order = order of the table in docs/reliability.md.
 MATRIX: dict[tuple[str, str], Callable[[Path, Fixtures], Case]] = {}
 for _bad in BAD_NIFTI:
@@ -962,6 +1014,42 @@ MATRIX[("read-only output folder (ro tmpfs), --package", "export")] = _readonly_
 MATRIX[("read-only output folder (ro tmpfs)", "view")] = _readonly_view
 MATRIX[("read-only output folder (ro tmpfs)", "plan")] = _readonly_plan
 MATRIX[("read-only output folder (ro tmpfs), --json", "score")] = _readonly_score
+MATRIX[("postprocessing.json: lcc_organs not a list", "predict")] = _predict_postprocessing(
+    '{"lcc_organs": "liver"}'
+)
+MATRIX[("postprocessing.json: organ id out of range", "predict")] = _predict_postprocessing(
+    '{"lcc_organs": [1, 99]}'
+)
+MATRIX[("postprocessing.json: organ id of the wrong type", "predict")] = _predict_postprocessing(
+    '{"lcc_organs": [1.5, true]}'
+)
+MATRIX[("postprocessing.json is an array, not an object", "predict")] = _predict_postprocessing(
+    "[6]"
+)
+MATRIX[("plan.json median_spacing not a list", "prepare")] = _prepare_plan(
+    "median_spacing", median_spacing=1.5
+)
+MATRIX[("plan.json spacing near 0 (0.0008 mm)", "prepare")] = _prepare_plan(
+    "configurations.2d.spacing", spacing=[0.0008, 0.0008, 3.0]
+)
+MATRIX[("plan.json spacing absurd (1e6 mm)", "prepare")] = _prepare_plan(
+    "configurations.2d.spacing", spacing=[1e6, 1.5, 3.0]
+)
+MATRIX[("plan.json network.class unknown", "prepare")] = _prepare_plan(
+    "configurations.2d.network.class", network={"class": "resnet9000"}
+)
+MATRIX[("plan.json network.args not an object", "prepare")] = _prepare_plan(
+    "configurations.2d.network.args", network={"class": "unet", "args": [32, 4]}
+)
+MATRIX[("plan.json network.args out of range", "prepare")] = _prepare_plan(
+    "configurations.2d.network.args", network={"class": "unet", "args": {"base": 10**9}}
+)
+MATRIX[("plan.json memory_budget_gb absurd", "prepare")] = _prepare_plan(
+    "configurations.2d.memory_budget_gb", memory_budget_gb=1e12
+)
+MATRIX[("--memory-gb inf", "plan")] = _plan_memory("inf")
+MATRIX[("--memory-gb nan", "plan")] = _plan_memory("nan")
+MATRIX[("--memory-gb -1", "plan")] = _plan_memory("-1")
 
 
 def run_row(

@@ -67,7 +67,10 @@ def prepare_case(case: AmosCase, out: str | Path, config: Configuration) -> dict
     raw = image_voxels(image_nii, case.image)
     del image_nii
     image = pre.canonical(raw, affine)
-    record = pre.plan_record(image, affine, original_shape, kept_slices=kept, zooms=zooms)
+    try:
+        record = pre.plan_record(image, affine, original_shape, kept_slices=kept, zooms=zooms)
+    except AmosegError as exc:  # e.g. the voxel cap: name the scan it was about
+        raise AmosegError(exc.what, exc.path or case.image, exc.hint) from None
     dtype = image_dtype(raw)
     del raw
 
