@@ -923,6 +923,55 @@ def _plan_memory(value: str) -> Callable[[Path, Fixtures], Case]:
     return build
 
 
+# --- evaluate: packages need -o; ensembles get a single run's store and split checks ----
+
+
+def _package(tmp: Path, fx: Fixtures) -> Path:
+    package = tmp / "model.amoseg.zip"
+    res = amoseg_inprocess("export", fx.run(), "--package", package)
+    if res.returncode != 0:
+        raise RuntimeError(f"export --package failed on a good run:\n{res.stderr}")
+    return package
+
+
+def _evaluate_package(*, alone: bool) -> Callable[[Path, Fixtures], Case]:
+    def build(tmp: Path, fx: Fixtures) -> Case:
+        argv = ["evaluate", str(_package(tmp, fx)), "--data", str(fx.store())]
+        if not alone:
+            argv.insert(2, str(fx.run()))
+        return Case(argv, "-o FOLDER", None)
+
+    return build
+
+
+def _fold_runs(tmp: Path, fx: Fixtures, folds: tuple[int | None, ...]) -> list[Path]:
+    """Copies of the good run, each recorded as trained on one cross-validation fold."""
+    runs = []
+    for n, fold in enumerate(folds):
+        run = tmp / "runs" / f"fold_{n}"
+        shutil.copytree(fx.run(), run)
+        config = json.loads((run / "config.json").read_text())
+        config["settings"]["fold"] = fold
+        (run / "config.json").write_text(json.dumps(config))
+        runs.append(run)
+    return runs
+
+
+def _evaluate_ensemble_other_store(tmp: Path, fx: Fixtures) -> Case:
+    runs = _fold_runs(tmp, fx, (None, None))
+    store = tmp / "store"
+    shutil.copytree(fx.store(), store)
+    _other_split(store)
+    argv = ["evaluate", *map(str, runs), "--data", str(store), "-o", str(tmp / "eval")]
+    return Case(argv, "store", tmp / "eval")
+
+
+def _evaluate_fold_ensemble_val(tmp: Path, fx: Fixtures) -> Case:
+    _fold_runs(tmp, fx, (0, 1))
+    argv = ["evaluate", str(tmp / "runs"), "--split", "val", "--data", str(fx.store())]
+    return Case(argv, "trained on", tmp / "runs")
+
+
 # (input, command) -> builder.  Order = order of the table in docs/reliability.md.
 MATRIX: dict[tuple[str, str], Callable[[Path, Fixtures], Case]] = {}
 for _bad in BAD_NIFTI:
@@ -1050,6 +1099,12 @@ MATRIX[("plan.json memory_budget_gb absurd", "prepare")] = _prepare_plan(
 MATRIX[("--memory-gb inf", "plan")] = _plan_memory("inf")
 MATRIX[("--memory-gb nan", "plan")] = _plan_memory("nan")
 MATRIX[("--memory-gb -1", "plan")] = _plan_memory("-1")
+MATRIX[("model package alone, no -o", "evaluate")] = _evaluate_package(alone=True)
+MATRIX[("model package first, no -o", "evaluate")] = _evaluate_package(alone=False)
+MATRIX[("ensemble on a store with another split", "evaluate")] = _evaluate_ensemble_other_store
+MATRIX[("fold ensemble on --split val (cases it trained on)", "evaluate")] = (
+    _evaluate_fold_ensemble_val
+)
 
 
 def run_row(

@@ -46,7 +46,9 @@ def evaluate(
     and the report's table (pixel accuracy, mIoU, Dice) over the stored slices."""
     from rich.console import Console
 
+    from amoseg.errors import AmosegError
     from amoseg.inference.ensemble import member_runs
+    from amoseg.inference.package import is_package
     from amoseg.outputs import check_new_outputs
     from amoseg.reports.evaluate import eval_dir, evaluate_ensemble, evaluate_run
 
@@ -54,7 +56,14 @@ def evaluate(
         return "n/a" if x is None else f"{100 * x:.2f} %"
 
     run_dir = models[0]
-    if len(models) > 1 or len(member_runs(run_dir)) > 1:
+    packages = [m for m in models if is_package(m)]
+    if len(models) > 1 or len(member_runs(run_dir)) > 1 or packages:
+        if out_dir is None and is_package(run_dir):
+            raise AmosegError(
+                "a model package cannot hold its evaluation (it is a zip file)",
+                run_dir,
+                "pass -o FOLDER for the evaluation",
+            )
         target = out_dir or run_dir / f"eval_ensemble_{split}"
         check_new_outputs(
             [target / "metrics.json"], overwrite=overwrite, hint="pass --overwrite or -o DIR"

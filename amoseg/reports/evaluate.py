@@ -255,6 +255,34 @@ def native_metrics(
     }
 
 
+def check_unseen(split: str, store: SliceStore, runs: list[Path]) -> None:
+    """Refuse scores that would flatter: every run must have been trained on this very store
+    (its recorded identity, as a resume checks) and, unless the training split itself is asked
+    for, on none of the scored cases (a cross-validation fold trains on the store's `val`
+    cases of the other folds). Run before any model is opened."""
+    from amoseg.data.splits import select_fold
+
+    scored = set(store.splits.get(split, []))
+    for run in runs:
+        config = read_json(run / "config.json", "run config.json (is this a run folder?)")
+        if not isinstance(config, dict):
+            raise AmosegError("run config.json is not a JSON object", run / "config.json")
+        check_identity((config.get("store") or {}).get("identity"), store.identity(), store.root)
+        if split == "train":
+            continue  # training-set scores, asked for by name
+        fold = (config.get("settings") or {}).get("fold")
+        seen = sorted(scored & set(select_fold(store.stored_splits, fold)["train"]))
+        if seen:
+            which = f"fold {fold} run" if fold is not None else "run"
+            raise AmosegError(
+                f"this {which} was trained on {len(seen)} of the {len(scored)} '{split}' cases "
+                f"it would be scored on (e.g. {seen[0]})",
+                run,
+                "score on cases no member trained on (e.g. --split test), or use `amoseg cv` "
+                "for fold validation",
+            )
+
+
 def evaluate_run(
     run_dir: str | Path,
     data: str | Path | None = None,
@@ -282,7 +310,7 @@ def evaluate_run(
             raise AmosegError("run config.json names no store", run_dir, "pass --data PREPARED")
     store = SliceStore(data)
     store.check_no_leakage()
-    check_identity((config.get("store") or {}).get("identity"), store.identity(), store.root)
+    check_unseen(split, store, [run_dir])
     model = load_run(run_dir, device=device)
     name = str(config.get("model") or getattr(model, "name", run_dir.name))
     metrics, samples = evaluate_model(
@@ -326,9 +354,11 @@ def evaluate_ensemble(
     """Native-grid scores of an ensemble (runs, folders of fold runs, packages: the same list
     `amoseg predict` takes) on `split` of a store: each scan segmented by the averaged
     probabilities of all members, as `predict` does, → OUT/metrics.json."""
-    from amoseg.inference.ensemble import open_members
+    from amoseg.inference.ensemble import member_runs, open_members
+    from amoseg.inference.package import is_package
 
-    backends, runs = open_members(models, device=device, tta=tta)
+    # the run folders among the members (as open_members finds them), checked before loading
+    runs = [r for m in models if not is_package(m) for r in member_runs(m) or [Path(m)]]
     if data is None:
         if not runs:
             raise AmosegError("no run among the models names a store", models[0], "pass --data")
@@ -336,9 +366,12 @@ def evaluate_ensemble(
             "path"
         )
     store = SliceStore(data)
+    store.check_no_leakage()
+    check_unseen(split, store, runs)
     files, why = original_files(store, split)
     if not files:
         raise AmosegError(f"cannot score the ensemble natively: {why}", store.root)
+    backends, runs = open_members(models, device=device, tta=tta)
     metrics = {
         "models": [str(m) for m in models],
         "members": len(backends),
