@@ -1,0 +1,72 @@
+"""Lost work and races: workers die with their parent; two writers never replace each other's
+outputs; hand edits survive a rerun (issue 27)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.badfiles import REPO, amos_root
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _spawned_children(parent: int) -> list[int]:
+    """Pids of multiprocessing spawn workers whose parent is `parent` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_prepare_workers_die_with_a_killed_parent(tmp_path):
+    ids = tuple(f"amos_{n:04d}" for n in range(1, 13))
+    root = amos_root(tmp_path / "root", ids=ids, shape=(160, 160, 40))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "amoseg", "prepare", str(root), str(tmp_path / "store"),
+            "--workers", "2", "--size", "128", "--quiet"]  # fmt: skip
+    parent = subprocess.Popen(argv, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 90
+        while len(workers) < 2 and parent.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            workers = _spawned_children(parent.pid)
+        assert len(workers) == 2, "prepare did not start its two workers"
+        time.sleep(0.5)  # past the initializer: workers are preparing cases
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [pid for pid in workers if _alive(pid)]
+        assert not left, f"workers {left} outlived their killed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        for pid in filter(_alive, workers):  # on a failure: leave no stray process behind
+            os.kill(pid, signal.SIGKILL)
