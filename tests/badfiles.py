@@ -972,6 +972,35 @@ def _evaluate_fold_ensemble_val(tmp: Path, fx: Fixtures) -> Case:
     return Case(argv, "trained on", tmp / "runs")
 
 
+# --- lost work and races (issue 27) -------------------------------------------------------
+
+
+def _predict_folder_in_use(tmp: Path, fx: Fixtures) -> Case:
+    """A second predict while another one is writing into the same -o folder."""
+    scan = write_nifti(tmp / "scan.nii.gz", good_image())
+    out = tmp / "out"
+    code = (
+        "import sys, time\n"
+        "from amoseg.outputs import claim_output_folder\n"
+        "claim_output_folder(sys.argv[1])\n"
+        "print('held', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    if holder.stdout is None or holder.stdout.readline().strip() != "held":
+        holder.kill()
+        raise RuntimeError("the folder holder did not start")
+
+    def release() -> None:
+        holder.kill()
+        holder.wait()
+
+    argv = ["predict", str(fx.run()), str(scan), "-o", str(out)]
+    return Case(argv, "another amoseg predict", out, cleanup=release)
+
+
 # (input, command) -> builder.  Order = order of the table in docs/reliability.md.
 MATRIX: dict[tuple[str, str], Callable[[Path, Fixtures], Case]] = {}
 for _bad in BAD_NIFTI:
@@ -1105,6 +1134,7 @@ MATRIX[("ensemble on a store with another split", "evaluate")] = _evaluate_ensem
 MATRIX[("fold ensemble on --split val (cases it trained on)", "evaluate")] = (
     _evaluate_fold_ensemble_val
 )
+MATRIX[("-o folder in use by another predict", "predict")] = _predict_folder_in_use
 
 
 def run_row(

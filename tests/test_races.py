@@ -70,3 +70,26 @@ def test_prepare_workers_die_with_a_killed_parent(tmp_path):
             parent.kill()
         for pid in filter(_alive, workers):  # on a failure: leave no stray process behind
             os.kill(pid, signal.SIGKILL)
+
+
+def test_two_predicts_into_one_folder_never_both_write(tmp_path):
+    """Started together, without --overwrite: one writes, the other gets one line (the folder
+    is in use, or its outputs exist), whichever comes first; never both exit 0."""
+    from tests.badfiles import Fixtures, good_image, write_nifti
+
+    run = Fixtures(tmp_path / "fx").run()
+    scan = write_nifti(tmp_path / "scan.nii.gz", good_image(shape=(64, 64, 24)))
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    argv = [sys.executable, "-m", "amoseg", "predict", str(run), str(scan), "-o", str(out),
+            "--device", "cpu"]  # fmt: skip
+    procs = [
+        subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    results = [(p.wait(timeout=120), p.stderr.read().decode()) for p in procs]  # type: ignore[union-attr]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    assert "Traceback" not in refused
+    assert [line for line in refused.splitlines() if line.startswith("error: ")], refused

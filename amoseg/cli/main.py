@@ -17,6 +17,7 @@ import typer
 import amoseg
 from amoseg import interrupts
 from amoseg.errors import AmosegError
+from amoseg.outputs import release_output_folders
 
 # typer >= 0.2x vendors click (typer._click); its usage errors are TyperExceptions with
 # .show() and exit_code. Older typer raised the click package's own ClickException.
@@ -135,3 +136,5 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # `amoseg … | head`: the reader left; nothing to report
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
         sys.exit(1)
+    finally:
+        release_output_folders()

@@ -92,6 +92,7 @@ def predict(
     )
     from amoseg.inference.tta import MirroredBackend
     from amoseg.interrupts import listing, note_finished
+    from amoseg.outputs import claim_output_folder
 
     if postprocess not in {"auto", "none", "lcc"}:
         raise AmosegError(f"unknown --postprocess {postprocess!r}", None, "use auto, none or lcc")
@@ -111,6 +112,7 @@ def predict(
         raise failures[0][1]
     if not items and not failures:
         raise AmosegError("no scans found in the inputs", inputs[0])
+    claim_output_folder(out)  # one predict per folder while it runs, checked before writing
     check_outputs(items, out, overlay=overlay, outputs=outputs, overwrite=overwrite)
     scorer: Any
     if backend == "onnx":
