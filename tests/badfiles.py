@@ -396,13 +396,15 @@ def _prepare_dot_id(tmp: Path, fx: Fixtures) -> Case:
     return _prepare_listing(training=_entries("amos_0001.nii.gz", "..nii.gz"))(tmp, fx)
 
 
-def _prepare_symlink_out(tmp: Path, fx: Fixtures) -> Case:
-    elsewhere, _ = good_pair(tmp / "elsewhere", "amos_0009")
+def _prepare_dangling_symlink(tmp: Path, fx: Fixtures) -> Case:
+    """A link to a file that is gone (links leading out of the folder are followed)."""
     good_pair(tmp / "root", "amos_0009")
     link = tmp / "root" / "imagesTr" / "amos_0009.nii.gz"
     link.unlink()
-    link.symlink_to(elsewhere)
-    return _prepare_listing(training=_entries("amos_0001.nii.gz", "amos_0009.nii.gz"))(tmp, fx)
+    link.symlink_to(tmp / "elsewhere" / "moved_away.nii.gz")
+    case = _prepare_listing(training=_entries("amos_0001.nii.gz", "amos_0009.nii.gz"))(tmp, fx)
+    case.names = "amos_0009.nii.gz"
+    return case
 
 
 def _prepare_document(text: str | None, sparse_bytes: int = 0) -> Callable[[Path, Fixtures], Case]:
@@ -1015,7 +1017,7 @@ MATRIX[("dataset.json path with ../ out of the folder", "prepare")] = _prepare_l
 MATRIX[("dataset.json absolute path", "prepare")] = _prepare_listing(
     training=[{"image": "/etc/amos_0001.nii.gz", "label": "./labelsTr/amos_0001.nii.gz"}]
 )
-MATRIX[("symlink leading out of the folder", "prepare")] = _prepare_symlink_out
+MATRIX[("symlink to a file that is gone", "prepare")] = _prepare_dangling_symlink
 MATRIX[("deeply nested dataset.json", "prepare")] = _prepare_document("[" * 100_000)
 MATRIX[("dataset.json is an array, not an object", "prepare")] = _prepare_document("[1, 2]")
 MATRIX[("huge dataset.json (64 MiB)", "prepare")] = _prepare_document(None, 64 << 20)
