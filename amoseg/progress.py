@@ -1,7 +1,7 @@
 """One progress bar for every long task (synth, prepare, train, evaluate, score).
 
 Bars go to stderr so stdout stays clean for tables and paths, and they are hidden when stderr
-is not a terminal, so logs and pipes get no bar redraws.
+is not a terminal, so logs and pipes get no bar redraws, and with `amoseg --quiet`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,23 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+QUIET, VERBOSE = -1, 1
+_verbosity = 0
+
+
+def set_verbosity(level: int) -> None:
+    """The CLI's --quiet (QUIET) / --verbose (VERBOSE) for every command; 0 is normal."""
+    global _verbosity
+    _verbosity = level
+
+
+def quiet() -> bool:
+    return _verbosity <= QUIET
+
+
+def verbose() -> bool:
+    return _verbosity >= VERBOSE
 
 
 def progress_bar(
@@ -36,5 +53,5 @@ def progress_bar(
         *columns,
         console=console,
         transient=transient,
-        disable=not (enabled and console.is_terminal),
+        disable=not (enabled and console.is_terminal) or quiet(),
     )
