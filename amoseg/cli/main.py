@@ -12,6 +12,8 @@ import os
 import pkgutil
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -88,7 +90,7 @@ CHOICES: dict[str | tuple[str, str], tuple[str, ...]] = {
 GLOBAL_FLAGS = ("--quiet", "-q", "--verbose", "-v")
 
 
-def _list_choices(command) -> None:
+def _list_choices(command: Any) -> None:
     """Show CHOICES in --help (the metavar) and complete them in the shell."""
     for name, sub in getattr(command, "commands", {}).items():
         for param in sub.params:
@@ -101,14 +103,14 @@ def _list_choices(command) -> None:
                     param._custom_shell_complete = _completer(choices)
 
 
-def _completer(choices: tuple[str, ...]):
-    def complete(ctx, param, incomplete: str) -> list[str]:
+def _completer(choices: tuple[str, ...]) -> Callable[[Any, Any, str], list[str]]:
+    def complete(ctx: Any, param: Any, incomplete: str) -> list[str]:
         return [c for c in choices if c.startswith(incomplete) and not c.endswith(":N")]
 
     return complete
 
 
-def _hoist_global_flags(command, args: list[str]) -> list[str]:
+def _hoist_global_flags(command: Any, args: list[str]) -> list[str]:
     """`amoseg predict ... --quiet` as `amoseg --quiet predict ...`: a global flag after a
     command that does not declare it itself is the root's (prepare and plan keep their own
     --quiet, and the root's is set as well)."""
