@@ -168,3 +168,18 @@ def test_every_run_is_checked_and_a_huge_file_is_not_read(tmp_path):
         fh.truncate(MAX_POSTPROCESSING_BYTES + 1)
     with pytest.raises(AmosegError, match="more than"):
         read_postprocessing(a / "postprocessing.json")
+
+
+@settings(FUZZ, max_examples=100)
+@given(data=st.binary(max_size=200) | JSON.map(lambda v: json.dumps(v).encode()))
+def test_fuzzed_files_are_read_or_refused_in_one_line(tmp_path, data):
+    """Whole files of random bytes or random JSON: plan.json and postprocessing.json."""
+    from amoseg.planning import load_plan
+
+    for name, read in (("plan.json", load_plan), ("postprocessing.json", read_postprocessing)):
+        path = tmp_path / name
+        path.write_bytes(data)
+        try:
+            read(path)
+        except AmosegError as exc:
+            assert "\n" not in exc.line() and name in exc.line()
