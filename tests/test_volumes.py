@@ -77,3 +77,18 @@ def test_predict_flags_an_organ_cut_by_the_slab(tmp_path):
     assert organs[BRIGHT_CLASS - 1]["truncated"] is True
     rows = list(csv.DictReader(result.volumes_csv.open()))
     assert rows[BRIGHT_CLASS - 1]["truncated"] == "true"
+
+
+def test_predict_on_an_mr_scan_writes_no_mean_hu(tmp_path):
+    """MR intensities (non-negative, no air at -1000) get mean_intensity only."""
+    image = np.full((32, 32, 10), 50.0, np.float32)  # below the model's threshold
+    image[8:20, 8:20, 3:7] = BRIGHT_HU + 100
+    path = tmp_path / "t1.nii.gz"
+    nib.save(nib.Nifti1Image(image, AFFINE), str(path))
+    backend = backend_for_model(ThresholdModel(32), device="cpu")
+    result = predict_scan(backend, ScanInput(path, "nifti", "t1"), tmp_path / "out")
+    organs = json.loads(result.volumes_json.read_text())["organs"]
+    assert all("mean_hu" not in o for o in organs)
+    assert organs[BRIGHT_CLASS - 1]["mean_intensity"] == pytest.approx(BRIGHT_HU + 100)
+    rows = list(csv.DictReader(result.volumes_csv.open()))
+    assert rows[BRIGHT_CLASS - 1]["mean_hu"] == ""
