@@ -63,12 +63,15 @@ def input_files(*paths: str | Path) -> list[Path]:
 # --- one writer per output folder ---------------------------------------------------------
 
 #: folders this process holds for the running command: resolved path → (fd, created by us)
-_claims: dict[Path, tuple[int, bool]] = {}
+_claims: dict[Path, tuple[int | None, bool]] = {}
 
 
-def _lock_folder(folder: Path, command: str) -> tuple[int, bool]:
+def _lock_folder(folder: Path, command: str) -> tuple[int | None, bool]:
     """An exclusive, non-blocking lock on the folder itself (flock on its descriptor: no lock
-    file is left in the user's folder, and the OS drops it when the holder dies)."""
+    file is left in the user's folder, and the OS drops it when the holder dies). Where the
+    folder cannot be opened or locked (no read permission, a file system without locks) the
+    command goes on unlocked: the existence check still runs, and a write that fails is one
+    line of its own."""
     import errno
     import fcntl
     import os
@@ -76,7 +79,6 @@ def _lock_folder(folder: Path, command: str) -> tuple[int, bool]:
     created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder, os.O_RDONLY)
     except OSError as exc:
         raise AmosegError(
             f"cannot create output folder ({exc.strerror or exc})",
@@ -84,11 +86,15 @@ def _lock_folder(folder: Path, command: str) -> tuple[int, bool]:
             "choose a writable location",
         ) from None
     try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None, created
+    try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         os.close(fd)
         if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            raise
+            return None, created
         raise AmosegError(
             f"another amoseg {command} is writing into this folder",
             folder,
@@ -97,11 +103,12 @@ def _lock_folder(folder: Path, command: str) -> tuple[int, bool]:
     return fd, created
 
 
-def _unlock_folder(folder: Path, fd: int, created: bool) -> None:
+def _unlock_folder(folder: Path, fd: int | None, created: bool) -> None:
     import contextlib
     import os
 
-    os.close(fd)
+    if fd is not None:
+        os.close(fd)
     if created:  # a batch that wrote nothing leaves no empty folder it made
         with contextlib.suppress(OSError):
             folder.rmdir()

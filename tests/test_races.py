@@ -93,3 +93,23 @@ def test_two_predicts_into_one_folder_never_both_write(tmp_path):
     refused = next(err for code, err in results if code == 2)
     assert "Traceback" not in refused
     assert [line for line in refused.splitlines() if line.startswith("error: ")], refused
+
+
+def test_a_claimed_folder_is_refused_to_another_writer_and_released(tmp_path):
+    """Same process: a second claim is the same claim; another open of the folder (another
+    process's lock) is refused; a folder the claim made and nothing filled is removed."""
+    from amoseg.errors import AmosegError
+    from amoseg.outputs import _lock_folder, claim_output_folder, release_output_folders
+
+    out = tmp_path / "new" / "out"
+    claim_output_folder(out)
+    claim_output_folder(out)  # re-entrant within one command
+    try:
+        with pytest.raises(AmosegError, match="another amoseg predict is writing"):
+            _lock_folder(out.resolve(), "predict")
+    finally:
+        release_output_folders()
+    assert not out.exists()  # made by the claim, left empty: gone
+    fd, created = _lock_folder(out, "predict")  # free again
+    assert fd is not None and created
+    os.close(fd)
