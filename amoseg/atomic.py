@@ -111,7 +111,16 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
             f"cannot create output folder ({_reason(exc)})", parent, "choose a writable location"
         ) from exc
     suffix = suffix if suffix is not None else "".join(target.suffixes)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=parent
+        )
+    except OSError as exc:  # an unwritable folder, a read-only file system
+        raise AmosegError(
+            f"cannot write into the output folder ({_reason(exc)})",
+            parent,
+            "choose a writable location",
+        ) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:

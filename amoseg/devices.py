@@ -7,9 +7,16 @@ import torch
 from amoseg.errors import AmosegError
 
 
+def mps_available() -> bool:
+    """Apple silicon GPU (Metal) through a PyTorch build that has it."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' → CUDA when available, else the CPU; asking for CUDA without one, or naming a
-    device torch does not know, is a user error (one line, exit 2)."""
+    """'auto' → CUDA when available, else the CPU (never MPS on its own: some operators still
+    fall back to the CPU there, so it is asked for by name); asking for CUDA or MPS without
+    one, or naming a device torch does not know, is a user error (one line, exit 2)."""
     name = str(device)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -19,10 +26,22 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             None,
             "use --device cpu or auto",
         )
+    if name == "mps":
+        if not mps_available():
+            raise AmosegError(
+                "Apple MPS was requested (--device mps) but is not available here (it needs "
+                "macOS on Apple silicon and a PyTorch build with MPS)",
+                None,
+                "use --device cpu or auto",
+            )
+        return torch.device("mps")
     try:
         resolved = torch.device(name)
     except RuntimeError as exc:
-        raise AmosegError(f"unknown device {name!r}", None, "use auto, cpu or cuda") from exc
+        raise AmosegError(f"unknown device {name!r}", None, DEVICE_HINT) from exc
     if resolved.type not in ("cpu", "cuda"):
-        raise AmosegError(f"unknown device {name!r}", None, "use auto, cpu or cuda")
+        raise AmosegError(f"unknown device {name!r}", None, DEVICE_HINT)
     return resolved
+
+
+DEVICE_HINT = "use auto, cpu, cuda, cuda:N or mps"

@@ -100,3 +100,40 @@ def listing(names: list[str], limit: int = 8) -> str:
     if len(names) <= limit:
         return ", ".join(names)
     return ", ".join(names[:limit]) + f", … ({len(names)} in all)"
+
+
+#: Linux prctl option: the signal a process gets when its parent dies
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Make a worker process end when `parent` (the process that started it) ends, even by
+    kill -9, instead of living on with parent 1, writing and holding memory.
+
+    Linux: the kernel sends SIGKILL (PR_SET_PDEATHSIG; workers write atomically, so nothing
+    is left half-written); elsewhere a daemon thread checks the parent once a second. A
+    parent that died before this call is caught by the parent-id check."""
+    import ctypes
+    import os
+    import sys
+
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:
+        os._exit(1)
+    if armed:
+        return
+
+    def watch() -> None:
+        import time
+
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()

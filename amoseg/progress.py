@@ -1,7 +1,7 @@
 """One progress bar for every long task (synth, prepare, train, evaluate, score).
 
 Bars go to stderr so stdout stays clean for tables and paths, and they are hidden when stderr
-is not a terminal, so logs and pipes get no bar redraws.
+is not a terminal, so logs and pipes get no bar redraws, and with `amoseg --quiet`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,24 @@ class StageColumn(ProgressColumn):
         return Text(f"{name}: {task.fields.get('stage', '')} {seconds:.0f} s")
 
 
+QUIET, VERBOSE = -1, 1
+_verbosity = 0
+
+
+def set_verbosity(level: int) -> None:
+    """The CLI's --quiet (QUIET) / --verbose (VERBOSE) for every command; 0 is normal."""
+    global _verbosity
+    _verbosity = level
+
+
+def quiet() -> bool:
+    return _verbosity <= QUIET
+
+
+def verbose() -> bool:
+    return _verbosity >= VERBOSE
+
+
 def progress_bar(
     label: str = "", *, enabled: bool = True, transient: bool = False, eta: bool = True
 ) -> Progress:
@@ -52,5 +70,5 @@ def progress_bar(
         *columns,
         console=console,
         transient=transient,
-        disable=not (enabled and console.is_terminal),
+        disable=not (enabled and console.is_terminal) or quiet(),
     )

@@ -396,13 +396,15 @@ def _prepare_dot_id(tmp: Path, fx: Fixtures) -> Case:
     return _prepare_listing(training=_entries("amos_0001.nii.gz", "..nii.gz"))(tmp, fx)
 
 
-def _prepare_symlink_out(tmp: Path, fx: Fixtures) -> Case:
-    elsewhere, _ = good_pair(tmp / "elsewhere", "amos_0009")
+def _prepare_dangling_symlink(tmp: Path, fx: Fixtures) -> Case:
+    """A link to a file that is gone (links leading out of the folder are followed)."""
     good_pair(tmp / "root", "amos_0009")
     link = tmp / "root" / "imagesTr" / "amos_0009.nii.gz"
     link.unlink()
-    link.symlink_to(elsewhere)
-    return _prepare_listing(training=_entries("amos_0001.nii.gz", "amos_0009.nii.gz"))(tmp, fx)
+    link.symlink_to(tmp / "elsewhere" / "moved_away.nii.gz")
+    case = _prepare_listing(training=_entries("amos_0001.nii.gz", "amos_0009.nii.gz"))(tmp, fx)
+    case.names = "amos_0009.nii.gz"
+    return case
 
 
 def _prepare_document(text: str | None, sparse_bytes: int = 0) -> Callable[[Path, Fixtures], Case]:
@@ -925,6 +927,173 @@ def _tune_corrupt_study(tmp: Path, fx: Fixtures) -> Case:
     return Case(argv, "study.db")
 
 
+# --- read-only output folders (issue 27): the folder exists, nothing can be created in it -
+
+
+def _readonly_predict(tmp: Path, fx: Fixtures) -> Case:
+    scan = write_nifti(tmp / "scan.nii.gz", good_image())
+    disk, cleanup = _readonly_disk(tmp)
+    return Case(["predict", str(fx.run()), str(scan), "-o", str(disk)], str(disk), disk, cleanup)
+
+
+def _readonly_package(tmp: Path, fx: Fixtures) -> Case:
+    disk, cleanup = _readonly_disk(tmp)
+    argv = ["export", str(fx.run()), "--package", str(disk / "model.amoseg.zip")]
+    return Case(argv, str(disk), disk, cleanup)
+
+
+def _readonly_view(tmp: Path, fx: Fixtures) -> Case:
+    seg = write_nifti(tmp / "seg.nii.gz", good_label())
+    disk, cleanup = _readonly_disk(tmp)
+    return Case(["view", str(seg), "-o", str(disk / "seg.html")], str(disk), disk, cleanup)
+
+
+def _readonly_plan(tmp: Path, fx: Fixtures) -> Case:
+    root = amos_root(tmp / "root")
+    disk, cleanup = _readonly_disk(tmp)
+    argv = ["plan", str(root), "-o", str(disk / "plan.json"), "--quiet"]
+    return Case(argv, str(disk), disk, cleanup)
+
+
+def _readonly_score(tmp: Path, fx: Fixtures) -> Case:
+    pred, gt = tmp / "pred", tmp / "gt"
+    write_nifti(pred / f"{GOOD_IDS[0]}.nii.gz", good_label(0))
+    write_nifti(gt / f"{GOOD_IDS[0]}.nii.gz", good_label(0))
+    disk, cleanup = _readonly_disk(tmp)
+    argv = ["score", str(pred), str(gt), "--json", str(disk / "report.json")]
+    return Case(argv, str(disk), disk, cleanup)
+
+
+# --- damaged postprocessing.json (issue 27): refused before any scan is segmented --------
+
+
+def _predict_postprocessing(doc: str) -> Callable[[Path, Fixtures], Case]:
+    def build(tmp: Path, fx: Fixtures) -> Case:
+        run = tmp / "run"
+        shutil.copytree(fx.run(), run)
+        (run / "postprocessing.json").write_text(doc)
+        scan = write_nifti(tmp / "scan.nii.gz", good_image())
+        out = tmp / "out"
+        return Case(["predict", str(run), str(scan), "-o", str(out)], "postprocessing.json", out)
+
+    return build
+
+
+# --- plan.json values (issue 27): every field checked where the file is read -------------
+
+
+def _good_plan_config() -> dict:
+    return {"dims": 2, "spacing": [1.5, 1.5, 3.0], "patch_size": [16, 16], "batch_size": 2,
+            "network": {"class": "unet", "args": {"base": 8, "depth": 2}}}  # fmt: skip
+
+
+def _prepare_plan(names: str, **changes) -> Callable[[Path, Fixtures], Case]:
+    """prepare --plan with one field of a valid plan edited (None: the key removed)."""
+
+    def build(tmp: Path, fx: Fixtures) -> Case:
+        root = amos_root(tmp / "root")
+        config = _good_plan_config()
+        plan: dict = {"version": 1, "median_spacing": [1.5, 1.5, 3.0]}
+        for key, value in changes.items():
+            (plan if key in ("median_spacing", "version", "dataset") else config)[key] = value
+        plan["configurations"] = {"2d": config}
+        path = tmp / "plan.json"
+        path.write_text(json.dumps(plan))
+        out = tmp / "out"
+        argv = ["prepare", str(root), str(out), "--plan", str(path), "--configuration", "2d",
+                "--quiet"]  # fmt: skip
+        return Case(argv, names, out)
+
+    return build
+
+
+def _plan_memory(value: str) -> Callable[[Path, Fixtures], Case]:
+    def build(tmp: Path, fx: Fixtures) -> Case:
+        root = amos_root(tmp / "root")
+        argv = ["plan", str(root), "-o", str(tmp / "plan.json"), "--memory-gb", value, "--quiet"]
+        return Case(argv, "--memory-gb", tmp)
+
+    return build
+
+
+# --- evaluate: packages need -o; ensembles get a single run's store and split checks ----
+
+
+def _package(tmp: Path, fx: Fixtures) -> Path:
+    package = tmp / "model.amoseg.zip"
+    res = amoseg_inprocess("export", fx.run(), "--package", package)
+    if res.returncode != 0:
+        raise RuntimeError(f"export --package failed on a good run:\n{res.stderr}")
+    return package
+
+
+def _evaluate_package(*, alone: bool) -> Callable[[Path, Fixtures], Case]:
+    def build(tmp: Path, fx: Fixtures) -> Case:
+        argv = ["evaluate", str(_package(tmp, fx)), "--data", str(fx.store())]
+        if not alone:
+            argv.insert(2, str(fx.run()))
+        return Case(argv, "-o FOLDER", None)
+
+    return build
+
+
+def _fold_runs(tmp: Path, fx: Fixtures, folds: tuple[int | None, ...]) -> list[Path]:
+    """Copies of the good run, each recorded as trained on one cross-validation fold."""
+    runs = []
+    for n, fold in enumerate(folds):
+        run = tmp / "runs" / f"fold_{n}"
+        shutil.copytree(fx.run(), run)
+        config = json.loads((run / "config.json").read_text())
+        config["settings"]["fold"] = fold
+        (run / "config.json").write_text(json.dumps(config))
+        runs.append(run)
+    return runs
+
+
+def _evaluate_ensemble_other_store(tmp: Path, fx: Fixtures) -> Case:
+    runs = _fold_runs(tmp, fx, (None, None))
+    store = tmp / "store"
+    shutil.copytree(fx.store(), store)
+    _other_split(store)
+    argv = ["evaluate", *map(str, runs), "--data", str(store), "-o", str(tmp / "eval")]
+    return Case(argv, "store", tmp / "eval")
+
+
+def _evaluate_fold_ensemble_val(tmp: Path, fx: Fixtures) -> Case:
+    _fold_runs(tmp, fx, (0, 1))
+    argv = ["evaluate", str(tmp / "runs"), "--split", "val", "--data", str(fx.store())]
+    return Case(argv, "trained on", tmp / "runs")
+
+
+# --- lost work and races (issue 27) -------------------------------------------------------
+
+
+def _predict_folder_in_use(tmp: Path, fx: Fixtures) -> Case:
+    """A second predict while another one is writing into the same -o folder."""
+    scan = write_nifti(tmp / "scan.nii.gz", good_image())
+    out = tmp / "out"
+    code = (
+        "import sys, time\n"
+        "from amoseg.outputs import claim_output_folder\n"
+        "claim_output_folder(sys.argv[1])\n"
+        "print('held', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    if holder.stdout is None or holder.stdout.readline().strip() != "held":
+        holder.kill()
+        raise RuntimeError("the folder holder did not start")
+
+    def release() -> None:
+        holder.kill()
+        holder.wait()
+
+    argv = ["predict", str(fx.run()), str(scan), "-o", str(out)]
+    return Case(argv, "another amoseg predict", out, cleanup=release)
+
+
 # (input, command) -> builder.  Order = order of the table in docs/reliability.md.
 def _view_other_grid(tmp: Path, fx: Fixtures) -> Case:
     """The scan's shape but not its place: the same voxels under an x-mirrored affine."""
@@ -946,7 +1115,7 @@ MATRIX[("dataset.json path with ../ out of the folder", "prepare")] = _prepare_l
 MATRIX[("dataset.json absolute path", "prepare")] = _prepare_listing(
     training=[{"image": "/etc/amos_0001.nii.gz", "label": "./labelsTr/amos_0001.nii.gz"}]
 )
-MATRIX[("symlink leading out of the folder", "prepare")] = _prepare_symlink_out
+MATRIX[("symlink to a file that is gone", "prepare")] = _prepare_dangling_symlink
 MATRIX[("deeply nested dataset.json", "prepare")] = _prepare_document("[" * 100_000)
 MATRIX[("dataset.json is an array, not an object", "prepare")] = _prepare_document("[1, 2]")
 MATRIX[("huge dataset.json (64 MiB)", "prepare")] = _prepare_document(None, 64 << 20)
@@ -1045,6 +1214,54 @@ MATRIX[("--threads 0", "predict")] = _predict_dicom(
     _nifti_scan, "--threads", "0", names="--threads"
 )
 MATRIX[("image on another voxel grid than the label map (same shape)", "view")] = _view_other_grid
+MATRIX[("read-only output folder (ro tmpfs)", "predict")] = _readonly_predict
+MATRIX[("read-only output folder (ro tmpfs), --package", "export")] = _readonly_package
+MATRIX[("read-only output folder (ro tmpfs)", "view")] = _readonly_view
+MATRIX[("read-only output folder (ro tmpfs)", "plan")] = _readonly_plan
+MATRIX[("read-only output folder (ro tmpfs), --json", "score")] = _readonly_score
+MATRIX[("postprocessing.json: lcc_organs not a list", "predict")] = _predict_postprocessing(
+    '{"lcc_organs": "liver"}'
+)
+MATRIX[("postprocessing.json: organ id out of range", "predict")] = _predict_postprocessing(
+    '{"lcc_organs": [1, 99]}'
+)
+MATRIX[("postprocessing.json: organ id of the wrong type", "predict")] = _predict_postprocessing(
+    '{"lcc_organs": [1.5, true]}'
+)
+MATRIX[("postprocessing.json is an array, not an object", "predict")] = _predict_postprocessing(
+    "[6]"
+)
+MATRIX[("plan.json median_spacing not a list", "prepare")] = _prepare_plan(
+    "median_spacing", median_spacing=1.5
+)
+MATRIX[("plan.json spacing near 0 (0.0008 mm)", "prepare")] = _prepare_plan(
+    "configurations.2d.spacing", spacing=[0.0008, 0.0008, 3.0]
+)
+MATRIX[("plan.json spacing absurd (1e6 mm)", "prepare")] = _prepare_plan(
+    "configurations.2d.spacing", spacing=[1e6, 1.5, 3.0]
+)
+MATRIX[("plan.json network.class unknown", "prepare")] = _prepare_plan(
+    "configurations.2d.network.class", network={"class": "resnet9000"}
+)
+MATRIX[("plan.json network.args not an object", "prepare")] = _prepare_plan(
+    "configurations.2d.network.args", network={"class": "unet", "args": [32, 4]}
+)
+MATRIX[("plan.json network.args out of range", "prepare")] = _prepare_plan(
+    "configurations.2d.network.args", network={"class": "unet", "args": {"base": 10**9}}
+)
+MATRIX[("plan.json memory_budget_gb absurd", "prepare")] = _prepare_plan(
+    "configurations.2d.memory_budget_gb", memory_budget_gb=1e12
+)
+MATRIX[("--memory-gb inf", "plan")] = _plan_memory("inf")
+MATRIX[("--memory-gb nan", "plan")] = _plan_memory("nan")
+MATRIX[("--memory-gb -1", "plan")] = _plan_memory("-1")
+MATRIX[("model package alone, no -o", "evaluate")] = _evaluate_package(alone=True)
+MATRIX[("model package first, no -o", "evaluate")] = _evaluate_package(alone=False)
+MATRIX[("ensemble on a store with another split", "evaluate")] = _evaluate_ensemble_other_store
+MATRIX[("fold ensemble on --split val (cases it trained on)", "evaluate")] = (
+    _evaluate_fold_ensemble_val
+)
+MATRIX[("-o folder in use by another predict", "predict")] = _predict_folder_in_use
 
 
 def run_row(

@@ -72,3 +72,24 @@ def test_a_device_or_folder_is_never_replaced_by_an_output_file(tmp_path):
             atomic.write_text(target, "x")
         after = os.stat(target)
         assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [PermissionError(13, "Permission denied"), OSError(30, "Read-only file system")],
+    ids=["EACCES", "EROFS"],
+)
+def test_an_unwritable_existing_folder_is_one_clear_error(tmp_path, monkeypatch, error):
+    """The folder exists, so mkdir succeeds; the temp file's creation is what fails (running as
+    root, chmod cannot block it: the temp-file call is made to fail as the kernel would; the
+    matrix's ro-tmpfs rows check the real thing where mounting is allowed)."""
+    from amoseg.errors import AmosegError
+
+    def refuse(*_args, **_kwargs):
+        raise error
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
+    with pytest.raises(AmosegError, match="cannot write into the output folder") as caught:
+        atomic.write_json(tmp_path / "plan.json", {})
+    assert caught.value.path == tmp_path
+    assert list(tmp_path.iterdir()) == []

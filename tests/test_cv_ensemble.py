@@ -163,3 +163,24 @@ def test_evaluate_takes_the_same_model_list_as_predict(folds, tmp_path, capsys):
     native = metrics["native"]
     assert metrics["members"] == 2 and native["n_cases"] == len(SliceStore(store).cases("test"))
     assert 0.0 <= native["mean_dice"] <= 1.0 and 0.0 <= native["mean_nsd"] <= 1.0
+
+
+@pytest.mark.slow
+def test_a_rerun_never_replaces_a_hand_edited_summary_or_choice(folds, capsys):
+    """cv's own outputs are replaced on a rerun; an edited one only with --overwrite."""
+    from tests.badfiles import amoseg_inprocess
+
+    _root, _store, runs = folds
+    assert amoseg_inprocess("cv", runs, "--device", "cpu").returncode == 0
+    assert amoseg_inprocess("cv", runs, "--device", "cpu").returncode == 0  # its own: replaced
+    for edited in (runs / CV_DIR / "cv_summary.md", runs / "fold_1" / POSTPROCESSING_FILE):
+        text = edited.read_text()
+        edited.write_text(text + "\n")  # a hand edit: one more line
+        res = amoseg_inprocess("cv", runs, "--device", "cpu")
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.count("error: ") == 1 and str(edited) in res.stderr
+        assert "Traceback" not in res.stderr
+        assert edited.read_text() == text + "\n"  # kept as the user left it
+        edited.write_text(text)  # back as cv wrote it: the next edit is the only one
+    assert amoseg_inprocess("cv", runs, "--device", "cpu", "--overwrite").returncode == 0
+    assert read_json(runs / "fold_1" / POSTPROCESSING_FILE)["lcc_organs"] is not None

@@ -92,18 +92,13 @@ def test_dot_named_case_cannot_delete_the_stores_cases(tmp_path):
         assert sorted(p.name for p in (store / "cases").iterdir()) == before
 
 
-@pytest.mark.parametrize("where", ["parent", "absolute", "symlink"])
+@pytest.mark.parametrize("where", ["parent", "absolute"])
 def test_paths_must_stay_inside_the_dataset_folder(tmp_path, where):
     root = good_root(tmp_path / "root")
     outside = tmp_path / "elsewhere"
     image, _ = badfiles.good_pair(outside, "amos_0009")
     badfiles.good_pair(root, "amos_0009")  # the label is inside; only the image leads out
-    inside = root / "imagesTr" / "amos_0009.nii.gz"
-    written = {"parent": "../elsewhere/imagesTr/amos_0009.nii.gz", "absolute": str(image)}
-    if where == "symlink":
-        inside.unlink()
-        inside.symlink_to(image)
-    written = written.get(where, "./imagesTr/amos_0009.nii.gz")
+    written = {"parent": "../elsewhere/imagesTr/amos_0009.nii.gz", "absolute": str(image)}[where]
     listing(root, [entry("amos_0001.nii.gz"), {**entry("amos_0009.nii.gz"), "image": written}])
     err = one_line_error(root, "leads outside the dataset folder")
     assert err.path == root / "dataset.json"
@@ -430,3 +425,26 @@ def test_modality_default_is_one_warning_line_in_prepare_and_plan(tmp_path):
             "taken as CT"
         ], res.stderr
         assert "UserWarning" not in res.stderr
+
+
+def test_symlinks_leading_out_of_the_folder_are_followed(tmp_path):
+    """An nnU-Net raw dataset whose images link to AMOS's own files (issue 27): accepted, and
+    prepare reads through the links without writing or deleting anything where they lead."""
+    amos = badfiles.amos_root(tmp_path / "amos")
+    raw = tmp_path / "Dataset001_AMOS"
+    badfiles.nnunet_root(raw)
+    for image in sorted((raw / "imagesTr").iterdir()):
+        case = image.name.removesuffix("_0000.nii.gz")
+        image.unlink()
+        image.symlink_to(amos / "imagesTr" / f"{case}.nii.gz")
+    labels = raw / "labelsTr"
+    for label in labels.iterdir():
+        label.unlink()
+    labels.rmdir()
+    labels.symlink_to(amos / "labelsTr", target_is_directory=True)  # a linked folder too
+    before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in amos.rglob("*")}
+    cases = find_cases(raw)
+    assert [c.image.parent for c in cases] == [raw / "imagesTr"] * len(badfiles.GOOD_IDS)
+    res = badfiles.amoseg_inprocess("prepare", raw, tmp_path / "store", "--size", 16, "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in amos.rglob("*")} == before

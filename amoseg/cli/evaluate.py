@@ -61,13 +61,14 @@ def evaluate(
         return "n/a" if x is None else f"{100 * x:.2f} %"
 
     run_dir = models[0]
-    if is_package(run_dir) and out_dir is None:
-        raise AmosegError(
-            "evaluating a model package needs an output folder",
-            run_dir,
-            "pass -o DIR (a package is a file: its results cannot go beside it)",
-        )
-    if len(models) > 1 or len(member_runs(run_dir)) > 1 or is_package(run_dir):
+    packages = [m for m in models if is_package(m)]
+    if len(models) > 1 or len(member_runs(run_dir)) > 1 or packages:
+        if out_dir is None and is_package(run_dir):
+            raise AmosegError(
+                "a model package cannot hold its evaluation (it is a zip file)",
+                run_dir,
+                "pass -o FOLDER for the evaluation",
+            )
         target = out_dir or run_dir / f"eval_ensemble_{split}"
         check_new_outputs(
             [target / "metrics.json"], overwrite=overwrite, hint="pass --overwrite or -o DIR"

@@ -11,12 +11,16 @@ import importlib
 import os
 import pkgutil
 import sys
+import time
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
-from amoseg import interrupts
+from amoseg import interrupts, progress
 from amoseg._version import __version__
 from amoseg.errors import AmosegError
+from amoseg.outputs import release_output_folders
 
 # typer >= 0.2x vendors click (typer._click); its usage errors are TyperExceptions with
 # .show() and exit_code. Older typer raised the click package's own ClickException.
@@ -24,12 +28,15 @@ UsageErrors: type[Exception] = (
     getattr(typer, "TyperException", None) or importlib.import_module("click").ClickException
 )
 
+#: the environment variable the completion scripts set (click's rule: _PROG_COMPLETE)
+COMPLETE_VAR = "_AMOSEG_COMPLETE"
+
 app = typer.Typer(
     name="amoseg",
     help="Abdominal multi-organ segmentation of CT/MRI (AMOS22): prepare, train, tune, "
     "evaluate, compare, predict.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, pwsh)
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -47,8 +54,77 @@ def _root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bars (every command; also after it)."
+    ),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="Library warnings too, and the command's wall time at the end (every command).",
+    ),
 ) -> None:
     """--debug is read by `main()` before the app runs (errors are handled there)."""
+    if quiet and verbose:
+        raise AmosegError("--quiet and --verbose contradict each other", hint="pass one")
+    progress.set_verbosity(progress.QUIET if quiet else progress.VERBOSE if verbose else 0)
+
+
+#: the values of fixed-choice options, listed in each command's --help and offered by shell
+#: completion; each command still parses and checks them itself, so the values accepted and
+#: the one-line error for a bad one are unchanged ((command, option) entries win)
+CHOICES: dict[str | tuple[str, str], tuple[str, ...]] = {
+    "--device": ("auto", "cpu", "cuda", "cuda:N", "mps"),
+    "--format": ("nifti", "dicom-seg", "both"),
+    "--postprocess": ("auto", "none", "lcc"),
+    "--backend": ("torch", "onnx"),
+    "--precision": ("auto", "fp32", "bf16"),
+    "--keep": ("organ", "all"),
+    "--modality": ("ct", "mr", "all"),
+    ("demo", "--modality"): ("ct", "mixed", "mr"),
+    ("synth", "--modality"): ("ct", "mr", "mixed"),
+    ("evaluate", "--split"): ("train", "val", "test"),
+    ("compare", "--split"): ("train", "val", "test"),
+}
+#: options every command takes, wherever they stand on the command line
+GLOBAL_FLAGS = ("--quiet", "-q", "--verbose", "-v")
+
+
+def _list_choices(command: Any) -> None:
+    """Show CHOICES in --help (the metavar) and complete them in the shell."""
+    for name, sub in getattr(command, "commands", {}).items():
+        for param in sub.params:
+            for opt in getattr(param, "opts", []):
+                choices = CHOICES.get((name, opt)) or CHOICES.get(opt)
+                if choices is None or getattr(param, "is_flag", False):
+                    continue
+                param.metavar = "[" + "|".join(choices) + "]"
+                if hasattr(param, "_custom_shell_complete"):
+                    param._custom_shell_complete = _completer(choices)
+
+
+def _completer(choices: tuple[str, ...]) -> Callable[[Any, Any, str], list[str]]:
+    def complete(ctx: Any, param: Any, incomplete: str) -> list[str]:
+        return [c for c in choices if c.startswith(incomplete) and not c.endswith(":N")]
+
+    return complete
+
+
+def _hoist_global_flags(command: Any, args: list[str]) -> list[str]:
+    """`amoseg predict ... --quiet` as `amoseg --quiet predict ...`: a global flag after a
+    command that does not declare it itself is the root's (prepare and plan keep their own
+    --quiet, and the root's is set as well)."""
+    commands = getattr(command, "commands", {})
+    at = next((i for i, a in enumerate(args) if a in commands), None)
+    if at is None:
+        return args
+    own = {o for p in commands[args[at]].params for o in getattr(p, "opts", [])}
+    moved = [a for a in args[at + 1 :] if a in GLOBAL_FLAGS and a not in own]
+    both = [a for a in args[at + 1 :] if a in GLOBAL_FLAGS and a in own]
+    if not moved and not both:
+        return args
+    rest = [a for a in args[at + 1 :] if a not in moved]
+    return [*args[:at], *moved, *both, args[at], *rest]
 
 
 def _register_commands() -> None:
@@ -104,15 +180,23 @@ def main(argv: list[str] | None = None) -> None:
     `typer.Exit(code)` into a return value that a caller can silently drop.
     """
     args = list(argv if argv is not None else sys.argv[1:])
+    command = typer.main.get_command(app)
+    _list_choices(command)
+    if os.environ.get(COMPLETE_VAR):  # the shell asks for completions (see --install-completion)
+        command.main(args, prog_name="amoseg", complete_var=COMPLETE_VAR)
+    args = _hoist_global_flags(command, args)
     debug = "--debug" in args
-    if not debug:
+    if not debug and not {"--verbose", "-v"} & set(args):
         install_warning_notes()
     interrupts.install_signal_handlers()
     interrupts.note_finished(None)
-    command = typer.main.get_command(app)
+    progress.set_verbosity(0)  # the root callback sets it from --quiet / --verbose
+    start = time.perf_counter()
     try:
         with command.make_context("amoseg", args) as ctx:
             command.invoke(ctx)
+        if progress.verbose():
+            typer.echo(f"done in {time.perf_counter() - start:.1f} s", err=True)
         swallowed = interrupts.pending()
         if swallowed is not None:  # the signal came while a destructor ran, and was lost
             raise swallowed
@@ -135,3 +219,5 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # `amoseg … | head`: the reader left; nothing to report
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
         sys.exit(1)
+    finally:
+        release_output_folders()

@@ -104,6 +104,7 @@ def predict(
     from amoseg.inference.predict import SYNTHETIC_NOTE, collect_inputs, predict_many
     from amoseg.inference.segmenter import Segmenter, SegmentOptions
     from amoseg.interrupts import listing, note_finished
+    from amoseg.outputs import claim_output_folder
     from amoseg.progress import StageColumn
 
     options = SegmentOptions(
@@ -129,6 +130,7 @@ def predict(
             items[0].path,
             "use --format nifti for NIfTI, NRRD and MetaImage scans",
         )
+    claim_output_folder(out)  # one predict per folder while it runs, checked before writing
     batch_csv = batch.check_batch_csv(items, out, overwrite=overwrite, resume=resume)
     todo, skipped = (items, [])
     if resume:

@@ -61,6 +61,11 @@ def prepare(
     from amoseg.store.prepare import prepare_dataset, summary_table
     from amoseg.store.splits import parse_fractions
 
+    if plan_file is not None:  # its networks name registered models, before any work
+        from amoseg.models.registry import check_plan_networks
+        from amoseg.planning.plan import load_plan
+
+        check_plan_networks(load_plan(plan_file), plan_file)
     summary = prepare_dataset(
         amos_root,
         out,

@@ -6,8 +6,9 @@ then passes the same checks, so nothing downstream has to trust a file name or a
 
 - ids are safe file names (they name the store's case folders): letters, digits, `_`, `-`, `.`,
   starting with a letter or digit; never a path, `.` or `..`;
-- image and label paths stay inside the dataset folder (no `../`, absolute paths or symlinks
-  leading out);
+- image and label paths as written stay inside the dataset folder (no `../`, no absolute
+  paths); symlinks in it are followed wherever they lead (the user made them; nothing is
+  ever written or deleted through them);
 - modality comes from the files' own statements, most specific first: the entry's own
   `modality`, AMOS's id rule for AMOS-named cases (`amos_0507` is MR; AMOS22's dataset.json
   says `{"0": "CT"}` for its MR scans too, so the id rule must beat the dataset-wide field),
@@ -19,6 +20,7 @@ then passes the same checks, so nothing downstream has to trust a file name or a
 
 from __future__ import annotations
 
+import os
 import re
 import reprlib
 import warnings
@@ -65,12 +67,12 @@ def find_cases(root: str | Path, default_modality: str = "ct") -> list[AmosCase]
         )
     lut = label_lut(listing.labels, listing.source)
     dataset_modality = modality_from_name(_single_name(listing.modality))
-    real_root = _resolve(root, root)
+    _resolve(root, root)
     cases, defaulted = [], 0
     for entry in listing.entries:
         check_case_id(entry.case_id, entry, listing.source)
         for path, written in ((entry.image, entry.written), (entry.label, entry.written_label)):
-            _check_inside(real_root, path, written or str(path), entry, listing.source)
+            _check_inside(root, path, written or str(path), entry, listing.source)
         modality, source = _modality(entry, dataset_modality, default_modality, listing.source)
         defaulted += source == "default"
         cases.append(
@@ -131,16 +133,18 @@ def _resolve(path: Path, source: Path) -> Path:
         raise AmosegError(f"path cannot be resolved ({exc})", source) from exc
 
 
-def _check_inside(
-    real_root: Path, path: Path, written: str, entry: CaseEntry, source: Path
-) -> None:
-    real = _resolve(path, source)
-    if not real.is_relative_to(real_root):
-        how = "is a symlink that leads" if path.is_symlink() else "leads"
+def _check_inside(root: Path, path: Path, written: str, entry: CaseEntry, source: Path) -> None:
+    """The path as written must name a file in the folder (no `../`, no absolute path); a
+    symlink there is followed wherever it leads: the user made it (an nnU-Net dataset linked
+    to AMOS's files instead of copying tens of GB), and amoseg only reads through it."""
+    _resolve(path, source)  # a symlink loop is one line here, not a hang later
+    lexical = Path(os.path.normpath(os.path.abspath(path)))
+    if not lexical.is_relative_to(Path(os.path.normpath(os.path.abspath(root)))):
         raise AmosegError(
-            f"case {entry.case_id}: {_SHOW.repr(written)} {how} outside the dataset folder",
+            f"case {entry.case_id}: {_SHOW.repr(written)} leads outside the dataset folder",
             source,
-            "dataset paths must stay inside the folder that holds dataset.json; copy the files in",
+            "dataset paths must stay inside the folder that holds dataset.json; copy the files "
+            "in, or link them in (symlinks inside the folder are followed)",
         )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from amoseg.atomic import read_json
 from amoseg.errors import AmosegError
-from amoseg.inference.postprocess import POSTPROCESSING_FILE, check_lcc_choice
+from amoseg.inference.postprocess import POSTPROCESSING_FILE, read_postprocessing
 
 #: what makes a folder a (finished or checkpointed) training run
 RUN_FILES = ("config.json", "checkpoint_best.pt")
@@ -120,11 +120,9 @@ def member_runs(path: str | Path) -> list[Path]:
     return []
 
 
-def read_postprocessing(path: Path) -> dict[str, Any] | None:
+def saved_choice(path: Path) -> dict[str, Any] | None:
     """A run's saved clean-up choice, checked (one line for a damaged file), or None."""
-    if not path.is_file():
-        return None
-    return check_lcc_choice(read_json(path, POSTPROCESSING_FILE), path)
+    return {"lcc_organs": read_postprocessing(path)} if path.is_file() else None
 
 
 def run_bundle(run_dir: str | Path) -> ModelBundle:
@@ -150,7 +148,7 @@ def run_bundle(run_dir: str | Path) -> ModelBundle:
         member=None,
         checkpoint=load_checkpoint(ckpt_path),
         config=config,
-        postprocessing=read_postprocessing(run_dir / POSTPROCESSING_FILE),
+        postprocessing=saved_choice(run_dir / POSTPROCESSING_FILE),
     )
 
 

@@ -31,7 +31,7 @@ from typing import Any
 from amoseg.atomic import atomic_path
 from amoseg.errors import AmosegError
 from amoseg.inference.bundle import ModelBundle, read_bundles
-from amoseg.inference.postprocess import POSTPROCESSING_FILE, check_lcc_choice
+from amoseg.inference.postprocess import POSTPROCESSING_FILE, check_postprocessing
 from amoseg.labels import CLASS_NAMES
 
 PACKAGE_FORMAT = "amoseg-model-package"
@@ -355,9 +355,12 @@ def read_package(path: str | Path) -> Package:
                         f"model package's {member}/config.json is not an object", path
                     )
                 choice = infos.get(f"{member}/{POSTPROCESSING_FILE}")
-                post.append(
-                    check_lcc_choice(_read_json_member(zf, choice, path), path) if choice else None
+                organs = (
+                    check_postprocessing(_read_json_member(zf, choice, path), path)
+                    if choice
+                    else None
                 )
+                post.append(None if organs is None else {"lcc_organs": organs})
     except zipfile.BadZipFile as exc:
         raise AmosegError(
             f"model package is corrupt ({exc})", path, "copy or export the package again"

@@ -84,31 +84,65 @@ def _finite(value: Any) -> bool:
     return value is not None and math.isfinite(float(value))
 
 
-def check_lcc_choice(value: Any, path: Path | None = None) -> dict[str, Any]:
-    """A saved clean-up choice as read from `postprocessing.json`, checked before any model
-    runs: an object whose `lcc_organs` lists AMOS organ ids (1-15) once each."""
-    organs = value.get("lcc_organs", []) if isinstance(value, dict) else None
-    if not isinstance(organs, list) or not all(
-        isinstance(o, int) and not isinstance(o, bool) and o in ORGAN_IDS for o in organs
-    ):
+#: postprocessing.json is a few hundred bytes; anything past this is not one (checked
+#: before it is read into memory)
+MAX_POSTPROCESSING_BYTES = 1 << 20
+
+
+def check_postprocessing(doc: Any, path: str | Path) -> list[int]:
+    """The organ ids a loaded `postprocessing.json` chose for the clean-up, or AmosegError
+    naming the file and the key: a hand-edited or damaged choice is refused before any model
+    runs, not after (and an id outside 1-15 is never silently ignored)."""
+
+    hint = "fix it, delete it, or rerun `amoseg cv`"
+    if not isinstance(doc, dict):
+        raise AmosegError(f"{POSTPROCESSING_FILE} is not a JSON object", path, hint)
+    organs = doc.get("lcc_organs")
+    if not isinstance(organs, list):
         raise AmosegError(
-            f'{POSTPROCESSING_FILE} must hold {{"lcc_organs": [organ ids 1-15]}}',
-            path,
-            "re-run `amoseg cv` to write it again, or delete it to predict without clean-up",
+            f"{POSTPROCESSING_FILE}: lcc_organs must be a list of organ ids", path, hint
         )
-    return {**value, "lcc_organs": sorted(set(organs))}
+    for organ in organs:
+        if isinstance(organ, bool) or not isinstance(organ, int) or organ not in ORGAN_IDS:
+            raise AmosegError(
+                f"{POSTPROCESSING_FILE}: lcc_organs holds {str(organ)[:40]!r}, not an organ id "
+                f"{ORGAN_IDS[0]}-{ORGAN_IDS[-1]}",
+                path,
+                hint,
+            )
+    return sorted(set(organs))
+
+
+def read_postprocessing(path: str | Path) -> list[int]:
+    """Read and check one `postprocessing.json` (`check_postprocessing`)."""
+    from amoseg.atomic import read_json
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0  # read_json names what is wrong with it
+    if size > MAX_POSTPROCESSING_BYTES:
+        raise AmosegError(
+            f"{POSTPROCESSING_FILE} is {size} bytes, more than a saved choice can be "
+            f"({MAX_POSTPROCESSING_BYTES})",
+            path,
+            "delete it, or rerun `amoseg cv`",
+        )
+    return check_postprocessing(read_json(path, POSTPROCESSING_FILE), path)
 
 
 def saved_lcc_organs(run_dirs: Sequence[str | Path]) -> list[int] | None:
     """The organs every run's `postprocessing.json` chose for the clean-up (their common
-    choice), or None when a run has no saved choice."""
-    from amoseg.atomic import read_json
-
+    choice), or None when a run has no saved choice. Every file is checked
+    (`read_postprocessing`), so call it before the models run."""
     chosen: set[int] | None = None
+    missing = False
     for run in run_dirs:
         path = Path(run) / POSTPROCESSING_FILE
         if not path.is_file():
-            return None
-        organs = set(check_lcc_choice(read_json(path, POSTPROCESSING_FILE), path)["lcc_organs"])
+            missing = True
+            continue
+        organs = set(read_postprocessing(path))
         chosen = organs if chosen is None else chosen & organs
-    return None if chosen is None else sorted(chosen)
+    return None if chosen is None or missing else sorted(chosen)

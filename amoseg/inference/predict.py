@@ -30,7 +30,7 @@ from amoseg.errors import AmosegError
 from amoseg.inference.backends import ScoreBackend
 from amoseg.inference.bundle import read_bundles
 from amoseg.inference.inputs import SEG_SUFFIX, ScanInput, expand_input, load_scan, unique_names
-from amoseg.inference.outputs import OutputSettings, write_extra_outputs
+from amoseg.inference.outputs import OutputSettings, looks_like_ct, write_extra_outputs
 from amoseg.inference.overlay import write_overlay
 from amoseg.inference.pipeline import StageTimes, segment_volume
 from amoseg.inference.pipeline import scan_probabilities as _scan_probabilities
@@ -228,7 +228,8 @@ def predict_scan(
     with times.stage("write"):
         if outputs.nifti:
             save_nifti(label_image_like(labels, scan.image), seg_path)
-        rows = organ_volumes(labels, scan.data, affine)
+        modality = "ct" if looks_like_ct(scan.data) else "mr"  # MR values are not HU
+        rows = organ_volumes(labels, scan.data, affine, modality=modality)
         extra = write_extra_outputs(
             outputs, name=item.name, source=item.path, labels=labels, data=scan.data,
             affine=affine, organs=rows, out_dir=out_dir, series=item.series,

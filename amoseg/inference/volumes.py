@@ -1,4 +1,15 @@
-"""Per-organ volumes from a label map: what clinicians read off a segmentation first."""
+"""Per-organ volumes from a label map: what clinicians read off a segmentation first.
+
+An organ that touches the scan's edge (a face of the voxel array: the first or last slice,
+or the in-plane border) is cut by it, and its volume is that of the part inside the scan
+only. It is still reported, with `truncated` true: a reader sees the number and that it is
+not the whole organ. (TotalSegmentator instead leaves such organs out of its statistics by
+default, `--stats_include_incomplete` to keep them; a flagged row keeps the partial figure
+for whoever needs it, e.g. a slab's liver portion, without passing it off as whole.)
+
+Intensity: `mean_intensity` for every scan; `mean_hu` as well for CT (the same number, the
+name scripts read), never for MR, whose values are not Hounsfield units.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +23,7 @@ import numpy as np
 from amoseg.atomic import write_json, write_text
 from amoseg.labels import CLASS_NAMES, NUM_CLASSES, ORGAN_IDS
 
-CSV_COLUMNS = ("label", "organ", "voxels", "volume_ml", "mean_hu")
+CSV_COLUMNS = ("label", "organ", "voxels", "volume_ml", "mean_hu", "mean_intensity", "truncated")
 
 
 def voxel_volume_ml(affine: np.ndarray) -> float:
@@ -20,10 +31,27 @@ def voxel_volume_ml(affine: np.ndarray) -> float:
     return float(abs(np.linalg.det(np.asarray(affine, dtype=float)[:3, :3]))) / 1000.0
 
 
-def organ_volumes(labels: np.ndarray, image: np.ndarray, affine: np.ndarray) -> list[dict]:
-    """One row per AMOS organ 1..15: voxel count, volume (mL) and mean intensity inside.
+def truncated_organs(labels: np.ndarray) -> set[int]:
+    """Organ ids with a voxel on a face of the array (cut by the scan's edge)."""
+    labels = np.asarray(labels)
+    faces = [
+        np.take(labels, index, axis=axis).ravel()
+        for axis in range(labels.ndim)
+        for index in (0, -1)
+        if labels.shape[axis] > 0
+    ]
+    found = np.unique(np.concatenate(faces)) if faces else np.empty(0, dtype=labels.dtype)
+    return {int(v) for v in found if int(v) in ORGAN_IDS}
 
-    Intensity is HU for CT (the scan's stored values); `mean_hu` is None for an absent organ.
+
+def organ_volumes(
+    labels: np.ndarray, image: np.ndarray, affine: np.ndarray, *, modality: str | None = None
+) -> list[dict]:
+    """One row per AMOS organ 1..15: voxel count, volume (mL), mean intensity inside, and
+    whether the scan's edge cuts it (`truncated`).
+
+    `modality` "mr" drops `mean_hu` (MR values are not HU); CT or unknown keep it beside
+    `mean_intensity`. Means are None for an absent organ.
     """
     if labels.shape != image.shape:
         raise ValueError(f"labels {labels.shape} and image {image.shape} differ")
@@ -32,18 +60,22 @@ def organ_volumes(labels: np.ndarray, image: np.ndarray, affine: np.ndarray) -> 
     counts = np.bincount(organ_ids, minlength=NUM_CLASSES)
     sums = np.bincount(organ_ids, weights=image[inside].astype(np.float64), minlength=NUM_CLASSES)
     per_voxel = voxel_volume_ml(affine)
+    cut = truncated_organs(labels)
     rows = []
     for organ in ORGAN_IDS:
         n = int(counts[organ])
-        rows.append(
-            {
-                "label": organ,
-                "organ": CLASS_NAMES[organ],
-                "voxels": n,
-                "volume_ml": round(n * per_voxel, 3),
-                "mean_hu": round(float(sums[organ] / n), 1) if n else None,
-            }
-        )
+        mean = round(float(sums[organ] / n), 1) if n else None
+        row: dict[str, Any] = {
+            "label": organ,
+            "organ": CLASS_NAMES[organ],
+            "voxels": n,
+            "volume_ml": round(n * per_voxel, 3),
+        }
+        if modality != "mr":
+            row["mean_hu"] = mean
+        row["mean_intensity"] = mean
+        row["truncated"] = organ in cut
+        rows.append(row)
     return rows
 
 
@@ -53,6 +85,15 @@ def write_volumes(rows: list[dict], csv_path: Path, json_path: Path, meta: dict[
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row[k] is None else row[k]) for k in CSV_COLUMNS})
+        writer.writerow({k: _cell(row.get(k)) for k in CSV_COLUMNS})
     write_text(csv_path, buffer.getvalue())
     write_json(json_path, {**meta, "organs": rows})
+
+
+def _cell(value: Any) -> Any:
+    """CSV text: empty for no value (an absent organ's mean, MR's mean_hu), true/false."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value

@@ -66,6 +66,20 @@ def model_class(name: str) -> type:
     return _REGISTRY[name]
 
 
+def check_plan_networks(plan: Any, path: Path | None = None) -> None:
+    """Every configuration's `network.class` names a registered model (plan.json is checked
+    field by field in `amoseg.planning.plan`; the registry lives here, a layer above)."""
+    names = model_names()
+    for config in plan.configurations.values():
+        if config.network.name not in names:
+            raise AmosegError(
+                f"plan configurations.{config.name}.network.class must name a model "
+                f"({', '.join(names)}), got {config.network.name!r}",
+                path,
+                "fix that field, or re-create it with `amoseg plan`",
+            )
+
+
 def create_model(name: str, **hparams: Any) -> Any:
     """A fresh, untrained model; `input_size` (the store's S) may be passed among hparams."""
     return model_class(name)(**hparams)

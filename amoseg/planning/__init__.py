@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amoseg.planning.plan import Configuration, Plan, load_plan, save_plan
+from amoseg.planning.plan import Configuration, Plan, check_memory_gb, load_plan, save_plan
 
 __all__ = ["Configuration", "Plan", "load_plan", "make_plan", "save_plan"]
 
@@ -29,8 +29,7 @@ def make_plan(
 
     if not isinstance(size, int) or not 1 <= size <= 4096:
         raise AmosegError(f"--size must be 1..4096, got {size}")
-    if not memory_gb > 0:
-        raise AmosegError(f"--memory-gb must be > 0, got {memory_gb}")
+    check_memory_gb(memory_gb)
     cases = [c for c in find_cases(Path(root)) if modality in ("all", c.modality)]
     if not cases:
         raise AmosegError(f"no {modality.upper()} cases to plan from", root, "use --modality all")

@@ -7,12 +7,14 @@ line naming it (`configurations.2d.spacing must be ...`). Field meanings: docs/p
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from amoseg.atomic import read_json, write_json
 from amoseg.errors import AmosegError
+from amoseg.hparams import check_hparams
 from amoseg.preprocessing import Normalisation, Preprocessor
 
 PLAN_VERSION = 1
@@ -20,6 +22,14 @@ CONFIGURATIONS = ("seed", "2d", "3d")
 MODALITIES = ("ct", "mr")
 KEEP_CHOICES = ("organ", "all")
 MAX_SIZE = 4096
+#: target and median spacings (mm) a plan may hold: a hand edit outside this range is a typo
+#: (0.0008 for 0.8), not a plan; the voxel cap at resampling (MAX_RESAMPLED_VOXELS) is the
+#: allocation guard, this is the message that names the field
+MIN_SPACING_MM, MAX_SPACING_MM = 0.05, 100.0
+#: GPU memory budget (GiB) a plan may be made for (a node's worth; inf/nan are typos)
+MAX_MEMORY_GB = 4096.0
+#: entries of a configuration's network.args (the planner writes 2-3)
+MAX_NETWORK_ARGS = 64
 
 
 class PlanError(AmosegError):
@@ -40,6 +50,46 @@ def _number(value: Any, where: str, path: Path | None, *, positive: bool = True)
     return float(value)
 
 
+def _spacing(value: Any, where: str, path: Path | None) -> tuple[float, float, float]:
+    if not isinstance(value, list) or len(value) != 3:
+        raise _fail(where, f"must be [x, y, z] in mm, got {str(value)[:80]}", path)
+    out = tuple(_number(v, where, path) for v in value)
+    for v in out:
+        if not MIN_SPACING_MM <= v <= MAX_SPACING_MM:
+            raise _fail(
+                where, f"must be {MIN_SPACING_MM:g}..{MAX_SPACING_MM:g} mm, got {v!r}", path
+            )
+    return out  # type: ignore[return-value]
+
+
+def check_memory_gb(value: float, label: str = "--memory-gb") -> float:
+    """A GPU memory budget: finite, > 0 and at most MAX_MEMORY_GB (inf would loop the
+    planner's patch search forever)."""
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise AmosegError(f"{label} must be a finite number > 0, got {value!r}")
+    if value > MAX_MEMORY_GB:
+        raise AmosegError(f"{label} must be at most {MAX_MEMORY_GB:g} GiB, got {value!r}")
+    return float(value)
+
+
+def _network(value: Any, where: str, path: Path | None) -> Network:
+    """A model name and its arguments, their types and ranges checked as `train --hparams`
+    are (that the name is registered is `amoseg.models.registry.check_plan_networks`, a
+    layer above; which names a model takes is the model's own check when it is built)."""
+    net = _mapping(value, where, path)
+    name = net.get("class")
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", name):
+        raise _fail(f"{where}.class", f"must name a model, got {str(name)[:40]!r}", path)
+    args = _mapping(net.get("args", {}), f"{where}.args", path)
+    if len(args) > MAX_NETWORK_ARGS:
+        raise _fail(f"{where}.args", f"has {len(args)} entries (at most {MAX_NETWORK_ARGS})", path)
+    try:
+        args = check_hparams(args)
+    except AmosegError as exc:
+        raise _fail(f"{where}.args", f"is invalid: {exc.what}", path) from None
+    return Network(name, dict(args))
+
+
 def _integer(value: Any, where: str, path: Path | None, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise _fail(where, f"must be an integer in {lo}..{hi}, got {value!r}", path)
@@ -49,6 +99,15 @@ def _integer(value: Any, where: str, path: Path | None, lo: int, hi: int) -> int
 def _mapping(value: Any, where: str, path: Path | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _fail(where, f"must be an object, got {type(value).__name__}", path)
+    return value
+
+
+def _memory(value: Any, where: str, path: Path | None) -> float:
+    value = _number(value, f"{where}.memory_budget_gb", path)
+    if value > MAX_MEMORY_GB:
+        raise _fail(
+            f"{where}.memory_budget_gb", f"must be at most {MAX_MEMORY_GB:g}, got {value!r}", path
+        )
     return value
 
 
@@ -126,9 +185,7 @@ class Configuration:
             raise _fail(f"{where}.dims", f"must be 2 or 3, got {dims!r}", path)
         spacing = data.get("spacing")
         if spacing is not None:
-            if not isinstance(spacing, list) or len(spacing) != 3:
-                raise _fail(f"{where}.spacing", f"must be [x, y, z] in mm, got {spacing!r}", path)
-            spacing = tuple(_number(v, f"{where}.spacing", path) for v in spacing)
+            spacing = _spacing(spacing, f"{where}.spacing", path)
         size = data.get("size")
         if size is not None:
             size = _integer(size, f"{where}.size", path, 1, MAX_SIZE)
@@ -157,10 +214,7 @@ class Configuration:
                 raise _fail(
                     f"{where}.normalisation.{modality}", f"is invalid: {reason}", path
                 ) from None
-        net = _mapping(data.get("network"), f"{where}.network", path)
-        if not isinstance(net.get("class"), str) or not net["class"]:
-            raise _fail(f"{where}.network.class", "must name a model, e.g. 'unet'", path)
-        args = _mapping(net.get("args", {}), f"{where}.network.args", path)
+        network = _network(data.get("network"), f"{where}.network", path)
         crop = data.get("body_crop")
         if crop is not None:
             crop = _number(
@@ -180,11 +234,9 @@ class Configuration:
             size=size,
             patch_size=patch,
             batch_size=_integer(data.get("batch_size"), f"{where}.batch_size", path, 1, 4096),
-            memory_budget_gb=_number(
-                data.get("memory_budget_gb", 8.0), f"{where}.memory_budget_gb", path
-            ),
+            memory_budget_gb=_memory(data.get("memory_budget_gb", 8.0), where, path),
             normalisation=normalisation,
-            network=Network(net["class"], dict(args)),
+            network=network,
             body_crop=crop,
             context=_integer(data.get("context", 0), f"{where}.context", path, 0, 16),
             keep=keep,
@@ -225,13 +277,20 @@ class Plan:
         if not configs:
             raise _fail("configurations", "is empty", path)
         median = data.get("median_spacing")
+        if median is not None:
+            median = _spacing(median, "median_spacing", path)
+        dataset = data.get("dataset", "")
+        if not isinstance(dataset, str):
+            raise _fail("dataset", f"must be a folder path (text), got {str(dataset)[:40]}", path)
+        fingerprint = data.get("fingerprint") or {}
+        _mapping(fingerprint, "fingerprint", path)
         return cls(
             configurations={
                 str(n): Configuration.from_dict(str(n), c, path) for n, c in configs.items()
             },
-            median_spacing=None if median is None else tuple(float(v) for v in median),  # type: ignore[arg-type]
-            dataset=str(data.get("dataset", "")),
-            fingerprint=data.get("fingerprint") or {},
+            median_spacing=median,
+            dataset=dataset,
+            fingerprint=fingerprint,
         )
 
 

@@ -57,6 +57,10 @@ from amoseg.preprocessing.resample import (
 CHUNK = 16
 #: body-crop margin (voxels of the scan's grid) around the body's box.
 CROP_MARGIN = 4
+#: voxels a preprocessed volume may have (4 GiB as float32; a whole-body CT at 0.5 mm is
+#: ~0.5 G): a spacing typo in plan.json (0.008 for 0.8 mm) is refused before allocating
+#: what would be tens of GB, not after.
+MAX_RESAMPLED_VOXELS = 1 << 30
 
 Pair = tuple[int, int]
 Triple = tuple[float, float, float]
@@ -183,6 +187,8 @@ class Preprocessor:
                 n if t is None else max(1, round(n * s / float(t)))
                 for n, s, t in zip(cropped, spacing_in, self.spacing, strict=True)
             )
+        if self.spacing is not None:  # S×S keeps the scan's own planes: bounded by MAX_SIZE
+            check_resampled_size(shape, spacing_in, self.spacing)
         if kept_slices is not None:
             if shape[2] != cropped[2]:
                 raise ValueError("kept_slices needs a configuration that keeps z as it is")
@@ -311,6 +317,25 @@ class Preprocessor:
                 labels = resize_inplane(part.argmax(0), (cx, cy), label=True)
             canon[x0:x1, y0:y1, z0 + planes[start:stop]] = labels.permute(1, 2, 0)
         return from_canonical_tensor(canon, np.asarray(record.affine)).contiguous()
+
+
+def check_resampled_size(
+    shape: Sequence[int], spacing_in: Sequence[float], target: Sequence[float | None] | None
+) -> None:
+    """Refuse a target grid past MAX_RESAMPLED_VOXELS (before anything is allocated)."""
+    from amoseg.errors import AmosegError
+
+    voxels = int(np.prod([int(n) for n in shape], dtype=np.float64))
+    if voxels <= MAX_RESAMPLED_VOXELS:
+        return
+    wanted = "×".join(str(int(n)) for n in shape)
+    source = " × ".join(f"{float(s):.3g}" for s in spacing_in)
+    goal = " × ".join("kept" if t is None else f"{t:g}" for t in target or ())
+    raise AmosegError(
+        f"resampling this scan ({source} mm) to {goal} mm gives {wanted} voxels, more than "
+        f"the cap of {MAX_RESAMPLED_VOXELS}",
+        hint="check the plan's spacing (plan.json configurations.*.spacing)",
+    )
 
 
 def _z_to_crop(scores: torch.Tensor, record: PreprocessRecord, *, label: bool) -> torch.Tensor:

@@ -14,6 +14,7 @@ Writes RUN_ROOT/cv/{cv.json, cv_summary.md, cv_summary.csv, cv_dice.png}.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -214,13 +215,57 @@ def write_figure(organs: dict[str, list[float | None]], out: Path, title: str) -
     return save_png(fig, out / "cv_dice.png")
 
 
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def editable_outputs(root: Path, runs: list[tuple[int, Path]]) -> list[Path]:
+    """What `amoseg cv` writes that a user may edit by hand: the summary tables and every
+    post-processing choice (cv.json and the figure are regenerated freely)."""
+    return [
+        root / CV_DIR / "cv_summary.md",
+        root / CV_DIR / "cv_summary.csv",
+        root / POSTPROCESSING_FILE,
+        *(run / POSTPROCESSING_FILE for _fold, run in runs),
+    ]
+
+
+def _key(root: Path, path: Path) -> str:
+    import os
+
+    return os.path.relpath(path, root)
+
+
+def check_hand_edits(root: Path, runs: list[tuple[int, Path]], overwrite: bool) -> None:
+    """Refuse, before any scoring, to replace a file cv did not write as it is now: each
+    write's SHA-256 is recorded in cv.json (`written`), so an edited or foreign file differs."""
+    if overwrite:
+        return
+    recorded: dict[str, Any] = {}
+    with contextlib.suppress(AmosegError):
+        previous = read_json(root / CV_DIR / CV_JSON, CV_JSON)
+        if isinstance(previous, dict) and isinstance(previous.get("written"), dict):
+            recorded = previous["written"]
+    for path in editable_outputs(root, runs):
+        if path.is_file() and recorded.get(_key(root, path)) != _digest(path):
+            raise AmosegError(
+                "cv would replace a file that is not as cv wrote it (edited by hand?)",
+                path,
+                "pass --overwrite to replace it, or move it away",
+            )
+
+
 def cross_validate(
     run_root: str | Path, *, device: str = "auto", batch_size: int | None = None,
-    tolerance_mm: float = 2.0, progress: bool = True,
+    tolerance_mm: float = 2.0, progress: bool = True, overwrite: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """Score every fold's validation, choose the post-processing, write the summary."""
+    """Score every fold's validation, choose the post-processing, write the summary (a
+    hand-edited summary or choice is replaced only with `overwrite`)."""
     root = Path(run_root)
     runs = fold_runs(root)
+    check_hand_edits(root, runs, overwrite)
     folds = []
     for fold, run in runs:
         scored = validate_fold(
@@ -234,10 +279,12 @@ def cross_validate(
     out = root / CV_DIR
     out.mkdir(parents=True, exist_ok=True)
     result = {"run_root": str(root), "folds": folds, "summary": rows, "postprocessing": choice}
-    write_json(out / CV_JSON, result)
     write_tables(rows, organs, out)
     write_figure(organs, out, f"{root.name}: {len(folds)}-fold cross-validation")
     for _fold, run in runs:
         write_json(run / POSTPROCESSING_FILE, choice)
     write_json(root / POSTPROCESSING_FILE, choice)
+    # last: the digests say these files are cv's own, so a rerun may replace them
+    result["written"] = {_key(root, p): _digest(p) for p in editable_outputs(root, runs)}
+    write_json(out / CV_JSON, result)
     return result

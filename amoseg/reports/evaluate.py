@@ -258,6 +258,34 @@ def native_metrics(
     }
 
 
+def check_unseen(split: str, store: SliceStore, runs: list[Path]) -> None:
+    """Refuse scores that would flatter: every run must have been trained on this very store
+    (its recorded identity, as a resume checks) and, unless the training split itself is asked
+    for, on none of the scored cases (a cross-validation fold trains on the store's `val`
+    cases of the other folds). Run before any model is opened."""
+    from amoseg.data.splits import select_fold
+
+    scored = set(store.splits.get(split, []))
+    for run in runs:
+        config = read_json(run / "config.json", "run config.json (is this a run folder?)")
+        if not isinstance(config, dict):
+            raise AmosegError("run config.json is not a JSON object", run / "config.json")
+        check_identity((config.get("store") or {}).get("identity"), store.identity(), store.root)
+        if split == "train":
+            continue  # training-set scores, asked for by name
+        fold = (config.get("settings") or {}).get("fold")
+        seen = sorted(scored & set(select_fold(store.stored_splits, fold)["train"]))
+        if seen:
+            which = f"fold {fold} run" if fold is not None else "run"
+            raise AmosegError(
+                f"this {which} was trained on {len(seen)} of the {len(scored)} '{split}' cases "
+                f"it would be scored on (e.g. {seen[0]})",
+                run,
+                "score on cases no member trained on (e.g. --split test), or use `amoseg cv` "
+                "for fold validation",
+            )
+
+
 def evaluate_run(
     run_dir: str | Path,
     data: str | Path | None = None,
@@ -285,7 +313,7 @@ def evaluate_run(
             raise AmosegError("run config.json names no store", run_dir, "pass --data PREPARED")
     store = SliceStore(data)
     store.check_no_leakage()
-    check_identity((config.get("store") or {}).get("identity"), store.identity(), store.root)
+    check_unseen(split, store, [run_dir])
     bundle = run_bundle(run_dir)
     model = bundle.model(device)
     name = str(config.get("model") or getattr(model, "name", run_dir.name))
@@ -330,20 +358,26 @@ def evaluate_ensemble(
     """Native-grid scores of an ensemble (runs, folders of fold runs, packages: the same list
     `amoseg predict` takes) on `split` of a store: each scan segmented by the averaged
     probabilities of all members, as `predict` does, → OUT/metrics.json."""
+    from amoseg.inference.ensemble import member_runs
+    from amoseg.inference.package import is_package
     from amoseg.inference.segmenter import Segmenter, SegmentOptions
 
-    segmenter = Segmenter.open(
-        models, SegmentOptions(device=device, tta=tta, batch_size=batch_size)
-    )
-    runs = [b.source for b in segmenter.bundles if b.member is None]
+    # the run folders among the members, checked against the store before any model loads
+    runs = [r for m in models if not is_package(m) for r in member_runs(m) or [Path(m)]]
     if data is None:
-        data = next((b.store.get("path") for b in segmenter.bundles if b.store.get("path")), None)
-        if not data:
-            raise AmosegError("no model names the store it trained on", models[0], "pass --data")
+        if not runs:
+            raise AmosegError("no run among the models names a store", models[0], "pass --data")
+        data = (read_json(runs[0] / "config.json", "run config.json").get("store") or {}).get(
+            "path"
+        )
     store = SliceStore(data)
+    store.check_no_leakage()
+    check_unseen(split, store, runs)
     files, why = original_files(store, split)
     if not files:
         raise AmosegError(f"cannot score the ensemble natively: {why}", store.root)
+    options = SegmentOptions(device=device, tta=tta, batch_size=batch_size)
+    segmenter = Segmenter.open(models, options)
     metrics = {
         "models": [str(m) for m in models],
         "members": len(segmenter.backends),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 import warnings
@@ -67,7 +68,10 @@ def prepare_case(case: AmosCase, out: str | Path, config: Configuration) -> dict
     raw = image_voxels(image_nii, case.image)
     del image_nii
     image = pre.canonical(raw, affine)
-    record = pre.plan_record(image, affine, original_shape, kept_slices=kept, zooms=zooms)
+    try:
+        record = pre.plan_record(image, affine, original_shape, kept_slices=kept, zooms=zooms)
+    except AmosegError as exc:  # e.g. the voxel cap: name the scan it was about
+        raise AmosegError(exc.what, exc.path or case.image, exc.hint) from None
     dtype = image_dtype(raw)
     del raw
 
@@ -449,9 +453,14 @@ def _remove_stale_cases(out: Path, keep_ids: set[str], owned: set[str]) -> None:
             shutil.rmtree(path)
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
+    """A worker dies with the prepare that started it (kill -9 of the parent leaves no worker
+    writing cases or holding memory), then works on one torch thread."""
     import torch
 
+    from amoseg.interrupts import die_with_parent
+
+    die_with_parent(parent)
     torch.set_num_threads(1)
 
 
@@ -532,6 +541,7 @@ def _results(
         max_workers=min(workers, len(todo)),
         mp_context=get_context("spawn"),
         initializer=_init_worker,
+        initargs=(os.getpid(),),
     )
     try:
         pending: set[Future] = {pool.submit(_prepare_or_error, c, out, config) for c in todo}
