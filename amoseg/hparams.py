@@ -92,10 +92,3 @@ def _check_number_list(name: str, value: Any, integer: bool) -> None:
     rule = Rule(int, 1, 65_536) if integer else Rule(float, 0.0, 1e6)
     for item in items:
         rule.check(f"hparams {name} entry", item)
-
-
-#: `--patch-size` help (train), from where the option is defined as a setting
-PATCH_SIZE_HELP = (
-    "Patch size of a planned store's configuration (2d: XxY, 3d: XxYxZ voxels, e.g. "
-    "128x128x64; commas work too). Default: the plan's."
-)

@@ -38,8 +38,9 @@ def export(
     ),
 ) -> None:
     """Export the run's best model: as ONNX (raw slices (batch, 1+2c, H, W) or 3D patches
-    (batch, 1, Z, X, Y) → logits; the run's configuration in the metadata, so predict
-    --backend onnx preprocesses as the run does), or as one shareable .amoseg.zip package."""
+    (batch, 1, Z, X, Y) → logits; the run's configuration in the metadata, so predicting
+    with ONNX Runtime preprocesses as the run does), or as one shareable .amoseg.zip
+    package."""
     from amoseg.errors import AmosegError
 
     if (onnx is None) == (package is None):

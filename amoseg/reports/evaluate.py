@@ -263,7 +263,7 @@ def check_unseen(split: str, store: SliceStore, runs: list[Path]) -> None:
     (its recorded identity, as a resume checks) and, unless the training split itself is asked
     for, on none of the scored cases (a cross-validation fold trains on the store's `val`
     cases of the other folds). Run before any model is opened."""
-    from amoseg.data.splits import select_fold
+    from amoseg.store.splits import select_fold
 
     scored = set(store.splits.get(split, []))
     for run in runs:

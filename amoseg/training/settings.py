@@ -32,6 +32,12 @@ TRAIN_RULES: dict[str, Rule] = {
 }
 
 
+PATCH_SIZE_HELP = (
+    "Patch size of a planned store's configuration (2d: XxY, 3d: XxYxZ voxels, e.g. "
+    "128x128x64; commas work too). Default: the plan's."
+)
+
+
 def parse_patch_size(text: str, label: str = "--patch-size") -> tuple[int, ...]:
     """'128x128x64' or '128,128,64' → (128, 128, 64), checked by `check_patch_size`."""
     parts = [p.strip() for p in str(text).lower().replace(",", "x").split("x")]
