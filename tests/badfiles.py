@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -1037,6 +1038,57 @@ def _evaluate_package(*, alone: bool) -> Callable[[Path, Fixtures], Case]:
     return build
 
 
+def _hostile_package(
+    change: Callable[[str, bytes], bytes | None], extra: dict[str, bytes] | None = None
+):
+    """predict with the good run's package, one entry rewritten (`change`) or added."""
+
+    def build(tmp: Path, fx: Fixtures) -> Case:
+        package = _package(tmp, fx)
+        bad = tmp / "bad.amoseg.zip"
+        with zipfile.ZipFile(package) as zin, zipfile.ZipFile(bad, "w") as zout:
+            for info in zin.infolist():
+                data = change(info.filename, zin.read(info))
+                if data is not None:
+                    zout.writestr(info.filename, data)
+            for name, data in (extra or {}).items():
+                zout.writestr(name, data)
+        scan = write_nifti(tmp / "scan.nii.gz", good_image())
+        return Case(["predict", str(bad), str(scan), "-o", str(tmp / "out")], "bad.amoseg.zip",
+                    tmp / "out")  # fmt: skip
+
+    return build
+
+
+def _manifest(**fields: object) -> Callable[[str, bytes], bytes]:
+    def change(name: str, data: bytes) -> bytes:
+        if name == "amoseg-package.json":
+            return json.dumps({**json.loads(data), **fields}).encode()
+        return data
+
+    return change
+
+
+def _entry(entry: str, new: bytes) -> Callable[[str, bytes], bytes]:
+    return lambda name, data: new if name == entry else data
+
+
+def _checkpoint(**fields: object) -> Callable[[str, bytes], bytes]:
+    def change(name: str, data: bytes) -> bytes:
+        if name != "members/0/checkpoint.pt":
+            return data
+        import io
+
+        import torch
+
+        ckpt = torch.load(io.BytesIO(data), weights_only=True)
+        buffer = io.BytesIO()
+        torch.save({**ckpt, **fields}, buffer)
+        return buffer.getvalue()
+
+    return change
+
+
 def _fold_runs(tmp: Path, fx: Fixtures, folds: tuple[int | None, ...]) -> list[Path]:
     """Copies of the good run, each recorded as trained on one cross-validation fold."""
     runs = []
@@ -1262,6 +1314,27 @@ MATRIX[("fold ensemble on --split val (cases it trained on)", "evaluate")] = (
     _evaluate_fold_ensemble_val
 )
 MATRIX[("-o folder in use by another predict", "predict")] = _predict_folder_in_use
+MATRIX[("package member list not a list", "predict")] = _hostile_package(
+    _manifest(members="members/0")
+)
+MATRIX[("package lists one member 40 times", "predict")] = _hostile_package(
+    _manifest(members=["members/0"] * 40)
+)
+MATRIX[("package model card not an object", "predict")] = _hostile_package(
+    _entry("model_card.json", b"[1, 2, 3]")
+)
+MATRIX[("package model card nested 100k deep", "predict")] = _hostile_package(
+    _entry("model_card.json", b"[" * 100_000 + b"]" * 100_000)
+)
+MATRIX[("package model card of 5 MiB", "predict")] = _hostile_package(
+    _entry("model_card.json", b" " * (5 << 20) + b"{}")
+)
+MATRIX[("package postprocessing.json with a name for an id", "predict")] = _hostile_package(
+    lambda name, data: data, {"members/0/postprocessing.json": b'{"lcc_organs": ["liver"]}'}
+)
+MATRIX[("package checkpoint with input size 10^9", "predict")] = _hostile_package(
+    _checkpoint(input_size=10**9)
+)
 
 
 def run_row(

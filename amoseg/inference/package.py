@@ -49,6 +49,8 @@ MAX_MEMBER_BYTES = 4 << 30
 MAX_JSON_BYTES = 4 << 20
 #: more members than this is not an ensemble anyone trained (each one runs per scan).
 MAX_MEMBERS = 64
+#: what to do about a package that is malformed or damaged
+REEXPORT = "only use packages written by `amoseg export`; export it again"
 _MEMBER_NAME = re.compile(r"^members/\d{1,3}/[a-z_]+\.(pt|json)$")
 
 
@@ -332,21 +334,25 @@ def read_package(path: str | Path) -> Package:
             infos = {info.filename: info for info in zf.infolist()}
             _check_names(infos, path)
             if MANIFEST not in infos:
-                raise AmosegError(f"not an amoseg model package (no {MANIFEST})", path)
+                raise AmosegError(f"not an amoseg model package (no {MANIFEST})", path, REEXPORT)
             manifest = _read_json_member(zf, infos[MANIFEST], path)
             _check_format(manifest, path)
             card = {}
             if "model_card.json" in infos:
                 card = _read_json_member(zf, infos["model_card.json"], path)
                 if not isinstance(card, dict):
-                    raise AmosegError("model package's model_card.json is not an object", path)
+                    raise AmosegError(
+                        "model package's model_card.json is not an object", path, REEXPORT
+                    )
             checkpoints, configs, post = [], [], []
             for member in _member_list(manifest, path):
                 ckpt_info = infos.get(f"{member}/checkpoint.pt")
                 if ckpt_info is None:
-                    raise AmosegError(f"model package lacks {member}/checkpoint.pt", path)
+                    raise AmosegError(f"model package lacks {member}/checkpoint.pt", path, REEXPORT)
                 if ckpt_info.file_size > MAX_MEMBER_BYTES:
-                    raise AmosegError(f"{member}/checkpoint.pt is implausibly large", path)
+                    raise AmosegError(
+                        f"{member}/checkpoint.pt is implausibly large", path, REEXPORT
+                    )
                 checkpoints.append(_load_weights(zf.read(ckpt_info), path, member))
                 config = infos.get(f"{member}/config.json")
                 configs.append(_read_json_member(zf, config, path) if config else {})
@@ -372,7 +378,7 @@ def read_package(path: str | Path) -> Package:
             "copy or export the package again",
         ) from exc
     if not checkpoints:
-        raise AmosegError("model package holds no models", path)
+        raise AmosegError("model package holds no models", path, REEXPORT)
     return Package(path, manifest, card, checkpoints, configs, post)
 
 
@@ -380,16 +386,18 @@ def _member_list(manifest: dict[str, Any], path: Path) -> list[str]:
     """The manifest's members: a list of distinct `members/<i>` names, at most MAX_MEMBERS."""
     members = manifest.get("members", [])
     if not isinstance(members, list):
-        raise AmosegError("model package's member list is not a list", path)
+        raise AmosegError("model package's member list is not a list", path, REEXPORT)
     if len(members) > MAX_MEMBERS:
         raise AmosegError(
-            f"model package lists {len(members)} members (at most {MAX_MEMBERS})", path
+            f"model package lists {len(members)} members (at most {MAX_MEMBERS})", path, REEXPORT
         )
     for member in members:
         if not isinstance(member, str) or not re.fullmatch(r"members/\d{1,3}", member):
-            raise AmosegError(f"model package lists a bad member {str(member)[:40]!r}", path)
+            raise AmosegError(
+                f"model package lists a bad member {str(member)[:40]!r}", path, REEXPORT
+            )
     if len(set(members)) != len(members):
-        raise AmosegError("model package lists a member more than once", path)
+        raise AmosegError("model package lists a member more than once", path, REEXPORT)
     return members
 
 
@@ -407,10 +415,10 @@ def _check_names(infos: dict[str, zipfile.ZipInfo], path: Path) -> None:
 
 def _check_format(manifest: Any, path: Path) -> None:
     if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
-        raise AmosegError("not an amoseg model package (unknown manifest)", path)
+        raise AmosegError("not an amoseg model package (unknown manifest)", path, REEXPORT)
     version = manifest.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise AmosegError("model package has no format version", path)
+        raise AmosegError("model package has no format version", path, REEXPORT)
     if version > PACKAGE_FORMAT_VERSION:
         raise AmosegError(
             f"model package format {version} is newer than this amoseg reads "
@@ -429,15 +437,20 @@ def _read_json_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) ->
             f"model package entry {info.filename} is implausibly large "
             f"({info.file_size / 2**20:.0f} MiB; at most {MAX_JSON_BYTES >> 20} MiB)",
             path,
+            REEXPORT,
         )
     with zf.open(info) as fh:
         data = fh.read(MAX_JSON_BYTES + 1)
     if len(data) > MAX_JSON_BYTES:
-        raise AmosegError(f"model package entry {info.filename} is implausibly large", path)
+        raise AmosegError(
+            f"model package entry {info.filename} is implausibly large", path, REEXPORT
+        )
     try:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise AmosegError(f"model package entry {info.filename} is not valid JSON", path) from exc
+        raise AmosegError(
+            f"model package entry {info.filename} is not valid JSON", path, REEXPORT
+        ) from exc
 
 
 def _load_weights(data: bytes, path: Path, member: str) -> dict[str, Any]:
