@@ -41,6 +41,8 @@ class Segmentation:
         """Volume of one organ by AMOS id or name (0.0 when absent)."""
         for row in self.volumes:
             if organ in (row["label"], row["organ"]):
+                if row["volume_ml"] is None:  # the model does not predict this organ
+                    raise AmosegError(f"organ {organ!r} is not covered by this model")
                 return float(row["volume_ml"])
         raise AmosegError(f"unknown organ {organ!r}", None, "use an AMOS id 1-15 or its name")
 
@@ -72,6 +74,7 @@ class Model:
 
         from amoseg.inference.predict import label_image_like, scan_probabilities, segment_scan
         from amoseg.inference.volumes import organ_volumes
+        from amoseg.nnunet_models.names import covered_by
 
         reference, data, name = _read_image(image)
         labels = segment_scan(
@@ -84,7 +87,7 @@ class Model:
             probs = scores.to(torch.float16).cpu().numpy()
         return Segmentation(
             label=label_image_like(labels, reference),
-            volumes=organ_volumes(labels, data, reference.affine),
+            volumes=organ_volumes(labels, data, reference.affine, covered_by(self.backend)),
             probabilities=probs,
             source=name,
         )
@@ -102,9 +105,12 @@ def load(
     from amoseg.inference.backends import resolve_device
     from amoseg.inference.package import is_package, read_package
     from amoseg.inference.predict import open_backend
+    from amoseg.nnunet_models import is_nnunet_model_dir, open_nnunet_model
 
     resolve_device(device)
     path = Path(model)
+    if is_nnunet_model_dir(path):  # issue 26: an nnU-Net v2 trained model folder
+        return Model(open_nnunet_model(path, device=device, precision=precision), path)
     backend = open_backend(path, device=device, precision=precision, crop=crop)
     card = read_package(path).card if is_package(path) else {}
     return Model(backend, path, card)

@@ -67,6 +67,14 @@ def predict(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace existing outputs in OUT (input files never are)."
     ),
+    step_size: float = typer.Option(
+        0.5,
+        "--step-size",
+        min=0.01,
+        max=1.0,
+        help="Sliding-window tile step as a share of the tile, for nnU-Net model folders "
+        "(nnU-Net's 0.5; TotalSegmentator uses 0.8 for speed). amoseg's own runs ignore it.",
+    ),
 ) -> None:
     """Write <name>_seg.nii.gz (uint8 AMOS ids, the input's exact geometry) and
     <name>_volumes.csv/.json (organ volumes in mL, mean HU) per scan into OUT.
@@ -123,8 +131,9 @@ def predict(
         scorer, runs = (MirroredBackend(scorer) if mirror else scorer), models
     else:
         scorer, runs = open_members(
-            models, device=device, precision=precision, crop=crop, tta=mirror
-        )
+            models, device=device, precision=precision, crop=crop, tta=mirror,
+            step_size=step_size,
+        )  # fmt: skip
     chosen: Any = postprocess
     if postprocess == "auto":
         organs = saved_lcc_organs(runs) if runs else None

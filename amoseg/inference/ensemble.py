@@ -41,8 +41,9 @@ def member_runs(path: str | Path) -> list[Path]:
 def is_model_path(path: str | Path) -> bool:
     """Whether a command-line argument names models (runs, a folder of runs, a package)."""
     from amoseg.inference.package import is_package
+    from amoseg.nnunet_models import is_nnunet_model_dir
 
-    return is_package(path) or bool(member_runs(path))
+    return is_package(path) or bool(member_runs(path)) or is_nnunet_model_dir(path)
 
 
 def split_models(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
@@ -69,6 +70,7 @@ def open_members(
     precision: str = "auto",
     crop: bool = True,
     tta: bool = False,
+    step_size: float = 0.5,
 ) -> tuple[list[Any], list[Path]]:
     """Model paths → (one scoring backend per member, the run folders among them: where
     saved post-processing choices live). Each member is opened as `amoseg predict` opens a
@@ -77,10 +79,17 @@ def open_members(
     from amoseg.inference.package import is_package
     from amoseg.inference.predict import open_backend
     from amoseg.inference.tta import MirroredBackend
+    from amoseg.nnunet_models import is_nnunet_model_dir, open_nnunet_model
 
     backends: list[Any] = []
     runs: list[Path] = []
+    nnunet: list[Any] = []  # issue 26: nnU-Net model folders mirror on their own axes
     for path in (Path(p) for p in paths):
+        if is_nnunet_model_dir(path):
+            nnunet.append(open_nnunet_model(
+                path, device=device, precision=precision, step_size=step_size, tta=tta
+            ))  # fmt: skip
+            continue
         package = is_package(path)
         # a path that is no run: open_backend says what is wrong with it
         for member in [path] if package else (member_runs(path) or [path]):
@@ -90,4 +99,4 @@ def open_members(
                 runs.append(member)
     if tta:
         backends = [MirroredBackend(b) for b in backends]
-    return backends, runs
+    return backends + nnunet, runs

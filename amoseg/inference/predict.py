@@ -36,6 +36,7 @@ from amoseg.inference.pipeline import StageTimes, segment_volume
 from amoseg.inference.pipeline import scan_probabilities as _scan_probabilities
 from amoseg.inference.postprocess import largest_component_per_organ
 from amoseg.inference.volumes import organ_volumes, voxel_volume_ml, write_volumes
+from amoseg.nnunet_models.names import covered_by
 from amoseg.outputs import check_new_outputs
 
 #: "none", "lcc" (every organ), or the organ ids to clean up (a choice from validation folds)
@@ -314,7 +315,7 @@ def predict_scan(
     with times.stage("write"):
         if outputs.nifti:
             save_nifti(label_image_like(labels, scan.image), seg_path)
-        rows = organ_volumes(labels, scan.data, affine)
+        rows = organ_volumes(labels, scan.data, affine, covered_by(backend))  # issue 26
         extra = write_extra_outputs(
             outputs, name=item.name, source=item.path, labels=labels, data=scan.data,
             affine=affine, organs=rows, out_dir=out_dir,

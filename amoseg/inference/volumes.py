@@ -20,10 +20,17 @@ def voxel_volume_ml(affine: np.ndarray) -> float:
     return float(abs(np.linalg.det(np.asarray(affine, dtype=float)[:3, :3]))) / 1000.0
 
 
-def organ_volumes(labels: np.ndarray, image: np.ndarray, affine: np.ndarray) -> list[dict]:
+def organ_volumes(
+    labels: np.ndarray,
+    image: np.ndarray,
+    affine: np.ndarray,
+    covered: frozenset[int] | None = None,
+) -> list[dict]:
     """One row per AMOS organ 1..15: voxel count, volume (mL) and mean intensity inside.
 
     Intensity is HU for CT (the scan's stored values); `mean_hu` is None for an absent organ.
+    `covered`: the organs the model predicts (None: all); the others get `covered: False`
+    and no voxel count or volume (not covered is not 0 mL).
     """
     if labels.shape != image.shape:
         raise ValueError(f"labels {labels.shape} and image {image.shape} differ")
@@ -44,6 +51,10 @@ def organ_volumes(labels: np.ndarray, image: np.ndarray, affine: np.ndarray) -> 
                 "mean_hu": round(float(sums[organ] / n), 1) if n else None,
             }
         )
+        if covered is not None:
+            rows[-1]["covered"] = organ in covered
+            if organ not in covered:
+                rows[-1].update(voxels=None, volume_ml=None, mean_hu=None)
     return rows
 
 

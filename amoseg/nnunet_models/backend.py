@@ -93,7 +93,7 @@ class NnunetBackend:
         )  # fmt: skip
         return logits, record
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def scan_outputs(
         self,
         data: np.ndarray,
@@ -127,7 +127,9 @@ class NnunetBackend:
             if prob is not None:
                 p = chunk.softmax(0)
                 if classes == "amos":
-                    p = torch.zeros((n_out, *p.shape[1:]), device=p.device).index_add_(0, mapping, p)
+                    p = torch.zeros((n_out, *p.shape[1:]), device=p.device).index_add_(
+                        0, mapping, p
+                    )
                 prob[(slice(None), *where)] = p
         back = tuple(int(i) for i in np.argsort(rec.axes))
         if lab is not None:

@@ -56,4 +56,3 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
         raise AmosegError("not an nnU-Net checkpoint (no network_weights)", path)
     return checkpoint
-

@@ -16,7 +16,6 @@ from typing import Any
 from amoseg.errors import AmosegError
 
 CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth")
-SUPPORTED = ("2d", "3d_fullres", "3d_lowres")
 
 
 def fold_checkpoints(path: Path) -> dict[str, Path]:

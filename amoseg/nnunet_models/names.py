@@ -62,3 +62,16 @@ def covered_organs(amos: list[int]) -> frozenset[int]:
 def coverage_table(covered: frozenset[int]) -> list[tuple[int, str, bool]]:
     """(AMOS id, organ, covered) for the 15 organs, for `amoseg models` and the CLI notes."""
     return [(i, CLASS_NAMES[i], i in covered) for i in range(1, NUM_CLASSES)]
+
+
+def covered_by(backends: object) -> frozenset[int] | None:
+    """The AMOS organs a backend or an ensemble predicts: the union of its members' `covered`
+    (amoseg's own models cover all 15: None means all)."""
+    members = backends if isinstance(backends, list | tuple) else [backends]
+    union: set[int] = set()
+    for member in members:
+        covered = getattr(member, "covered", None)
+        if covered is None:
+            return None
+        union |= covered
+    return None if len(union) == NUM_CLASSES - 1 else frozenset(union)

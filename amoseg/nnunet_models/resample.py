@@ -48,7 +48,7 @@ def new_shape_for(
     shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]
 ) -> tuple[int, ...]:
     """nnU-Net's compute_new_shape: round(old spacing / new spacing * size) per axis."""
-    return tuple(int(round(i / j * k)) for i, j, k in zip(spacing, target, shape, strict=True))
+    return tuple(round(i / j * k) for i, j, k in zip(spacing, target, shape, strict=True))
 
 
 def _resize(image: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
@@ -69,7 +69,9 @@ def _axis_positions(n_in: int, n_out: int) -> np.ndarray:
 def _nearest_indices(n_in: int, n_out: int) -> np.ndarray:
     """map_coordinates(order=0, mode='nearest')'s choice of source index per output index."""
     coords = _axis_positions(n_in, n_out)
-    picked = ndimage.map_coordinates(np.arange(n_in, dtype=float), [coords], order=0, mode="nearest")
+    picked = ndimage.map_coordinates(
+        np.arange(n_in, dtype=float), [coords], order=0, mode="nearest"
+    )
     return picked.astype(np.int64)
 
 

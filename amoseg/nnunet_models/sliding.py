@@ -59,7 +59,7 @@ def _forward(net: nn.Module, x: torch.Tensor, mirror: Sequence[int] | None) -> t
     return pred / (len(combos) + 1)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def sliding_window_logits(
     nets: Sequence[nn.Module],
     data: torch.Tensor,
@@ -114,4 +114,6 @@ def sliding_window_logits(
     assert total is not None
     if len(nets) > 1:
         total /= len(nets)
-    return total[(slice(None), *keep)] if len(keep) == 3 else total[(slice(None), slice(None), *keep)]
+    return (
+        total[(slice(None), *keep)] if len(keep) == 3 else total[(slice(None), slice(None), *keep)]
+    )
