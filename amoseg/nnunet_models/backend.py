@@ -159,6 +159,13 @@ def open_nnunet_model(
     folds: list[str] | None = None,
     labels: dict[str, int | str] | None = None,
 ) -> NnunetBackend:
-    """An nnU-Net v2 trained model folder (all its folds, or `folds`) on `device`."""
+    """An nnU-Net v2 trained model folder (all its folds, or `folds`) on `device`. A folder
+    installed by `amoseg fetch-model` is checked against its recorded sha256s first and
+    brings its class names (the catalogue's)."""
+    from amoseg.nnunet_models.fetch import verify_manifest
+
+    record = verify_manifest(Path(path))
+    if record is not None and labels is None:
+        labels = record.get("labels") or None
     folder = read_model_folder(path, folds)
     return NnunetBackend(folder, resolve_device(device), precision, step_size, tta, labels)
