@@ -139,7 +139,7 @@ def test_members_outside_the_folder_are_refused(tmp_path, served, member, words)
 def test_second_concurrent_fetch_is_refused(tmp_path, served, monkeypatch):
     from amoseg.nnunet_models.fetch import fetch_lock
 
-    root, base = served
+    _root, base = served
     home = tmp_path / "home"
     monkeypatch.setenv("AMOSEG_HOME", str(home))
     with fetch_lock("totalseg-total-3mm"):  # a first fetch, still running

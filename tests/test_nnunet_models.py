@@ -189,3 +189,22 @@ def test_ensemble_mixes_an_nnunet_folder_with_an_amoseg_run(tmp_path, tiny_unet_
     np.testing.assert_allclose(probs.sum(0).numpy(), 1.0, atol=1e-4)
     alone = backends[1].scan_probabilities(data, image.affine)
     assert not torch.allclose(probs, alone)  # both members count
+
+
+def test_evaluate_scores_an_nnunet_folder_on_native_grids(tmp_path, capsys):
+    from amoseg.atomic import read_json
+    from amoseg.cli.main import main
+    from amoseg.data.prepare import prepare_dataset
+    from amoseg.data.synth import generate_dataset
+
+    generate_dataset(tmp_path / "amos", 4, 0, "demo", progress=False)
+    store = tmp_path / "store"
+    prepare_dataset(tmp_path / "amos", store, size=32, split=(0.5, 0.25, 0.25), progress=False)
+    folder = make_model_folder(tmp_path, MRSEG)
+    main(["evaluate", str(folder), "--data", str(store), "--split", "test", "--device", "cpu"])
+    metrics = read_json(folder / "eval_ensemble_test" / "metrics.json")["native"]
+    assert metrics["n_cases"] == 1
+    assert metrics["covered_organs"] == list(range(1, 15))
+    assert metrics["per_organ"]["prostate/uterus"]["covered"] is False
+    assert metrics["per_organ"]["liver"]["covered"] is True
+    assert "native grid" in capsys.readouterr().out

@@ -47,6 +47,7 @@ def evaluate(
     from rich.console import Console
 
     from amoseg.inference.ensemble import member_runs
+    from amoseg.nnunet_models import is_nnunet_model_dir
     from amoseg.outputs import check_new_outputs
     from amoseg.reports.evaluate import eval_dir, evaluate_ensemble, evaluate_run
 
@@ -54,7 +55,8 @@ def evaluate(
         return "n/a" if x is None else f"{100 * x:.2f} %"
 
     run_dir = models[0]
-    if len(models) > 1 or len(member_runs(run_dir)) > 1:
+    # issue 26: an nnU-Net model folder is scored as a (one-member) ensemble, on native grids
+    if len(models) > 1 or len(member_runs(run_dir)) > 1 or is_nnunet_model_dir(run_dir):
         target = out_dir or run_dir / f"eval_ensemble_{split}"
         check_new_outputs(
             [target / "metrics.json"], overwrite=overwrite, hint="pass --overwrite or -o DIR"
