@@ -208,3 +208,27 @@ def test_evaluate_scores_an_nnunet_folder_on_native_grids(tmp_path, capsys):
     assert metrics["per_organ"]["prostate/uterus"]["covered"] is False
     assert metrics["per_organ"]["liver"]["covered"] is True
     assert "native grid" in capsys.readouterr().out
+
+
+def test_cascade_folder_is_refused_in_one_line(tmp_path):
+    from amoseg.nnunet_models import open_nnunet_model
+
+    folder = make_model_folder(tmp_path, MRSEG[:3])
+    cascade = folder.with_name("nnUNetTrainer__nnUNetPlans__3d_cascade_fullres")
+    folder.rename(cascade)
+    with pytest.raises(AmosegError, match="3d_lowres stage") as info:
+        open_nnunet_model(cascade, device="cpu")
+    assert "\n" not in info.value.line()
+
+
+def test_models_lists_the_catalogue_with_organs_and_licences(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AMOSEG_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "amoseg", "models"], capture_output=True,
+                          text=True, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("│")[1].strip(): line for line in proc.stdout.splitlines() if "│" in line}
+    assert {"totalseg-total-3mm", "totalseg-total-6mm", "totalseg-organs-1.5mm",
+            "mrsegmentator"} <= set(rows)  # fmt: skip
+    assert "14/15" in rows["mrsegmentator"] and "prostate/uterus" in rows["mrsegmentator"]
+    assert "15/15" in rows["totalseg-total-3mm"] and "Apache-2.0" in rows["totalseg-total-3mm"]
+    assert not list(tmp_path.iterdir())  # listing writes nothing
