@@ -8,6 +8,7 @@ Without `.venv-nnunet` the tests skip locally; in CI (env CI set) they fail.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -67,32 +68,48 @@ def nnunet_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def nnunet_predict(models: dict[str, Path], conf: str, folds: list[str], tta: bool) -> Path:
-    out = models["work"] / f"pred_{conf}_{'_'.join(folds)}_{int(tta)}"
-    command = [
-        str(VENV_NNUNET / "bin" / "nnUNetv2_predict_from_modelfolder"),
-        "-i", str(models["scan"].parent), "-o", str(out), "-m", str(models[conf]),
-        "-f", *folds, "-step_size", "0.5", "--save_probabilities", "-device", "cpu",
-        "-npp", "1", "-nps", "1", "--disable_progress_bar",
-        *([] if tta else ["--disable_tta"]),
-    ]  # fmt: skip
+CASES = [("2d", ["0"], False), ("2d", ["0", "1"], True), ("3d_fullres", ["0"], False),
+         ("3d_fullres", ["0", "1"], False)]  # fmt: skip
+
+
+def out_dir(models: dict[str, Path], conf: str, folds: list[str], tta: bool) -> Path:
+    return models["work"] / f"pred_{conf}_{'_'.join(folds)}_{int(tta)}"
+
+
+@pytest.fixture(scope="module")
+def nnunet_predictions(nnunet_models: dict[str, Path]) -> dict[str, Path]:
+    """nnU-Net's own predictions of the test scan for every case, in one nnU-Net process."""
+    runs = [
+        {
+            "model": str(nnunet_models[c]),
+            "folds": f,
+            "tta": t,
+            "out": str(out_dir(nnunet_models, c, f, t)),
+        }
+        for c, f, t in CASES
+    ]
+    spec = nnunet_models["work"] / "predict.json"
+    spec.write_text(json.dumps({"scan": str(nnunet_models["scan"]), "runs": runs}))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "nnUNet_def_n_proc": "1"}
-    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(VENV_NNUNET / "bin" / "python"), str(REPO / "tests" / "nnunet_predict_many.py"),
+         str(spec)],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return out
+    return nnunet_models
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize(
-    ("conf", "folds", "tta"),
-    [("2d", ["0"], False), ("2d", ["0", "1"], True), ("3d_fullres", ["0"], False),
-     ("3d_fullres", ["0", "1"], False)],
-)  # fmt: skip
-def test_same_labels_and_probabilities_as_nnunet(nnunet_models, conf, folds, tta, one_torch_thread):
+@pytest.mark.parametrize(("conf", "folds", "tta"), CASES)
+def test_same_labels_and_probabilities_as_nnunet(
+    nnunet_predictions, conf, folds, tta, one_torch_thread
+):
     from amoseg.nnunet_models import open_nnunet_model
 
-    out = nnunet_predict(nnunet_models, conf, folds, tta)
+    nnunet_models = nnunet_predictions
+    out = out_dir(nnunet_models, conf, folds, tta)
     image = nib.load(nnunet_models["scan"])
     backend = open_nnunet_model(
         nnunet_models[conf], device="cpu", precision="fp32", step_size=0.5, tta=tta, folds=folds

@@ -85,7 +85,7 @@ def sliding_window_logits(
         corners = [(d, *c) for d in range(spatial[0]) for c in itertools.product(*steps)]
     else:
         corners = list(itertools.product(*window_steps(spatial, tile, step)))
-    gauss = torch.from_numpy(_gaussian(tile)).to(device=device, dtype=torch.float16)
+    gauss32 = torch.from_numpy(_gaussian(tile)).to(device)  # float16 values, float32 dtype
 
     def region(c: tuple[int, ...]) -> tuple[slice | int, ...]:
         if len(tile) == 2:
@@ -107,8 +107,11 @@ def sliding_window_logits(
             with ctx:
                 pred = _forward(net, x, mirror)
             for r, p in zip(batch, pred, strict=True):
-                logits[(slice(None), *r)] += p * gauss
-                weight[r] += gauss
+                # float16 += float32 is a float32 sum rounded to float16: the same numbers
+                # as nnU-Net's in-place add, without the CPU's slow float16 kernels
+                view = logits[(slice(None), *r)]
+                view.copy_(view.float().add_(p.mul_(gauss32)))
+                weight[r] = weight[r].float().add_(gauss32)
         torch.div(logits, weight, out=logits)
         total = logits if total is None else total.add_(logits)
     assert total is not None
