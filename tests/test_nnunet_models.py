@@ -232,3 +232,32 @@ def test_models_lists_the_catalogue_with_organs_and_licences(tmp_path):
     assert "14/15" in rows["mrsegmentator"] and "prostate/uterus" in rows["mrsegmentator"]
     assert "15/15" in rows["totalseg-total-3mm"] and "Apache-2.0" in rows["totalseg-total-3mm"]
     assert not list(tmp_path.iterdir())  # listing writes nothing
+
+
+def test_lowres_inherits_and_old_plans_format_builds_the_same_network(tmp_path):
+    from amoseg.nnunet_models import open_nnunet_model
+    from tests.nnunet_tiny_folder import ARCH_3D
+
+    folder = make_model_folder(tmp_path, MRSEG[:4])
+    plans = json.loads((folder / "plans.json").read_text())
+    full = plans["configurations"]["3d_fullres"]
+    plans["configurations"]["3d_lowres"] = {
+        "inherits_from": "3d_fullres",
+        "spacing": [8.0, 6.0, 6.0],
+    }
+    kw = ARCH_3D["arch_kwargs"]
+    old = {k: v for k, v in full.items() if k != "architecture"}
+    old.update(
+        UNet_class_name="PlainConvUNet", UNet_base_num_features=4, unet_max_num_features=8,
+        n_conv_per_stage_encoder=kw["n_conv_per_stage"],
+        n_conv_per_stage_decoder=kw["n_conv_per_stage_decoder"],
+        conv_kernel_sizes=kw["kernel_sizes"], pool_op_kernel_sizes=kw["strides"],
+    )  # fmt: skip
+    plans["configurations"]["3d_fullres"] = old  # nnU-Net's plans format before "architecture"
+    (folder / "plans.json").write_text(json.dumps(plans))
+    lowres = folder.with_name("nnUNetTrainer__nnUNetPlans__3d_lowres")
+    folder.rename(lowres)
+    backend = open_nnunet_model(lowres, device="cpu")  # the fold's weights load exactly
+    image = nib.load(scan(tmp_path / "ct.nii.gz"))
+    labels = backend.scan_labels(np.asanyarray(image.dataobj), image.affine)
+    assert labels.shape == image.shape and backend._pre.spacing == [8.0, 6.0, 6.0]
