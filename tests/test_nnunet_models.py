@@ -129,6 +129,7 @@ def test_predict_cli_writes_labels_and_marks_organs_not_covered(tmp_path):
     proc = run_cli("predict", str(folder), str(image), "-o", str(out), "--step-size", "0.8",
                    "--device", "cpu")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    assert "not covered by the model (no volumes): prostate/uterus" in proc.stderr
     seg = nib.load(out / "ct_seg.nii.gz")
     assert seg.shape == (40, 36, 12)
     labels = np.asanyarray(seg.dataobj)

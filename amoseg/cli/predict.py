@@ -100,6 +100,8 @@ def predict(
     )
     from amoseg.inference.tta import MirroredBackend
     from amoseg.interrupts import listing, note_finished
+    from amoseg.labels import CLASS_NAMES
+    from amoseg.nnunet_models.names import covered_by
 
     if postprocess not in {"auto", "none", "lcc"}:
         raise AmosegError(f"unknown --postprocess {postprocess!r}", None, "use auto, none or lcc")
@@ -141,6 +143,10 @@ def predict(
     # runs: the run folders (fold roots expanded); models: packages carry their own card
     if any(trained_on_synthetic(path) for path in [*runs, *models]):
         typer.echo(SYNTHETIC_NOTE, err=True)
+    covered = covered_by(scorer)  # issue 26: nnU-Net models may not predict every AMOS organ
+    if covered is not None:
+        missing = [CLASS_NAMES[i] for i in range(1, 16) if i not in covered]
+        typer.echo(f"note: not covered by the model (no volumes): {', '.join(missing)}", err=True)
     written: list[str] = []
     note_finished(f"predict wrote 0 of {len(items)} scans")
 
