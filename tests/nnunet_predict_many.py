@@ -4,7 +4,7 @@ processes), paying nnU-Net's start-up once.
 
     python nnunet_predict_many.py SPEC.json
 
-SPEC: {"scan": path, "runs": [{"model": dir, "folds": ["0"], "tta": false, "out": dir}]}.
+SPEC: {"runs": [{"scan": path, "model": dir, "folds": ["0"], "tta": false, "out": dir}]}.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def main(spec_path: str) -> None:
         )
         Path(run["out"]).mkdir(parents=True, exist_ok=True)
         predictor.predict_from_files_sequential(
-            [[spec["scan"]]], [str(Path(run["out"]) / "case")], save_probabilities=True
+            [[run["scan"]]], [str(Path(run["out"]) / "case")], save_probabilities=True
         )
 
 

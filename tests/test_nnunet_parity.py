@@ -59,37 +59,40 @@ def nnunet_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     affine[:3, 3] = source.affine[:3, :3] @ [20, 30, 10] + source.affine[:3, 3]
     (work / "in").mkdir()
     nib.save(nib.Nifti1Image(data, affine), work / "in" / "case_0000.nii.gz")
+    # the same voxels stored with the file's axes permuted (slices first, the affine's columns
+    # to match): nnU-Net then sees another (z, y, x) grid; the axis bookkeeping must follow
+    (work / "perm").mkdir()
+    permuted = nib.Nifti1Image(data.transpose(2, 0, 1).copy(), affine[:, [2, 0, 1, 3]])
+    nib.save(permuted, work / "perm" / "case_0000.nii.gz")
     results = work / "nnUNet_results" / f"Dataset{DATASET}_Tiny"
     return {
         "2d": results / "nnUNetTrainer__nnUNetPlans__2d",
         "3d_fullres": results / "nnUNetTrainer__nnUNetPlans__3d_fullres",
         "scan": work / "in" / "case_0000.nii.gz",
+        "permuted": work / "perm" / "case_0000.nii.gz",
         "work": work,
     }
 
 
-CASES = [("2d", ["0"], False), ("2d", ["0", "1"], True), ("3d_fullres", ["0"], False),
-         ("3d_fullres", ["0", "1"], False)]  # fmt: skip
+CASES = [("2d", ["0"], False, "scan"), ("2d", ["0", "1"], True, "scan"),
+         ("3d_fullres", ["0"], False, "scan"), ("3d_fullres", ["0", "1"], False, "scan"),
+         ("3d_fullres", ["0"], False, "permuted")]  # fmt: skip
 
 
-def out_dir(models: dict[str, Path], conf: str, folds: list[str], tta: bool) -> Path:
-    return models["work"] / f"pred_{conf}_{'_'.join(folds)}_{int(tta)}"
+def out_dir(models: dict[str, Path], conf: str, folds: list[str], tta: bool, scan: str) -> Path:
+    return models["work"] / f"pred_{conf}_{'_'.join(folds)}_{int(tta)}_{scan}"
 
 
 @pytest.fixture(scope="module")
 def nnunet_predictions(nnunet_models: dict[str, Path]) -> dict[str, Path]:
     """nnU-Net's own predictions of the test scan for every case, in one nnU-Net process."""
     runs = [
-        {
-            "model": str(nnunet_models[c]),
-            "folds": f,
-            "tta": t,
-            "out": str(out_dir(nnunet_models, c, f, t)),
-        }
-        for c, f, t in CASES
-    ]
+        {"scan": str(nnunet_models[s]), "model": str(nnunet_models[c]), "folds": f, "tta": t,
+         "out": str(out_dir(nnunet_models, c, f, t, s))}
+        for c, f, t, s in CASES
+    ]  # fmt: skip
     spec = nnunet_models["work"] / "predict.json"
-    spec.write_text(json.dumps({"scan": str(nnunet_models["scan"]), "runs": runs}))
+    spec.write_text(json.dumps({"runs": runs}))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "nnUNet_def_n_proc": "1"}
     proc = subprocess.run(
         [str(VENV_NNUNET / "bin" / "python"), str(REPO / "tests" / "nnunet_predict_many.py"),
@@ -102,15 +105,15 @@ def nnunet_predictions(nnunet_models: dict[str, Path]) -> dict[str, Path]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize(("conf", "folds", "tta"), CASES)
+@pytest.mark.parametrize(("conf", "folds", "tta", "scan"), CASES)
 def test_same_labels_and_probabilities_as_nnunet(
-    nnunet_predictions, conf, folds, tta, one_torch_thread
+    nnunet_predictions, conf, folds, tta, scan, one_torch_thread
 ):
     from amoseg.nnunet_models import open_nnunet_model
 
     nnunet_models = nnunet_predictions
-    out = out_dir(nnunet_models, conf, folds, tta)
-    image = nib.load(nnunet_models["scan"])
+    out = out_dir(nnunet_models, conf, folds, tta, scan)
+    image = nib.load(nnunet_models[scan])
     backend = open_nnunet_model(
         nnunet_models[conf], device="cpu", precision="fp32", step_size=0.5, tta=tta, folds=folds
     )
