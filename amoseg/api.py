@@ -48,6 +48,8 @@ class Segmentation:
         """Volume of one organ by AMOS id or name (0.0 when absent)."""
         for row in self.volumes:
             if organ in (row["label"], row["organ"]):
+                if row["volume_ml"] is None:  # the model does not predict this organ
+                    raise AmosegError(f"organ {organ!r} is not covered by this model")
                 return float(row["volume_ml"])
         raise AmosegError(f"unknown organ {organ!r}", None, "use an AMOS id 1-15 or its name")
 
@@ -116,8 +118,10 @@ class Model:
         axes) or `affine` (voxel → RAS world). The label comes back in the input's grid."""
         import torch
 
+        from amoseg.inference.outputs import looks_like_ct
         from amoseg.inference.predict import label_image_like
         from amoseg.inference.volumes import organ_volumes
+        from amoseg.nnunet_models.names import covered_by
 
         reference, data, name = _read_image(image, spacing=spacing, affine=affine)
         labels = self.segmenter.labels(data, reference.affine)
@@ -127,7 +131,13 @@ class Model:
             probs = scores.to(torch.float16).cpu().numpy()
         return Segmentation(
             label=label_image_like(labels, reference),
-            volumes=organ_volumes(labels, data, reference.affine),
+            volumes=organ_volumes(
+                labels,
+                data,
+                reference.affine,
+                covered_by(self.segmenter.backends),
+                modality="ct" if looks_like_ct(data) else "mr",  # MR values are not HU
+            ),
             probabilities=probs,
             source=name,
             image=data,

@@ -74,7 +74,7 @@ def threshold_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # The longest files first: pytest-xdist (loadfile) hands out files in collection order, so the
 # ≈ 8-min default demo starts at once on one worker while the other runs everything else,
 # instead of starting late and finishing alone.
-LONGEST_FIRST = ("test_demo_default.py", "test_vs_nnunet.py")
+LONGEST_FIRST = ("test_demo_default.py", "test_vs_nnunet.py", "test_nnunet_parity.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -54,6 +54,7 @@ def evaluate(
     from amoseg.errors import AmosegError
     from amoseg.inference.ensemble import member_runs
     from amoseg.inference.package import is_package
+    from amoseg.nnunet_models import is_nnunet_model_dir
     from amoseg.outputs import check_new_outputs
     from amoseg.reports.evaluate import eval_dir, evaluate_ensemble, evaluate_run
 
@@ -62,7 +63,9 @@ def evaluate(
 
     run_dir = models[0]
     packages = [m for m in models if is_package(m)]
-    if len(models) > 1 or len(member_runs(run_dir)) > 1 or packages:
+    # an nnU-Net model folder is scored as a (one-member) ensemble, on native grids
+    nnunet = is_nnunet_model_dir(run_dir)
+    if len(models) > 1 or len(member_runs(run_dir)) > 1 or packages or nnunet:
         if out_dir is None and is_package(run_dir):
             raise AmosegError(
                 "a model package cannot hold its evaluation (it is a zip file)",

@@ -85,6 +85,14 @@ def predict(
     threads: int | None = typer.Option(
         None, "--threads", help="CPU threads torch uses (default: torch's, one per core)."
     ),
+    step_size: float = typer.Option(
+        0.5,
+        "--step-size",
+        min=0.01,
+        max=1.0,
+        help="Sliding-window tile step as a share of the tile, for nnU-Net model folders "
+        "(nnU-Net's 0.5; TotalSegmentator uses 0.8 for speed). amoseg's own runs ignore it.",
+    ),
 ) -> None:
     """Write <name>_seg.nii.gz (uint8 AMOS ids, the input's exact geometry) and
     <name>_volumes.csv/.json (organ volumes in mL, mean HU) per scan into OUT.
@@ -104,12 +112,15 @@ def predict(
     from amoseg.inference.predict import SYNTHETIC_NOTE, collect_inputs, predict_many
     from amoseg.inference.segmenter import Segmenter, SegmentOptions
     from amoseg.interrupts import listing, note_finished
+    from amoseg.labels import CLASS_NAMES
+    from amoseg.nnunet_models.names import covered_by
     from amoseg.outputs import claim_output_folder
     from amoseg.progress import StageColumn
 
     options = SegmentOptions(
         device=device, precision=precision, crop=crop, tta=tta, postprocess=postprocess,
         batch_size=batch_size, backend=backend, onnx_path=onnx,  # type: ignore[arg-type]
+        step_size=step_size,
     )  # fmt: skip
     options.check()  # a bad option fails before any model is loaded
     batch.set_threads(threads)
@@ -145,7 +156,9 @@ def predict(
         return
     segmenter = Segmenter.open(models, options)
     if tta and segmenter.mirrored_bundles < len(segmenter.bundles):
-        plain = sorted({b.recipe for b in segmenter.bundles if not b.mirror_axes})
+        plain = sorted(
+            {b.recipe for b, m in zip(segmenter.bundles, segmenter.mirrored, strict=True) if not m}
+        )
         typer.echo(
             f"note: --tta does not mirror {', '.join(plain)}: trained without flips, mirroring "
             "would average in wrong-side organs",
@@ -153,6 +166,10 @@ def predict(
         )
     if segmenter.synthetic:
         typer.echo(SYNTHETIC_NOTE, err=True)
+    covered = covered_by(segmenter.backends)  # nnU-Net models may not predict every organ
+    if covered is not None:
+        missing = [CLASS_NAMES[i] for i in range(1, 16) if i not in covered]
+        typer.echo(f"note: not covered by the model (no volumes): {', '.join(missing)}", err=True)
     written: list[str] = []
     note_finished(f"predict wrote 0 of {len(todo)} scans")
 

@@ -104,6 +104,53 @@ class ModelBundle:
 
         return rebuild_model(self.checkpoint, device, Path(self.name))
 
+    def open_backend(self, options: Any, mirror: bool) -> Any:
+        """A torch scoring backend: the recipe's network and inferer, this bundle's
+        preprocessing (the segmenter mirrors it along `mirror_axes` when asked)."""
+        from amoseg.inference.backends import backend_for_model
+
+        backend = backend_for_model(
+            self.model(options.device), device=options.device, precision=options.precision
+        )
+        if not options.crop:
+            backend.body_threshold = None
+        backend.preprocessor = self.preprocessor()
+        return backend
+
+
+@dataclass(frozen=True)
+class NnunetBundle:
+    """An nnU-Net v2 trained model folder (dataset.json, plans.json, fold_*/checkpoint_*.pth):
+    one more kind of bundle. It brings its own preprocessing, sliding window and mirroring
+    axes (`amoseg.nnunet_models`), and covers the AMOS organs its class names map onto."""
+
+    source: Path
+    member: str | None = None
+    card: dict[str, Any] = field(default_factory=dict)
+    store: dict[str, Any] = field(default_factory=dict)
+    postprocessing: dict[str, Any] | None = None
+    lcc_organs: list[int] | None = None
+    synthetic: bool = False
+    #: nnU-Net mirrors inside its own sliding window, on its checkpoint's axes
+    mirror_axes: tuple[int, ...] = ()
+    recipe: str = "nnunet"
+    configuration_name: str = "nnunet"
+
+    @property
+    def name(self) -> str:
+        return str(self.source)
+
+    def preprocessor(self) -> None:
+        return None
+
+    def open_backend(self, options: Any, mirror: bool) -> Any:
+        from amoseg.nnunet_models import open_nnunet_model
+
+        return open_nnunet_model(
+            self.source, device=options.device, precision=options.precision,
+            step_size=options.step_size, tta=mirror,
+        )  # fmt: skip
+
 
 def is_run(path: Path) -> bool:
     """A finished (or at least checkpointed) training run folder."""
@@ -153,13 +200,16 @@ def run_bundle(run_dir: str | Path) -> ModelBundle:
 
 
 def read_bundles(path: str | Path) -> list[ModelBundle]:
-    """Every model `path` names: a run folder, a folder of runs (e.g. all folds) or a
-    model package (each member). One line for anything else."""
+    """Every model `path` names: a run folder, a folder of runs (e.g. all folds), a model
+    package (each member) or an nnU-Net v2 model folder. One line for anything else."""
     from amoseg.inference.package import is_package, package_bundles
+    from amoseg.nnunet_models import is_nnunet_model_dir
 
     path = Path(path)
     if is_package(path):
         return package_bundles(path)
+    if is_nnunet_model_dir(path):
+        return [NnunetBundle(path)]  # type: ignore[list-item]
     runs = member_runs(path)
     if runs:
         return [run_bundle(run) for run in runs]

@@ -23,11 +23,16 @@ __all__ = ["is_model_path", "member_runs", "split_models"]
 
 
 def is_model_path(path: str | Path) -> bool:
-    """Whether a command-line argument names models (runs, a folder of runs, a package);
-    a DICOM `.zip` is a scan."""
+    """Whether a command-line argument names models (runs, a folder of runs, a package, an
+    nnU-Net model folder); a DICOM `.zip` is a scan."""
     from amoseg.inference.package import is_package, is_scan_zip
+    from amoseg.nnunet_models import is_nnunet_model_dir
 
-    return (is_package(path) and not is_scan_zip(Path(path))) or bool(member_runs(path))
+    return (
+        (is_package(path) and not is_scan_zip(Path(path)))
+        or bool(member_runs(path))
+        or is_nnunet_model_dir(path)
+    )
 
 
 def split_models(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:

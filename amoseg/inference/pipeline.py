@@ -182,6 +182,9 @@ def segment_volume(
     (`Preprocessor.invert_labels`: scores resampled before the arg-max).
     """
     times = times if times is not None else StageTimes(backend.device)
+    if hasattr(backend, "scan_labels"):  # issue 26: nnU-Net folders run their own pipeline
+        with times.stage("forward"):
+            return backend.scan_labels(data, affine)  # type: ignore[attr-defined]
     if getattr(backend, "preprocessor", None) is not None:
         scores, pre, record = planned_scores(backend, data, affine, batch_size, times)
         with times.stage("resize_back"):
@@ -217,6 +220,11 @@ def scan_probabilities(
     total: torch.Tensor | None = None
     planned: torch.Tensor | None = None  # (K, X, Y, Z) file order, summed
     for backend in backends:
+        if hasattr(backend, "scan_probabilities"):  # issue 26: nnU-Net model folders
+            with times.stage("forward"):
+                probs = backend.scan_probabilities(data, affine).to(device)  # type: ignore[attr-defined]
+            planned = probs if planned is None else planned.add_(probs)
+            continue
         if getattr(backend, "preprocessor", None) is not None:
             scores, pre, record = planned_scores(backend, data, affine, batch_size, times)
             with times.stage("resize_back"):

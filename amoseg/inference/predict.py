@@ -36,6 +36,7 @@ from amoseg.inference.pipeline import StageTimes, segment_volume
 from amoseg.inference.pipeline import scan_probabilities as _scan_probabilities
 from amoseg.inference.postprocess import largest_component_per_organ
 from amoseg.inference.volumes import organ_volumes, voxel_volume_ml, write_volumes
+from amoseg.nnunet_models.names import covered_by
 from amoseg.outputs import check_new_outputs
 from amoseg.preprocessing.geometry import to_canonical
 
@@ -229,7 +230,7 @@ def predict_scan(
         if outputs.nifti:
             save_nifti(label_image_like(labels, scan.image), seg_path)
         modality = "ct" if looks_like_ct(scan.data) else "mr"  # MR values are not HU
-        rows = organ_volumes(labels, scan.data, affine, modality=modality)
+        rows = organ_volumes(labels, scan.data, affine, covered_by(backend), modality=modality)
         extra = write_extra_outputs(
             outputs, name=item.name, source=item.path, labels=labels, data=scan.data,
             affine=affine, organs=rows, out_dir=out_dir, series=item.series,

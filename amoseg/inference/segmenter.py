@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from amoseg.errors import AmosegError
-from amoseg.inference.backends import PRECISIONS, backend_for_model, resolve_device
+from amoseg.inference.backends import PRECISIONS, resolve_device
 from amoseg.inference.bundle import ModelBundle, read_bundles
 from amoseg.inference.pipeline import StageTimes
 from amoseg.ops.tta import MirroredBackend
@@ -45,6 +45,7 @@ class SegmentOptions:
     batch_size: int | None = None  # slices (2D) per forward pass; None: 8 CPU, 32 GPU
     backend: Literal["torch", "onnx"] = "torch"
     onnx_path: Path | None = None  # with backend onnx: this file instead of RUN/model.onnx
+    step_size: float = 0.5  # sliding-window step (share of a tile) of nnU-Net model folders
 
     def check(self) -> None:
         """One line for a bad value, before any model is loaded."""
@@ -60,21 +61,11 @@ class SegmentOptions:
             raise AmosegError(
                 f"unknown postprocess {self.postprocess!r}", None, "use auto, none or lcc"
             )
+        if not 0 < self.step_size <= 1:
+            raise AmosegError(f"step size must be in (0, 1], got {self.step_size}")
         if self.batch_size is not None and self.batch_size < 1:
             raise AmosegError(f"batch size must be at least 1, got {self.batch_size}")
         resolve_device(self.device)
-
-
-def bundle_backend(
-    bundle: ModelBundle, *, device: str = "auto", precision: str = "auto", crop: bool = True
-) -> Any:
-    """A torch scoring backend for one bundle: the recipe's network and inferer, the
-    bundle's preprocessing."""
-    backend = backend_for_model(bundle.model(device), device=device, precision=precision)
-    if not crop:
-        backend.body_threshold = None
-    backend.preprocessor = bundle.preprocessor()
-    return backend
 
 
 def onnx_backend(bundle: ModelBundle, options: SegmentOptions) -> Any:
@@ -107,6 +98,7 @@ class Segmenter:
         self.bundles = list(bundles)
         self.options = options
         self.device = resolve_device(options.device)
+        self.mirror = self.device.type == "cuda" if options.tta is None else options.tta
         if options.backend == "onnx":
             if len(self.bundles) != 1:
                 raise AmosegError(
@@ -114,17 +106,16 @@ class Segmenter:
                 )
             backends = [onnx_backend(self.bundles[0], options)]
         else:
-            backends = [
-                bundle_backend(b, device=options.device, precision=options.precision,
-                               crop=options.crop)
-                for b in self.bundles
-            ]  # fmt: skip
-        self.mirror = self.device.type == "cuda" if options.tta is None else options.tta
+            backends = [b.open_backend(options, self.mirror) for b in self.bundles]
         self.backends = [
             MirroredBackend(backend, bundle.mirror_axes)
             if self.mirror and bundle.mirror_axes
             else backend
             for backend, bundle in zip(backends, self.bundles, strict=True)
+        ]
+        #: per bundle: mirrored at test time (by the segmenter, or by nnU-Net's own window)
+        self.mirrored = [
+            isinstance(b, MirroredBackend) or bool(getattr(b, "tta", False)) for b in self.backends
         ]
         self.postprocess = resolve_postprocess(options.postprocess, self.bundles)
 
@@ -144,7 +135,7 @@ class Segmenter:
 
     @property
     def mirrored_bundles(self) -> int:
-        return sum(isinstance(b, MirroredBackend) for b in self.backends)
+        return sum(self.mirrored)
 
     def labels(
         self, data: np.ndarray, affine: np.ndarray, times: StageTimes | None = None

@@ -23,7 +23,9 @@ import numpy as np
 from amoseg.atomic import write_json, write_text
 from amoseg.labels import CLASS_NAMES, NUM_CLASSES, ORGAN_IDS
 
-CSV_COLUMNS = ("label", "organ", "voxels", "volume_ml", "mean_hu", "mean_intensity", "truncated")
+CSV_COLUMNS = (
+    "label", "organ", "voxels", "volume_ml", "mean_hu", "mean_intensity", "truncated", "covered",
+)  # fmt: skip
 
 
 def voxel_volume_ml(affine: np.ndarray) -> float:
@@ -45,13 +47,20 @@ def truncated_organs(labels: np.ndarray) -> set[int]:
 
 
 def organ_volumes(
-    labels: np.ndarray, image: np.ndarray, affine: np.ndarray, *, modality: str | None = None
+    labels: np.ndarray,
+    image: np.ndarray,
+    affine: np.ndarray,
+    covered: frozenset[int] | None = None,
+    *,
+    modality: str | None = None,
 ) -> list[dict]:
     """One row per AMOS organ 1..15: voxel count, volume (mL), mean intensity inside, and
     whether the scan's edge cuts it (`truncated`).
 
     `modality` "mr" drops `mean_hu` (MR values are not HU); CT or unknown keep it beside
-    `mean_intensity`. Means are None for an absent organ.
+    `mean_intensity`. Means are None for an absent organ. `covered`: the organs the model
+    predicts (None: all); the others get `covered: False` and no voxel count, volume or
+    mean (not covered is not 0 mL).
     """
     if labels.shape != image.shape:
         raise ValueError(f"labels {labels.shape} and image {image.shape} differ")
@@ -76,6 +85,12 @@ def organ_volumes(
         row["mean_intensity"] = mean
         row["truncated"] = organ in cut
         rows.append(row)
+        if covered is not None:
+            row["covered"] = organ in covered
+            if organ not in covered:
+                row.update(voxels=None, volume_ml=None, mean_intensity=None, truncated=None)
+                if "mean_hu" in row:
+                    row["mean_hu"] = None
     return rows
 
 

@@ -236,7 +236,19 @@ def native_metrics(
             on_case=lambda _c: bar.advance(task),
         )
     organs = [row for row in report["per_class"] if row["id"] in ORGAN_IDS]
+    # issue 26: a model that does not predict some organs (an nnU-Net model's classes mapped
+    # onto AMOS) has them marked not covered; mean_dice still counts them, as AMOS would
+    from amoseg.nnunet_models.names import covered_by
+
+    covered = covered_by(segmenter.backends)
+    covered_dice = [
+        r["case_dice"]
+        for r in organs
+        if (covered is None or r["id"] in covered) and r["case_dice"] is not None
+    ]
     return {
+        "covered_organs": None if covered is None else sorted(covered),
+        "mean_dice_covered": float(np.nanmean(covered_dice)) if covered_dice else None,
         "definition": NATIVE_NOTE,
         "postprocess": segmenter.postprocess,
         "tta_bundles": segmenter.mirrored_bundles,
@@ -251,6 +263,7 @@ def native_metrics(
                 "nsd": row["nsd"],
                 "hd95_mm": row["hd95_mm"],
                 "n_cases": row["n_cases"],
+                "covered": covered is None or row["id"] in covered,
             }
             for row in organs
         },
