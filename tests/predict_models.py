@@ -79,6 +79,14 @@ class FakeBundle:
     def preprocessor(self) -> None:
         return None
 
+    def open_backend(self, options, mirror: bool):
+        from amoseg.inference.backends import backend_for_model
+
+        backend = backend_for_model(self.model_object, options.device, options.precision)
+        if not options.crop:
+            backend.body_threshold = None
+        return backend
+
 
 class ThresholdModel(_ModuleModel):
     """Segments by HU threshold: the expected output is known voxel for voxel."""

@@ -193,11 +193,10 @@ def test_ensemble_mixes_an_nnunet_folder_with_an_amoseg_run(tmp_path, tiny_unet_
 
 
 def test_evaluate_scores_an_nnunet_folder_on_native_grids(tmp_path, capsys):
-    from amoseg.data.prepare import prepare_dataset
-
     from amoseg.atomic import read_json
     from amoseg.cli.main import main
     from amoseg.data.synth import generate_dataset
+    from amoseg.store.prepare import prepare_dataset
 
     generate_dataset(tmp_path / "amos", 4, 0, "demo", progress=False)
     store = tmp_path / "store"

@@ -374,9 +374,16 @@ def evaluate_ensemble(
     from amoseg.inference.ensemble import member_runs
     from amoseg.inference.package import is_package
     from amoseg.inference.segmenter import Segmenter, SegmentOptions
+    from amoseg.nnunet_models import is_nnunet_model_dir
 
     # the run folders among the members, checked against the store before any model loads
-    runs = [r for m in models if not is_package(m) for r in member_runs(m) or [Path(m)]]
+    # (packages and nnU-Net model folders record no store to check against)
+    runs = [
+        r
+        for m in models
+        if not is_package(m) and not is_nnunet_model_dir(m)
+        for r in member_runs(m) or [Path(m)]
+    ]
     if data is None:
         if not runs:
             raise AmosegError("no run among the models names a store", models[0], "pass --data")
