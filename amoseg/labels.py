@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 NUM_CLASSES = 16
 
 # Clean names for reports, indexed by AMOS label id.
@@ -164,3 +166,18 @@ def left_right_permutation(num_classes: int = NUM_CLASSES) -> tuple[int, ...]:
         if max(right, left) < num_classes:
             perm[right], perm[left] = left, right
     return tuple(perm)
+
+
+def truncated_organs(labels: np.ndarray) -> set[int]:
+    """Organ ids with a voxel on a face of the array: the scan's edge cuts them, so their
+    volume is a lower bound (flagged in volumes.csv/json, the viewer and DICOM-SEG). The
+    faces are the same in any axis order, so a file-order array is checked as it is."""
+    labels = np.asarray(labels)
+    faces = [
+        np.take(labels, index, axis=axis).ravel()
+        for axis in range(labels.ndim)
+        for index in (0, -1)
+        if labels.shape[axis] > 0
+    ]
+    found = np.unique(np.concatenate(faces)) if faces else np.empty(0, dtype=labels.dtype)
+    return {int(v) for v in found if int(v) in ORGAN_IDS}

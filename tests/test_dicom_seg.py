@@ -106,6 +106,24 @@ def test_segments_carry_snomed_codes_and_laterality(real_series, tmp_path):
     assert set(ORGAN_CODES) == set(range(1, 15))
 
 
+def test_organs_cut_by_the_scans_edge_say_so_in_the_seg(real_series, tmp_path):
+    """A 20-slice series cuts most organs: their segments carry the truncation note, the
+    others none (the same rule as volumes.csv and the viewer)."""
+    from amoseg.inference.dicom_seg import TRUNCATED_NOTE
+    from amoseg.labels import truncated_organs
+
+    _folder, image, labels, source = real_series
+    labels = np.where(labels == 4, 0, labels).astype(labels.dtype)
+    labels[200:210, 200:210, 8:12] = 4  # a gallbladder inside the scan: not cut
+    cut = truncated_organs(labels)
+    assert cut and 4 not in cut and 4 in labels
+    seg = hd.seg.segread(str(write_dicom_seg(labels, image.affine, source, tmp_path / "t.dcm")))
+    for item in seg.SegmentSequence:
+        amos_id = int(item.TrackingID.split()[-1])
+        note = getattr(item, "SegmentDescription", None)
+        assert (note == TRUNCATED_NOTE) == (amos_id in cut), amos_id
+
+
 def test_labels_off_the_series_grid_are_refused(real_series, tmp_path):
     _folder, image, labels, source = real_series
     shifted = image.affine.copy()

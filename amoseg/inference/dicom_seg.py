@@ -20,7 +20,7 @@ from amoseg.atomic import atomic_path
 from amoseg.data.dicom import MAX_UNTILTED_SHIFT_VOXELS, dicom_series_files
 from amoseg.data.dicom_find import dicom_folder
 from amoseg.errors import AmosegError
-from amoseg.labels import CLASS_COLORS, CLASS_NAMES
+from amoseg.labels import CLASS_COLORS, CLASS_NAMES, truncated_organs
 
 #: SNOMED CT concept per AMOS organ id, by its keyword in DICOM's code dictionary (pydicom's
 #: `codes.SCT`, the concepts of DICOM CID 7166/7140), with laterality as a property-type
@@ -199,8 +199,15 @@ def slice_index_of(datasets: list[Any], affine: np.ndarray, shape: tuple[int, ..
     return out
 
 
-def segment_descriptions(present: list[int], patient_sex: str = "") -> list[Any]:
-    """One highdicom SegmentDescription per organ found, numbered 1..n in AMOS id order."""
+#: SegmentDescription (0062,0006) of an organ the scan's edge cuts
+TRUNCATED_NOTE = "truncated: cut by the scan's edge, its volume is only the part inside"
+
+
+def segment_descriptions(
+    present: list[int], patient_sex: str = "", truncated: set[int] | frozenset[int] = frozenset()
+) -> list[Any]:
+    """One highdicom SegmentDescription per organ found, numbered 1..n in AMOS id order;
+    organs in `truncated` say so in their SegmentDescription."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -223,6 +230,8 @@ def segment_descriptions(present: list[int], patient_sex: str = "") -> list[Any]
             tracking_id=f"AMOS label {label}",
             display_color=hd.color.CIELabColor.from_rgb(*CLASS_COLORS[label]),
         )
+        if label in truncated:
+            description.SegmentDescription = TRUNCATED_NOTE
         if laterality is not None:
             modifier = hd.sr.CodedConcept.from_code(laterality)
             description.SegmentedPropertyTypeCodeSequence[
@@ -259,14 +268,19 @@ def write_dicom_seg(
     with warnings.catch_warnings():
         # a one-word PatientName (common in exports) is valid DICOM; highdicom warns anyway
         warnings.filterwarnings("ignore", message=".*intended person name.*")
-        seg = _segmentation(hd, source, frames, present, model_name)
+        seg = _segmentation(hd, source, frames, present, model_name, truncated_organs(labels))
     with atomic_path(target, suffix=".dcm") as tmp:
         seg.save_as(str(tmp))
     return target
 
 
 def _segmentation(
-    hd: Any, source: SourceSeries, frames: np.ndarray, present: list[int], model_name: str
+    hd: Any,
+    source: SourceSeries,
+    frames: np.ndarray,
+    present: list[int],
+    model_name: str,
+    truncated: set[int],
 ) -> Any:
     """The highdicom Segmentation: frames in source order, segments numbered 1..n."""
     from amoseg._version import __version__
@@ -277,7 +291,7 @@ def _segmentation(
         source_images=source.datasets,
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=segment_descriptions(present, sex),
+        segment_descriptions=segment_descriptions(present, sex, truncated),
         series_instance_uid=hd.UID(),
         series_number=int(getattr(first, "SeriesNumber", 0) or 0) + 900,
         sop_instance_uid=hd.UID(),

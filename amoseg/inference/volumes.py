@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from amoseg.atomic import write_json, write_text
-from amoseg.labels import CLASS_NAMES, NUM_CLASSES, ORGAN_IDS
+from amoseg.labels import CLASS_NAMES, NUM_CLASSES, ORGAN_IDS, truncated_organs
 
 CSV_COLUMNS = (
     "label", "organ", "voxels", "volume_ml", "mean_hu", "mean_intensity", "truncated", "covered",
@@ -31,19 +31,6 @@ CSV_COLUMNS = (
 def voxel_volume_ml(affine: np.ndarray) -> float:
     """One voxel's volume in mL (|det| of the affine's 3x3 part, mm³ → mL)."""
     return float(abs(np.linalg.det(np.asarray(affine, dtype=float)[:3, :3]))) / 1000.0
-
-
-def truncated_organs(labels: np.ndarray) -> set[int]:
-    """Organ ids with a voxel on a face of the array (cut by the scan's edge)."""
-    labels = np.asarray(labels)
-    faces = [
-        np.take(labels, index, axis=axis).ravel()
-        for axis in range(labels.ndim)
-        for index in (0, -1)
-        if labels.shape[axis] > 0
-    ]
-    found = np.unique(np.concatenate(faces)) if faces else np.empty(0, dtype=labels.dtype)
-    return {int(v) for v in found if int(v) in ORGAN_IDS}
 
 
 def organ_volumes(

@@ -26,7 +26,7 @@ import numpy as np
 
 from amoseg.atomic import write_text
 from amoseg.errors import AmosegError
-from amoseg.labels import CLASS_COLORS
+from amoseg.labels import CLASS_COLORS, truncated_organs
 from amoseg.preprocessing.geometry import canonical_spacing, to_canonical
 
 #: voxels kept per volume: a 512×512×100 CT is shown at 256×256×100 (a few MB of HTML).
@@ -154,14 +154,6 @@ def _packed(volume: np.ndarray) -> str:
     return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode("ascii")
 
 
-def _truncated_labels(labels: np.ndarray) -> set[int]:
-    """Organs with a voxel on the volume's border (first/last slice or the in-plane edge):
-    the scan cut them, so their volume is a lower bound. The border is the same in any axis
-    order, so the file-order array is checked as it is."""
-    faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
-    return {int(v) for face in faces for v in np.unique(face)} - {0}
-
-
 def viewer_html(
     labels: np.ndarray,
     affine: np.ndarray,
@@ -185,7 +177,7 @@ def viewer_html(
     info = f"{labels.shape[0]}×{labels.shape[1]}×{labels.shape[2]} voxels"
     if reduced:
         info += f", shown at {shape[0]}×{shape[1]}×{shape[2]}"
-    cut = _truncated_labels(np.asarray(labels))
+    cut = truncated_organs(np.asarray(labels))
     data = {
         "shape": list(shape),
         "spacing": spacing,
