@@ -60,6 +60,12 @@ def train(
         None, "--weight-decay", help="Default: the model recipe's."
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="auto, bf16 or fp32. auto: bf16 autocast + channels_last for the recipes that "
+        "train in bf16 (unet, unet3d) on a GPU or a CPU with AMX / AVX512-BF16, else fp32.",
+    ),
     params: Path | None = typer.Option(
         None,
         "--params",
@@ -119,6 +125,7 @@ def train(
         fold=parse_fold(fold),
         epochs=epochs,
         device=device,
+        precision=precision,
         seed=seed,
         num_workers=workers,
         max_slices_per_epoch=max_slices,

@@ -2,7 +2,7 @@
 
 Run folder layout::
 
-    RUNDIR/config.json             {"model", "hparams", "settings",
+    RUNDIR/config.json             {"model", "hparams", "settings", "precision",
                                     "store": {"path", "size", "synthetic", "identity"}}
     RUNDIR/checkpoint_latest.pt    full training state (model, optimiser, scheduler, RNG, ...)
     RUNDIR/checkpoint_best.pt      model state at the best validation mIoU
@@ -243,11 +243,18 @@ def train(
         estimate = None
     if estimate is None:
         cls(input_size=size, **hparams)
+    from amoseg.models.torch_model import trains_bf16
+
+    bf16 = trains_bf16(
+        settings.precision, resolve_device(settings.device), bool(getattr(cls, "fast_gpu", False))
+    )
     config = _plain(
         {
             "model": model_name,
             "hparams": hparams,
             "settings": settings.to_dict(),
+            # what --precision resolved to on this machine (auto: by the recipe and the CPU/GPU)
+            "precision": "bf16" if bf16 and cls.gradient_trained else "fp32",
             "store": {
                 "path": str(store.root.resolve()),
                 "size": size,

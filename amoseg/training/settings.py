@@ -157,8 +157,12 @@ def format_patch_size(patch: tuple[int, ...] | list[int]) -> str:
     return "x".join(str(int(n)) for n in patch)
 
 
-#: settings that may change when a run is resumed (they do not change the maths).
-RESUMABLE_OVERRIDES = ("epochs", "device", "num_workers", "compile", "progress", "val_batch_size")
+#: settings that may change when a run is resumed (they do not change the maths; precision
+#: depends on the machine a run resumes on).
+RESUMABLE_OVERRIDES = ("epochs", "device", "num_workers", "compile", "progress", "val_batch_size",
+                       "precision")  # fmt: skip
+#: `train --precision`: auto (bf16 where the recipe and the device suit it), bf16, fp32
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -186,6 +190,8 @@ class TrainSettings:
     compile: bool = False
     val_batch_size: int = 16
     progress: bool = True
+    #: bf16 autocast + channels_last ("bf16"), fp32, or "auto" (`TorchModel.set_precision`)
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         """Validated on construction: no invalid TrainSettings exists anywhere."""
@@ -196,6 +202,11 @@ class TrainSettings:
         if self.patch_size is not None:
             self.patch_size = check_patch_size(self.patch_size)
         self.hparams = check_hparams(self.hparams)
+        if self.precision not in PRECISIONS:
+            raise AmosegError(
+                f"--precision must be auto, bf16 or fp32, got {self.precision!r}",
+                hint="auto: bf16 on a GPU or a CPU with AMX / AVX512-BF16, else fp32",
+            )
         if not isinstance(self.device, str) or not self.device:
             raise AmosegError(f"--device must be auto, cpu or cuda, got {self.device!r}")
 

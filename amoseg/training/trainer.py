@@ -5,7 +5,8 @@ The trainer owns the loop; a model only supplies hooks (`net`, `loss`, `make_opt
 imports this module.
 
 Per epoch: stream shuffled slices (optionally capped) → crop to the body box (models that
-predict on it) → normalise → augment → forward (bf16 on GPU for the modern recipe) → loss →
+predict on it) → normalise → augment → forward (bf16 autocast + channels_last where
+`--precision` resolves to it: GPU, or CPU with AMX / AVX512-BF16, for the modern recipes) → loss →
 step; the loss is summed on the device and read once per epoch (no host sync per step).
 Then every rank validates its shard of the val volumes (the model's predictor through its
 inferer, the same path as `evaluate` and `predict`) into one confusion matrix, all-reduced,
@@ -201,6 +202,7 @@ class EpochReporter:
             train_seconds=round(self.train_seconds, 3),
             n_params=int(self.model.n_params),
             device=str(self.model.device),
+            precision="bf16" if getattr(self.model, "use_bf16", False) else "fp32",
             world_size=self.dist.world,
         )
         if self.dist.is_main:
@@ -267,7 +269,7 @@ def run_epoch(
 ) -> tuple[torch.Tensor, int]:
     """The hot loop: (x int16, y uint8) batches → optimiser steps. Returns the summed loss
     as a device tensor (read it once, after the loop) and the number of steps."""
-    net, device, fast = model.net, model.device, model.use_fast_gpu
+    net, device, fast = model.net, model.device, model.use_bf16
     net.train()
     loss_sum = torch.zeros((), device=device)
     steps = 0
@@ -278,7 +280,7 @@ def run_epoch(
         xn, y = model.augment(net.norm(x), y, gen)
         if fast:
             xn = xn.contiguous(memory_format=model.memory_format)
-        with model.autocast():
+        with model.train_autocast():
             logits = fwd(xn, normalised=True)
         loss = model.loss(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -305,6 +307,7 @@ def fit_torch(
 ) -> dict[str, Any]:
     ctx = dist or distributed.DistContext(device=resolve_device(settings.device))
     model.to(ctx.device)
+    model.set_precision(settings.precision)
     device = model.device
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
