@@ -6,7 +6,8 @@
   0.4.4 pulls timm and a CUDA torchvision build that does not import beside our CPU torch);
 - training: patches from the store's volumes (a `3d` store: the plan's patch size), one
   third centred on an organ (`amoseg.data.samplers.PatchDataset`); Dice + CE at every
-  supervised decoder scale with weights 1/2^k (the coarsest scale left out, as nnU-Net);
+  decoder scale against targets downsampled to it, weights 1/2^k, the coarsest 0 (nnU-Net's;
+  `amoseg.training.losses.deep_supervision_loss`);
   3D augmentation on the device (`amoseg.training.augment3d`, left–right mirroring swaps
   paired organs);
   AdamW with warm-up then cosine decay; bf16 autocast and channels_last_3d on GPU;
@@ -19,6 +20,7 @@ left–right axis is spatial axis `lr_axis` = 1.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -41,9 +43,7 @@ def build_resunet(
 ) -> nn.Module:
     """MONAI's DynUNet (nnU-Net's dynamic U-Net) with residual blocks, instance norm, leaky
     ReLU and deep-supervision heads on every decoder level but the coarsest."""
-    from monai.networks.nets import DynUNet
-
-    return DynUNet(
+    return _heads_at_own_resolution()(
         spatial_dims=3,
         in_channels=in_channels,
         out_channels=NUM_CLASSES,
@@ -57,6 +57,22 @@ def build_resunet(
         deep_supr_num=max(1, stages - 2),
         res_block=True,
     )
+
+
+@functools.cache
+def _heads_at_own_resolution() -> type:
+    """DynUNet whose training forward returns [full, 1/2, 1/4, ...] logits at their own
+    resolution (MONAI's stacks every head upsampled to full size); eval: full only."""
+    from monai.networks.nets import DynUNet
+
+    class DeepSupervisedDynUNet(DynUNet):
+        def forward(self, x: torch.Tensor) -> Any:
+            out = self.output_block(self.skip_layers(x))
+            if self.training and self.deep_supervision:
+                return [out, *self.heads]
+            return out
+
+    return DeepSupervisedDynUNet
 
 
 def stage_strides(patch: Sequence[int], stages: int) -> list[list[int]]:
@@ -147,20 +163,18 @@ class UNet3d(TorchModel):
         return x, y
 
     def loss(self, logits: Any, target: torch.Tensor) -> torch.Tensor:
-        if self._loss is None:
-            from amoseg.training.losses import DiceCE
+        from amoseg.training.losses import DiceCE, deep_supervision_loss, deep_supervision_weights
 
+        if self._loss is None:
             h = self.hparams
             self._loss = DiceCE(float(h["lambda_dice"]), float(h["lambda_ce"]))
-        # training with deep supervision: (B, heads, C, *patch), every head at full size
-        outputs = list(logits.unbind(1)) if logits.ndim == target.ndim + 2 else [logits]
+        # training with deep supervision: [full, 1/2, ...] logits, each at its own resolution
+        outputs = list(logits) if isinstance(logits, list | tuple) else [logits]
         if not self.hparams["deep_supervision"]:
-            outputs = outputs[:1]
-        weights = deep_supervision_weights(len(outputs))
-        total = weights[0] * self._loss(outputs[0], target)
-        for w, out in zip(weights[1:], outputs[1:], strict=True):
-            total = total + w * self._loss(out, target)
-        return total
+            return self._loss(outputs[0], target)
+        return deep_supervision_loss(
+            self._loss, outputs, target, deep_supervision_weights(len(outputs))
+        )
 
     def augment(self, x, y, gen):
         if not self.hparams["augment"]:
@@ -196,14 +210,6 @@ class UNet3d(TorchModel):
         """raw (B, 1, Z, X, Y) → logits (B, 16, Z, X, Y), normaliser inside (eval mode: the
         full-resolution head only); for the sliding-window `TorchBackend`."""
         return super().export_module()
-
-
-def deep_supervision_weights(n: int) -> list[float]:
-    """nnU-Net's: 1/2^k for the k-th coarser head, normalised to sum 1 (the coarsest decoder
-    level has no head: DynUNet's `deep_supr_num` leaves it out)."""
-    w = [1 / 2**k for k in range(n)]
-    total = sum(w)
-    return [v / total for v in w]
 
 
 def fit_patch(store: Any, target: Sequence[int], multiple: int) -> list[int]:

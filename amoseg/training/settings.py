@@ -70,7 +70,7 @@ HPARAM_RULES: dict[str, Rule] = {
     "lambda_ce": Rule(float, 0.0, 1000.0, "hparams lambda_ce"),
     "warmup": Rule(float, 0.0, 1.0, "hparams warmup"),
 }
-_BOOL_HPARAMS = ("augment", "body_crop")
+_BOOL_HPARAMS = ("augment", "body_crop", "deep_supervision")
 
 
 def check_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
