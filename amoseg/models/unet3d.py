@@ -146,15 +146,16 @@ class UNet3d(TorchModel):
         return out
 
     # ---- training hooks -------------------------------------------------------------------
-    def train_dataset(self, store: Any, seed: int) -> Any:
+    def train_dataset(self, store: Any, seed: int, split: str = "train") -> Any:
         """3D patches of this model's size from any store's (Z, X, Y) volumes (a `3d` store
-        or the stacks of a seed store), a third centred on an organ."""
+        or the stacks of a seed store), a third centred on an organ (`split` "val": the
+        validation patches)."""
         from amoseg.data.samplers import PatchDataset
         from amoseg.training.data import EpochPatches
 
         z, x, y = self.patch
         patches = PatchDataset(
-            store, "train", (x, y, z), seed=seed,
+            store, split, (x, y, z), seed=seed,
             foreground_share=float(self.hparams["foreground"]),
         )  # fmt: skip
         return EpochPatches(patches)

@@ -95,16 +95,17 @@ class EpochPatches(Dataset):
         return self.patches[k % n]
 
 
-def training_dataset(store: Any, context: int, seed: int) -> Dataset:
+def training_dataset(store: Any, context: int, seed: int, split: str = "train") -> Dataset:
     """What the trainer streams: a seed store's S×S slices (`SliceDataset`), or, for a
     planned store (no single S), patches of its configuration's `patch_size` with
-    nnU-Net's foreground oversampling (`amoseg.data.samplers.PatchDataset`)."""
+    nnU-Net's foreground oversampling (`amoseg.data.samplers.PatchDataset`). `split` "val":
+    the same kind of samples from the validation cases (per-epoch pseudo-Dice)."""
     if store.info.get("size") is not None:
-        return SliceDataset(store, "train", context)
+        return SliceDataset(store, split, context)
     from amoseg.data.samplers import PatchDataset
 
     patch = store.configuration.patch_size
-    return EpochPatches(PatchDataset(store, "train", patch, context=context, seed=seed))
+    return EpochPatches(PatchDataset(store, split, patch, context=context, seed=seed))
 
 
 class EpochSampler(DistributedSampler):
