@@ -145,3 +145,17 @@ def test_resumed_budget_run_keeps_its_plan(seed_store, tmp_path):
     assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
     assert summary["lr_end"] == pytest.approx(1e-4, rel=1e-6)
     assert np.isfinite(summary["train_loss"])
+
+
+def test_a_tune_trial_trains_to_its_budget(seed_store, tmp_path):
+    from amoseg.tuning.objective import training_objective
+
+    trial = training_objective(
+        "unet", seed_store, epochs=10_000, device="cpu", hparams=TINY, time_budget=0.02
+    )
+    epochs: list[int] = []
+    value = trial({"lr": 1e-2, "weight_decay": 1e-4, "batch_size": 4}, tmp_path / "t",
+                  lambda epoch, v: epochs.append(epoch))  # fmt: skip
+    assert 1 <= len(epochs) < 10_000 and np.isfinite(value)
+    assert read_json(tmp_path / "t" / "config.json")["settings"]["time_budget"] == 0.02
+    assert not (tmp_path / "t" / "eval_val").exists()  # trials compare per-epoch metrics only
