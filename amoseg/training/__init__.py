@@ -88,7 +88,7 @@ def use_patch_size(store: Any, model_cls: type, settings: TrainSettings) -> None
 
 #: what a run folder holds that `train --overwrite` may remove (anything else is kept).
 RUN_FILES = ("config.json", "checkpoint_latest.pt", "checkpoint_best.pt", "log.csv",
-             "summary.json", "model.onnx")  # fmt: skip
+             "summary.json", "model.onnx", "progress.png", "val_native.csv")  # fmt: skip
 RUN_FOLDERS = ("tensorboard", "eval_train", "eval_val", "eval_test")
 
 
