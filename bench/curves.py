@@ -484,7 +484,7 @@ def parse(argv: list[str] | None) -> tuple[Setup, bool, bool]:
     p.add_argument("--cases", type=int, default=40)
     p.add_argument("--test-cases", type=int, default=8)
     p.add_argument("--preset", default="full", help="amoseg synth preset (full, demo, ...)")
-    p.add_argument("--budget-min", type=float, default=60.0)
+    p.add_argument("--budget-min", type=float, default=None, help="default 60 (smoke 0.2)")
     p.add_argument(
         "--marks",
         default=None,
@@ -521,9 +521,10 @@ def parse(argv: list[str] | None) -> tuple[Setup, bool, bool]:
     vs.VENV = a.nnunet_venv
     if a.smoke:
         a.cases, a.test_cases, a.preset = 6, 2, "demo"
-        a.budget_min, a.marks = min(a.budget_min, 0.2), a.marks or "0.1,0.2"
+        a.budget_min, a.marks = a.budget_min or 0.2, a.marks or "0.1,0.2"
         a.lowres_spacing, a.nnunet_iters, a.workers = a.lowres_spacing or 6.0, 5, 0
         a.hparams = a.hparams if a.hparams != "{}" else '{"base": 8}'
+    a.budget_min = a.budget_min or 60.0
     if a.marks:
         marks = tuple(sorted(float(m) for m in a.marks.split(",")))
     else:
