@@ -159,3 +159,29 @@ def test_a_tune_trial_trains_to_its_budget(seed_store, tmp_path):
     assert 1 <= len(epochs) < 10_000 and np.isfinite(value)
     assert read_json(tmp_path / "t" / "config.json")["settings"]["time_budget"] == 0.02
     assert not (tmp_path / "t" / "eval_val").exists()  # trials compare per-epoch metrics only
+
+
+def test_native_scores_every_n_minutes_and_at_the_end(tmp_path):
+    """A planned store prepared from NIfTI files: patch validation, the val scans scored on
+    their own grids every N minutes (val_native.csv) and by `evaluate` at the end."""
+    from tests.test_amos import write_listing
+    from tests.test_lowres_plan import write_ct
+
+    root = tmp_path / "amos"
+    write_listing(root, {"training": [write_ct(root, f"amos_{i:04d}") for i in (1, 2, 3)],
+                         "validation": []})  # fmt: skip
+    store = tmp_path / "store"
+    with pytest.raises(SystemExit) as info:
+        main(["prepare", str(root), str(store), "--configuration", "2d", "--quiet",
+              "--split", "0.34,0.33,0.33"])  # fmt: skip
+        raise SystemExit(0)
+    assert (info.value.code or 0) == 0
+    run = tmp_path / "run"
+    summary = train("unet", store, run, settings(val_native_minutes=1e-4))
+    with open(run / "val_native.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(0 <= float(r["mean_dice"]) <= 1 for r in rows)
+    assert summary["val_native"]["mean_dice"] is not None  # evaluate scored the native grid
+    native = read_json(run / "eval_val" / "metrics.json")["native"]
+    assert native["n_cases"] == 1

@@ -10,7 +10,9 @@ predict on it) → normalise → augment → forward (bf16 autocast + channels_l
 step; the loss is summed on the device and read once per epoch (no host sync per step).
 Then every rank validates its shard of the val volumes (the model's predictor through its
 inferer, the same path as `evaluate` and `predict`) into one confusion matrix, all-reduced,
-→ val mIoU / Dice / accuracy; rank 0 writes checkpoint_best.pt (on a new best val mIoU),
+→ val mIoU / Dice / accuracy — or, with patch validation (`amoseg.training.validation`, the
+default on planned stores), its share of a fixed set of validation patches → nnU-Net's
+pseudo-Dice, and `evaluate` on the val split once training ends; rank 0 writes checkpoint_best.pt (on a new best val mIoU),
 checkpoint_latest.pt (full training state), log.csv, and calls `on_epoch`.
 
 Resume is exact by construction: batch order depends only on (seed, epoch), augmentation
@@ -381,7 +383,7 @@ def fit_torch(
         from amoseg.training.validation import PatchValidation
 
         reporter.patch_val = PatchValidation(model, store, settings, sampler.per_epoch, ctx)
-    budget = Budget(settings.time_budget, steps_per_epoch)
+    budget = Budget(settings.time_budget)
     native_every = (
         NativeEvery(settings.val_native_minutes, settings.device)
         if mode == "patches" and settings.val_native_minutes
@@ -511,9 +513,8 @@ class Budget:
     """`--time-budget`: after each epoch, how many more fit in the minutes left, at the
     mean epoch time so far (the first epoch measures it). Rank 0 decides for all ranks."""
 
-    def __init__(self, minutes: float | None, steps_per_epoch: int):
+    def __init__(self, minutes: float | None):
         self.minutes = minutes
-        self.steps_per_epoch = steps_per_epoch
         self.done = False
 
     def epochs_left(self, seconds: float, epochs: int, ctx: distributed.DistContext) -> int:
