@@ -12,8 +12,9 @@ Then every rank validates its shard of the val volumes (the model's predictor th
 inferer, the same path as `evaluate` and `predict`) into one confusion matrix, all-reduced,
 → val mIoU / Dice / accuracy — or, with patch validation (`amoseg.training.validation`, the
 default on planned stores), its share of a fixed set of validation patches → nnU-Net's
-pseudo-Dice, and `evaluate` on the val split once training ends; rank 0 writes checkpoint_best.pt (on a new best val mIoU),
-checkpoint_latest.pt (full training state), log.csv, and calls `on_epoch`.
+pseudo-Dice, and `evaluate` on the val split once training ends; rank 0 writes
+checkpoint_best.pt (on a new best val mIoU), checkpoint_latest.pt (full training state),
+log.csv, progress.png, and calls `on_epoch`.
 
 Resume is exact by construction: batch order depends only on (seed, epoch), augmentation
 draws from a generator seeded by (seed, epoch, rank), and the checkpoint restores weights,
