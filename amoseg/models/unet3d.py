@@ -42,7 +42,8 @@ def build_resunet(
     in_channels: int, base: int, stages: int, strides: Sequence[Sequence[int]]
 ) -> nn.Module:
     """MONAI's DynUNet (nnU-Net's dynamic U-Net) with residual blocks, instance norm, leaky
-    ReLU and deep-supervision heads on every decoder level but the coarsest."""
+    ReLU and deep-supervision heads on the decoder levels below full resolution (the lowest
+    of them weighs 0 in the loss, as nnU-Net)."""
     return _heads_at_own_resolution()(
         spatial_dims=3,
         in_channels=in_channels,
