@@ -12,9 +12,13 @@ PROGRESS_SECONDS = 30.0
 
 
 def _series(history: list[dict[str, Any]], key: str) -> list[float]:
+    """`key` per epoch (NaN where missing); val_dice only where it came from whole volumes
+    (with patch validation it is the pseudo-Dice, plotted under its own name)."""
     out = []
     for row in history:
         value = row.get(key)
+        if key == "val_dice" and row.get("val_on") == "patches":
+            value = None
         out.append(float(value) if isinstance(value, int | float) else math.nan)
     return out
 
@@ -37,7 +41,7 @@ def save_progress_png(history: list[dict[str, Any]], target: Path, title: str) -
     rows = (
         ("training loss", [("train_loss", "loss")]),
         ("validation Dice", [("val_pseudo_dice", "pseudo-Dice (patches)"),
-                             ("val_dice", "mean organ Dice")]),
+                             ("val_dice", "mean organ Dice (volumes)")]),
         ("learning rate", [("lr", "lr at epoch start")]),
     )  # fmt: skip
     for r, (ylabel, keys) in enumerate(rows):
