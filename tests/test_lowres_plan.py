@@ -134,3 +134,15 @@ def test_previous_stage_must_exist(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(Exception, match=r"configurations\.3d_cascade_fullres\.previous_stage"):
         load_plan(path)
+
+
+def test_on_the_fly_lowres_without_a_planned_stage_is_one_line(tmp_path, capsys):
+    root = tmp_path / "amos"
+    write_listing(root, {"training": [write_ct(root, f"amos_{i:04d}") for i in (1, 2, 3)],
+                         "validation": []})  # fmt: skip
+    # 96×96×48 voxels: the 8 GiB 3d patch covers the whole body, so nnU-Net's rule plans none
+    code = run_cli(["prepare", str(root), str(tmp_path / "s"), "--configuration", "3d_lowres",
+                    "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "3d_lowres" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "s").exists()
