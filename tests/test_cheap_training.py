@@ -185,3 +185,15 @@ def test_native_scores_every_n_minutes_and_at_the_end(tmp_path):
     assert summary["val_native"]["mean_dice"] is not None  # evaluate scored the native grid
     native = read_json(run / "eval_val" / "metrics.json")["native"]
     assert native["n_cases"] == 1
+
+
+def test_a_run_saved_before_patch_validation_resumes_on_volumes(planned_store, tmp_path):
+    from amoseg.atomic import write_json
+
+    run = tmp_path / "old"
+    train("unet", planned_store, run, settings(epochs=1, validation="volumes"))
+    config = read_json(run / "config.json")
+    del config["settings"]["validation"]  # as written before the setting existed
+    write_json(run / "config.json", config)
+    train("unet", planned_store, run, settings(epochs=2), resume=True)  # auto: patches
+    assert [r["val_on"] for r in log_rows(run)] == ["volumes", "volumes"]

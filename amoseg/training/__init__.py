@@ -148,12 +148,14 @@ def _saved_config(out: Path) -> dict[str, Any] | None:
 
 def _resumed_settings(out: Path, saved: dict[str, Any], settings: TrainSettings) -> TrainSettings:
     """The saved settings win, except the ones that do not change the maths (epochs, device,
-    workers, ...). Runs saved before `patch_size` existed trained on the plan's own."""
+    workers, ...). Runs saved before `patch_size` existed trained on the plan's own, before
+    `validation` existed on whole volumes."""
     if not isinstance(saved.get("settings"), dict):
         raise AmosegError(
             "run config.json has no settings", out / "config.json", "retrain without --resume"
         )
     keep = {k: v for k, v in saved["settings"].items() if k not in RESUMABLE_OVERRIDES}
+    keep.setdefault("validation", "volumes")  # runs saved before patch validation existed
     return TrainSettings.from_dict(
         {**settings.to_dict(), "patch_size": None, **keep}, settings.hparams
     )
