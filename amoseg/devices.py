@@ -45,3 +45,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 DEVICE_HINT = "use auto, cpu, cuda, cuda:N or mps"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 convolutions in hardware (CPU: AVX512-BF16 or AMX
+    through oneDNN; elsewhere bf16 is emulated and slower than float32)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False

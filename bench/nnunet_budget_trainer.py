@@ -23,7 +23,10 @@ learning rate, EMA-Dice "best" checkpoint, checkpoint_final.pth) except:
 - nnU-Net's final validation of the fold (sliding-window prediction of every validation case)
   is skipped: the benchmark predicts its held-out test cases with nnUNetv2_predict instead.
 
-It writes `amoseg_budget.json` (epochs run, loop seconds, budget) into the fold folder.
+It writes `amoseg_budget.json` (epochs run, loop seconds, budget) into the fold folder, and
+with AMOSEG_BENCH_MARKS_S="300,600,..." (bench/curves.py) a `checkpoint_mark_<S>.pth` at the
+end of the first epoch whose loop clock reaches each mark (a snapshot of one run: the learning
+rate is where the budget's schedule has it then).
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ class nnUNetTrainer_AmosegBudget(nnUNetTrainer):
         self.num_val_iterations_per_epoch = int(env.get("AMOSEG_BENCH_VAL_ITERS", "50"))
         self.num_epochs = int(env.get("AMOSEG_BENCH_MAX_EPOCHS", "1000"))
         self.target_epochs = max(1, int(env.get("AMOSEG_BENCH_EPOCHS", "10")))
+        marks = env.get("AMOSEG_BENCH_MARKS_S", "")
+        self.marks_s = sorted(float(m) for m in marks.split(",") if m.strip())
+        self.marks_hit: list[dict] = []
 
     def run_training(self) -> None:
         """nnU-Net's loop (on_train_start … on_train_end), bounded by the budget."""
@@ -85,6 +91,7 @@ class nnUNetTrainer_AmosegBudget(nnUNetTrainer):
             self.on_epoch_end()
             epochs_run += 1
             elapsed = perf_counter() - start
+            self.save_marks(elapsed, epochs_run, last=False)
             if epochs_run == 1:
                 fit = max(1, int(self.budget_s // max(elapsed, 1e-6)))
                 self.num_epochs = min(self.num_epochs, fit)
@@ -96,6 +103,7 @@ class nnUNetTrainer_AmosegBudget(nnUNetTrainer):
             if elapsed + elapsed / epochs_run > self.budget_s:
                 break
         seconds = perf_counter() - start
+        self.save_marks(seconds, epochs_run, last=True)
         self.on_train_end()
         record = {
             "epochs": epochs_run,
@@ -106,10 +114,20 @@ class nnUNetTrainer_AmosegBudget(nnUNetTrainer):
             "val_iterations_per_epoch": self.num_val_iterations_per_epoch,
             "batch_size": self.batch_size,
             "patch_size": list(self.configuration_manager.patch_size),
+            "marks": self.marks_hit,
         }
         if self.local_rank == 0:
             with open(join(self.output_folder, "amoseg_budget.json"), "w") as f:
                 json.dump(record, f, indent=1)
+
+    def save_marks(self, elapsed: float, epochs: int, last: bool) -> None:
+        """checkpoint_mark_<S>.pth for every mark the clock has reached (all left, at the
+        end of the run: its final state stands for the marks it stopped short of)."""
+        while self.marks_s and (elapsed >= self.marks_s[0] or last):
+            mark = self.marks_s.pop(0)
+            if self.local_rank == 0:
+                self.save_checkpoint(join(self.output_folder, f"checkpoint_mark_{mark:g}.pth"))
+            self.marks_hit.append({"mark_s": mark, "seconds": round(elapsed, 3), "epochs": epochs})
 
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:
         self.print_to_log_file("fold validation skipped: the benchmark scores held-out test cases")

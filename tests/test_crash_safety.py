@@ -177,7 +177,8 @@ def _log_rows(run: Path) -> list[dict[str, str]]:
 
 
 def _comparable(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    return [{k: v for k, v in row.items() if k not in ("seconds", "val_seconds")} for row in rows]
+    clock = ("seconds", "val_seconds", "minutes")  # wall-clock columns
+    return [{k: v for k, v in row.items() if k not in clock} for row in rows]
 
 
 @pytest.fixture(scope="module")

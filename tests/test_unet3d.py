@@ -13,9 +13,10 @@ from amoseg.cli.main import main
 from amoseg.data.mirror import mirror_scores
 from amoseg.models.checkpoint import load_checkpoint
 from amoseg.models.registry import create_model
-from amoseg.models.unet3d import deep_supervision_weights, stage_strides
+from amoseg.models.unet3d import stage_strides
 from amoseg.ops.augment3d import augment_patches
 from amoseg.ops.inferers import model_labels
+from amoseg.ops.losses import deep_supervision_weights
 from amoseg.training import TrainSettings, load_run, train
 from tests.tiny_store import make_tiny_store
 
@@ -101,8 +102,8 @@ def test_augmentation_keeps_shapes_and_is_seeded():
 
 def test_deep_supervision_weights_and_strides():
     assert deep_supervision_weights(1) == [1.0]
-    w = deep_supervision_weights(3)
-    assert abs(sum(w) - 1) < 1e-12 and w[0] == 2 * w[1] == 4 * w[2]
+    w = deep_supervision_weights(4)  # nnU-Net's: the lowest-resolution output weighs 0
+    assert abs(sum(w) - 1) < 1e-12 and w[0] == 2 * w[1] == 4 * w[2] and w[3] == 0
     assert stage_strides([8, 32, 32], 4) == [[1, 1, 1], [2, 2, 2], [1, 2, 2], [1, 2, 2]]
 
 

@@ -25,7 +25,8 @@ def plan(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing plan file."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Fingerprint every labelled case and write plan.json (configurations seed, 2d, 3d).
+    """Fingerprint every labelled case and write plan.json (configurations seed, 2d, 3d, and
+    3d_lowres + 3d_cascade_fullres when nnU-Net's rule plans a low-resolution stage).
 
     Example: amoseg plan /data/amos22 -o plan.json && amoseg prepare /data/amos22 store-2d
     --plan plan.json --configuration 2d
@@ -56,9 +57,10 @@ def plan(
             + " mm"
             + ("" if config.resample_z else " (z kept)")
         )
+        after = "" if config.previous_stage is None else f", after {config.previous_stage}"
         console.print(
             f"{name:>4}: {config.dims}D, {spacing}, patch {'×'.join(map(str, config.patch_size))}, "
-            f"batch {config.batch_size}, {config.network.name}",
+            f"batch {config.batch_size}, {config.network.name}{after}",
             highlight=False,
         )
     console.print(f"plan → {output}", highlight=False)

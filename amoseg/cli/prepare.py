@@ -25,8 +25,9 @@ def prepare(
     configuration: str = typer.Option(
         "seed",
         "--configuration",
-        help="Plan configuration: seed (S×S slices), 2d (in-plane median spacing) or 3d "
-        "(3D median spacing); 2d/3d are planned on the fly unless --plan is given.",
+        help="Plan configuration: seed (S×S slices), 2d (in-plane median spacing), 3d "
+        "(3D median spacing) or 3d_lowres (nnU-Net's low-resolution stage, when planned); "
+        "planned on the fly unless --plan is given.",
     ),
     plan_file: Path | None = typer.Option(
         None, "--plan", help="plan.json from `amoseg plan` (its configurations are used)."

@@ -51,7 +51,16 @@ def train(
     model: str = typer.Argument(..., help="A registered model (listed by --help)."),
     data: Path = typer.Option(..., "--data", help="Prepared slice store (amoseg prepare)."),
     out: Path = typer.Option(..., "--out", help="Run folder to write (checkpoints, logs)."),
-    epochs: int = typer.Option(10, "--epochs", min=1, help="Epochs to train (in total)."),
+    epochs: int | None = typer.Option(
+        None, "--epochs", min=1, help="Epochs to train (in total). Default 10."
+    ),
+    time_budget: float | None = typer.Option(
+        None,
+        "--time-budget",
+        help="Train for MINUTES instead of --epochs: the first epoch measures the epoch time, "
+        "and the LR schedule is re-planned each epoch to reach its floor when the budget ends "
+        "(the run ends within one epoch of it).",
+    ),
     batch_size: int | None = typer.Option(
         None, "--batch-size", min=1, help="Default: the model recipe's."
     ),
@@ -60,6 +69,12 @@ def train(
         None, "--weight-decay", help="Default: the model recipe's."
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="auto, bf16 or fp32. auto: bf16 autocast + channels_last for the recipes that "
+        "train in bf16 (unet, unet3d) on a GPU or a CPU with AMX / AVX512-BF16, else fp32.",
+    ),
     params: Path | None = typer.Option(
         None,
         "--params",
@@ -79,6 +94,22 @@ def train(
     val_cases: int | None = typer.Option(
         None, "--val-cases", min=1, help="Validate each epoch on the first N val cases only."
     ),
+    validation: str = typer.Option(
+        "auto",
+        "--validation",
+        help="Per-epoch validation: patches (nnU-Net's pseudo-Dice on validation patches, "
+        "then `evaluate` on the val split at the end), volumes (whole val volumes every "
+        "epoch), or auto (patches on a planned store, volumes on a seed store).",
+    ),
+    val_patches: int | None = typer.Option(
+        None, "--val-patches", help="Validation samples per epoch (default: 10 % of an epoch)."
+    ),
+    val_native_every: float | None = typer.Option(
+        None,
+        "--val-native-every",
+        help="With patch validation: also score the val scans on their own grids every "
+        "MINUTES of training (RUNDIR/val_native.csv).",
+    ),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network."),
     patch_size: str | None = typer.Option(None, "--patch-size", help=PATCH_SIZE_HELP),
     seed: int = typer.Option(0, "--seed", help="Random seed (initialisation, order, aug)."),
@@ -93,7 +124,8 @@ def train(
         False, "--overwrite", help="Start over in a run folder that holds a run (deletes it)."
     ),
 ) -> None:
-    """Train a model on a prepared store; validates every epoch, keeps latest + best."""
+    """Train a model on a prepared store; validates every epoch, keeps latest + best, and
+    draws RUNDIR/progress.png as it trains."""
     import os
 
     from amoseg.cli._options import parse_hparams
@@ -115,10 +147,19 @@ def train(
         hp["context"] = context
     if values["batch_size"] is not None:
         values["batch_size"] = int(values["batch_size"])
+    if time_budget is not None and epochs is not None:
+        raise AmosegError(
+            "--epochs and --time-budget both set how long to train", hint="give one of them"
+        )
     settings = TrainSettings(
         fold=parse_fold(fold),
-        epochs=epochs,
+        epochs=10 if epochs is None else epochs,
+        time_budget=time_budget,
+        validation=validation,
+        val_patches=val_patches,
+        val_native_minutes=val_native_every,
         device=device,
+        precision=precision,
         seed=seed,
         num_workers=workers,
         max_slices_per_epoch=max_slices,
@@ -128,7 +169,11 @@ def train(
         progress=os.environ.get("RANK", "0") == "0",
         **values,
     )
-    summary = run_train(model, data, out, settings, resume=resume, overwrite=overwrite)
+    from amoseg.reports.evaluate import ValidationScorer
+
+    summary = run_train(
+        model, data, out, settings, resume=resume, overwrite=overwrite, scorer=ValidationScorer()
+    )
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(
             f"{model}: epoch {summary['epoch']}, train loss {summary['train_loss']:.4f}, "

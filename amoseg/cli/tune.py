@@ -32,6 +32,11 @@ def tune(
         None, "--study", help="Study name shared by all workers (default: amoseg-MODEL)."
     ),
     epochs: int = typer.Option(10, "--epochs", help="Training epochs per trial."),
+    trial_minutes: float | None = typer.Option(
+        None,
+        "--trial-minutes",
+        help="Train each trial for this many minutes (train --time-budget) instead of --epochs.",
+    ),
     timeout: float | None = typer.Option(
         None, "--timeout", help="Seconds after which this worker starts no new trial."
     ),
@@ -108,10 +113,13 @@ def tune(
         hparams=hp,
         max_slices_per_epoch=max_slices,
         patch_sizes=patch_size_choices(config.space),
+        time_budget=trial_minutes,
     )
     console.print(
         f"tuning [bold]{model}[/bold] in study '{config.name}' "
-        f"({config.trials} trials, {epochs} epochs each, maximising val {config.metric}, "
+        f"({config.trials} trials, "
+        + (f"{trial_minutes:g} min" if trial_minutes else f"{epochs} epochs")
+        + f" each, maximising val {config.metric}, "
         f"pruner {config.pruner}); space: {describe(config.space)}"
     )
     oom = (MemoryError, torch.cuda.OutOfMemoryError)

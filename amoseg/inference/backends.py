@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
-from amoseg.devices import resolve_device
+from amoseg.devices import native_bf16, resolve_device
 from amoseg.errors import AmosegError
 from amoseg.models.networks import use_strided_pooling
 from amoseg.ops.inferers import Inferer, Predictor, SliceInferer
@@ -67,17 +67,6 @@ def slice_inferer(backend: ScoreBackend, batch_size: int) -> SliceInferer:
     """The 2D / 2.5D inferer for a slice backend, from its current settings (so turning
     `body_threshold` off, as `--no-crop` does, takes effect)."""
     return SliceInferer(backend.context, batch_size, backend.body_threshold, backend.size_multiple)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bfloat16 convolutions in hardware (CPU: AVX512-BF16 or AMX
-    through oneDNN; elsewhere bf16 is emulated and slower than float32)."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN
-        return False
 
 
 def resolve_precision(precision: str, device: torch.device, trained_bf16: bool) -> bool:

@@ -158,6 +158,43 @@ class UNet2d(nn.Module):
         return x[..., :h, :w] if padded else x
 
 
+class DeepSupervisedUNet2d(UNet2d):
+    """UNet2d plus 1×1 heads on the decoder levels at 1/2 … 1/2^(depth-2) (nnU-Net's deep
+    supervision; its lowest-resolution output has weight 0, so it gets no head). Training
+    forward: [full, 1/2, ...] logits, each at its own resolution; eval: full only (export,
+    inference and validation see a plain UNet2d)."""
+
+    def __init__(
+        self, in_channels: int, num_classes: int = NUM_CLASSES, base: int = 32, depth: int = 4
+    ):
+        super().__init__(in_channels, num_classes, base, depth)
+        self.ds_heads = nn.ModuleList(
+            nn.Conv2d(base * 2**level, num_classes, 1) for level in range(1, depth - 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:  # type: ignore[override]
+        if not self.training or not len(self.ds_heads):
+            return super().forward(x)
+        h, w = x.shape[-2:]
+        m = 2**self.depth
+        x = F.pad(x, (0, (-w) % m, 0, (-h) % m))
+        skips = []
+        for i, block in enumerate(self.enc):
+            x = block(x if i == 0 else self._pool(x))
+            skips.append(x)
+        x = skips.pop()
+        by_level: dict[int, torch.Tensor] = {}
+        for j, (up, dec) in enumerate(zip(self.up, self.dec, strict=True)):
+            x = dec(torch.cat([up(x), skips.pop()], dim=1))
+            level = self.depth - 1 - j
+            if 1 <= level <= len(self.ds_heads):
+                s = 2**level
+                head = self.ds_heads[level - 1](x)
+                by_level[level] = head[..., : -(-h // s), : -(-w // s)]
+        full = self.head(x)[..., :h, :w]
+        return [full, *(by_level[level] for level in sorted(by_level))]
+
+
 def use_strided_pooling(module: nn.Module) -> nn.Module:
     """Switch every UNet2d in `module` to strided-view max pooling: the same values, but on a
     CPU about 2× faster than `max_pool2d` (which computes indices too), ≈ 3 % of a bf16

@@ -99,8 +99,31 @@ class TorchModel(SegmentationModel):
     def use_fast_gpu(self) -> bool:
         return self.fast_gpu and self.device.type == "cuda"
 
+    #: bf16 autocast (+ channels_last) chosen by `set_precision`; None: the recipe's GPU rule
+    bf16: bool | None = None
+
+    @property
+    def use_bf16(self) -> bool:
+        return self.use_fast_gpu if self.bf16 is None else self.bf16
+
+    def set_precision(self, precision: str) -> str:
+        """Training steps in bf16 autocast + channels_last, or fp32 (`train --precision`):
+        'auto' is bf16 for the recipes that train in bf16 on GPU (`fast_gpu`) on a device that
+        computes bf16 natively (GPU, or a CPU with AMX / AVX512-BF16); returns the choice.
+        Prediction keeps `autocast` (fp32 on CPU; the predict backends choose their own)."""
+        self.bf16 = trains_bf16(precision, self.device, self.fast_gpu)
+        if self.bf16:
+            self.net.to(memory_format=self.memory_format)
+        return "bf16" if self.bf16 else "fp32"
+
     def autocast(self) -> Any:
+        """Prediction's autocast: bf16 on GPU for the modern recipe (in-process validation
+        then scores what a reloaded checkpoint predicts)."""
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_fast_gpu)
+
+    def train_autocast(self) -> Any:
+        """Training steps' autocast: bf16 on any device where `set_precision` chose it."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
 
     @property
     def needs_stats(self) -> bool:
@@ -165,6 +188,18 @@ class TorchModel(SegmentationModel):
     @classmethod
     def load(cls, path: Path, device: str = "auto") -> TorchModel:
         return cls.from_checkpoint(load_checkpoint(Path(path)), device)
+
+
+def trains_bf16(precision: str, device: torch.device, recipe_bf16: bool) -> bool:
+    """`train --precision` resolved: 'auto' is bf16 for a bf16 recipe on a device with native
+    bf16 (where it is emulated it is slower than fp32); 'bf16' / 'fp32' as said."""
+    from amoseg.devices import native_bf16
+
+    if precision not in ("auto", "bf16", "fp32"):
+        raise AmosegError(f"unknown precision {precision!r}", hint="use auto, bf16 or fp32")
+    if precision == "auto":
+        return recipe_bf16 and native_bf16(device)
+    return precision == "bf16"
 
 
 def _constant(step: int) -> float:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from amoseg.models.networks import UNet2d
+from amoseg.models.networks import DeepSupervisedUNet2d, UNet2d
 from amoseg.models.registry import register_model
 from amoseg.models.torch_model import TorchModel, warmup_cosine
 from amoseg.ops.augment import augment_batch
@@ -70,6 +70,9 @@ class UNetModern(TorchModel):
         "lambda_dice": 1.0,
         "lambda_ce": 1.0,
         "warmup": 0.05,
+        # nnU-Net's deep supervision (heads at 1/2 … 1/2^(depth-2), downsampled targets);
+        # off by default until measured against the recipe without it (docs/training.md)
+        "deep_supervision": False,
     }
     optimizer_name = "adamw"
     fast_gpu = True
@@ -103,7 +106,8 @@ class UNetModern(TorchModel):
         return super().from_checkpoint({**ckpt, "hparams": hparams}, device)
 
     def build_core(self, in_channels: int) -> nn.Module:
-        return UNet2d(in_channels, base=int(self.hparams["base"]), depth=int(self.hparams["depth"]))
+        net = DeepSupervisedUNet2d if self.hparams["deep_supervision"] else UNet2d
+        return net(in_channels, base=int(self.hparams["base"]), depth=int(self.hparams["depth"]))
 
     @classmethod
     def store_hparams(cls, store: Any, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -116,12 +120,17 @@ class UNetModern(TorchModel):
             return {"norm": "window", "window": [-1000.0, 1000.0]}
         return {"norm": "zscore", "window": [-32768.0, 32767.0]}
 
-    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: Any, target: torch.Tensor) -> torch.Tensor:
         if self._loss is None:  # built on first use: inference never imports MONAI
             from amoseg.ops.losses import DiceCE
 
             h = self.hparams
             self._loss = DiceCE(float(h["lambda_dice"]), float(h["lambda_ce"]))
+        if isinstance(logits, list):  # deep supervision: [full, 1/2, ...] at own resolutions
+            from amoseg.ops.losses import deep_supervision_loss, deep_supervision_weights
+
+            weights = deep_supervision_weights(int(self.hparams["depth"]))
+            return deep_supervision_loss(self._loss, logits, target, weights[: len(logits)])
         return self._loss(logits, target)
 
     def augment(self, x, y, gen):

@@ -6,7 +6,8 @@
   0.4.4 pulls timm and a CUDA torchvision build that does not import beside our CPU torch);
 - training: patches from the store's volumes (a `3d` store: the plan's patch size), one
   third centred on an organ (`amoseg.store.samplers.PatchDataset`); Dice + CE at every
-  supervised decoder scale with weights 1/2^k (the coarsest scale left out, as nnU-Net);
+  decoder scale against targets downsampled to it, weights 1/2^k, the coarsest 0 (nnU-Net's;
+  `amoseg.ops.losses.deep_supervision_loss`);
   3D augmentation on the device (`amoseg.ops.augment3d`, left–right mirroring swaps
   paired organs);
   AdamW with warm-up then cosine decay; bf16 autocast and channels_last_3d on GPU;
@@ -22,6 +23,7 @@ still read from older checkpoints and settings.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -45,10 +47,9 @@ def build_resunet(
     in_channels: int, base: int, stages: int, strides: Sequence[Sequence[int]]
 ) -> nn.Module:
     """MONAI's DynUNet (nnU-Net's dynamic U-Net) with residual blocks, instance norm, leaky
-    ReLU and deep-supervision heads on every decoder level but the coarsest."""
-    from monai.networks.nets import DynUNet
-
-    return DynUNet(
+    ReLU and deep-supervision heads on the decoder levels below full resolution (the lowest
+    of them weighs 0 in the loss, as nnU-Net)."""
+    return _heads_at_own_resolution()(
         spatial_dims=3,
         in_channels=in_channels,
         out_channels=NUM_CLASSES,
@@ -62,6 +63,22 @@ def build_resunet(
         deep_supr_num=max(1, stages - 2),
         res_block=True,
     )
+
+
+@functools.cache
+def _heads_at_own_resolution() -> type:
+    """DynUNet whose training forward returns [full, 1/2, 1/4, ...] logits at their own
+    resolution (MONAI's stacks every head upsampled to full size); eval: full only."""
+    from monai.networks.nets import DynUNet
+
+    class DeepSupervisedDynUNet(DynUNet):
+        def forward(self, x: torch.Tensor) -> Any:
+            out = self.output_block(self.skip_layers(x))
+            if self.training and self.deep_supervision:
+                return [out, *self.heads]
+            return out
+
+    return DeepSupervisedDynUNet
 
 
 def stage_strides(patch: Sequence[int], stages: int) -> list[list[int]]:
@@ -160,13 +177,14 @@ class UNet3d(TorchModel):
         return out
 
     # ---- training hooks -------------------------------------------------------------------
-    def train_dataset(self, store: Any, seed: int) -> Any:
+    def train_dataset(self, store: Any, seed: int, split: str = "train") -> Any:
         """3D patches of this model's size from any store's (Z, X, Y) volumes (a `3d` store
-        or the stacks of a seed store), a third centred on an organ."""
+        or the stacks of a seed store), a third centred on an organ (`split` "val": the
+        validation patches)."""
         from amoseg.store.samplers import EpochPatches, PatchDataset
 
         patches = PatchDataset(
-            store, "train", self.patch_size, seed=seed,
+            store, split, self.patch_size, seed=seed,
             foreground_share=float(self.hparams["foreground"]), with_stats=self.needs_stats,
         )  # fmt: skip
         return EpochPatches(patches)
@@ -175,20 +193,18 @@ class UNet3d(TorchModel):
         return x, y
 
     def loss(self, logits: Any, target: torch.Tensor) -> torch.Tensor:
-        if self._loss is None:
-            from amoseg.ops.losses import DiceCE
+        from amoseg.ops.losses import DiceCE, deep_supervision_loss, deep_supervision_weights
 
+        if self._loss is None:
             h = self.hparams
             self._loss = DiceCE(float(h["lambda_dice"]), float(h["lambda_ce"]))
-        # training with deep supervision: (B, heads, C, *patch), every head at full size
-        outputs = list(logits.unbind(1)) if logits.ndim == target.ndim + 2 else [logits]
+        # training with deep supervision: [full, 1/2, ...] logits, each at its own resolution
+        outputs = list(logits) if isinstance(logits, list | tuple) else [logits]
         if not self.hparams["deep_supervision"]:
-            outputs = outputs[:1]
-        weights = deep_supervision_weights(len(outputs))
-        total = weights[0] * self._loss(outputs[0], target)
-        for w, out in zip(weights[1:], outputs[1:], strict=True):
-            total = total + w * self._loss(out, target)
-        return total
+            return self._loss(outputs[0], target)
+        return deep_supervision_loss(
+            self._loss, outputs, target, deep_supervision_weights(len(outputs))
+        )
 
     def augment(self, x, y, gen):
         if not self.hparams["augment"]:
@@ -226,14 +242,6 @@ class UNet3d(TorchModel):
         """raw (B, 1, Z, X, Y) → logits (B, 16, Z, X, Y), normaliser inside (eval mode: the
         full-resolution head only); for the sliding-window `TorchBackend`."""
         return super().export_module()
-
-
-def deep_supervision_weights(n: int) -> list[float]:
-    """nnU-Net's: 1/2^k for the k-th coarser head, normalised to sum 1 (the coarsest decoder
-    level has no head: DynUNet's `deep_supr_num` leaves it out)."""
-    w = [1 / 2**k for k in range(n)]
-    total = sum(w)
-    return [v / total for v in w]
 
 
 def fit_patch(store: Any, target: Sequence[int], multiple: int) -> list[int]:

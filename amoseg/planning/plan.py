@@ -18,7 +18,7 @@ from amoseg.hparams import check_hparams
 from amoseg.preprocessing import Normalisation, Preprocessor
 
 PLAN_VERSION = 1
-CONFIGURATIONS = ("seed", "2d", "3d")
+CONFIGURATIONS = ("seed", "2d", "3d", "3d_lowres", "3d_cascade_fullres")
 MODALITIES = ("ct", "mr")
 KEEP_CHOICES = ("organ", "all")
 MAX_SIZE = 4096
@@ -139,6 +139,9 @@ class Configuration:
     body_crop: float | None  # CT body crop threshold (HU) at preprocessing; None: no crop
     context: int  # 2.5D: adjacent slices on each side
     keep: str  # seed: "organ" (slices with an organ) or "all"; planned: "all"
+    #: a cascade stage: the configuration whose prediction is added to the input (nnU-Net's
+    #: `previous_stage`); None for a single-stage configuration.
+    previous_stage: str | None = None
 
     def preprocessor(self, modality: str) -> Preprocessor:
         """The Preprocessor for a case of `modality` (the body crop is CT's only)."""
@@ -174,6 +177,7 @@ class Configuration:
             "body_crop": None if self.body_crop is None else {"threshold": self.body_crop},
             "context": self.context,
             "keep": self.keep,
+            **({} if self.previous_stage is None else {"previous_stage": self.previous_stage}),
         }
 
     @classmethod
@@ -223,6 +227,13 @@ class Configuration:
                 path,
                 positive=False,
             )
+        previous = data.get("previous_stage")
+        if previous is not None and (not isinstance(previous, str) or previous == name):
+            raise _fail(
+                f"{where}.previous_stage",
+                f"must name another configuration, got {previous!r}",
+                path,
+            )
         keep = data.get("keep", "all")
         if keep not in KEEP_CHOICES:
             raise _fail(f"{where}.keep", f"must be organ or all, got {keep!r}", path)
@@ -240,6 +251,7 @@ class Configuration:
             body_crop=crop,
             context=_integer(data.get("context", 0), f"{where}.context", path, 0, 16),
             keep=keep,
+            previous_stage=previous,
         )
 
 
@@ -284,10 +296,16 @@ class Plan:
             raise _fail("dataset", f"must be a folder path (text), got {str(dataset)[:40]}", path)
         fingerprint = data.get("fingerprint") or {}
         _mapping(fingerprint, "fingerprint", path)
+        parsed = {str(n): Configuration.from_dict(str(n), c, path) for n, c in configs.items()}
+        for name, config in parsed.items():
+            if config.previous_stage is not None and config.previous_stage not in parsed:
+                raise _fail(
+                    f"configurations.{name}.previous_stage",
+                    f"names {config.previous_stage!r}, which the plan does not have",
+                    path,
+                )
         return cls(
-            configurations={
-                str(n): Configuration.from_dict(str(n), c, path) for n, c in configs.items()
-            },
+            configurations=parsed,
             median_spacing=median,
             dataset=dataset,
             fingerprint=fingerprint,

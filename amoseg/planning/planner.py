@@ -12,12 +12,18 @@ The rules are nnU-Net's, simplified where noted (docs/plan.md):
   for 3d, the largest axis is halved-by-steps until the memory estimate fits the budget.
 - Batch size: budget / estimated training memory of one sample (`sample_bytes`), in
   [MIN_BATCH, MAX_BATCH].
+- `3d_lowres` (nnU-Net v2's rule): while the `3d` patch holds < LOWRES_COVERAGE (25 %) of the
+  median resampled shape's voxels, the spacing of the axes more than 2x finer than the coarsest
+  is multiplied by LOWRES_STEP (1.03) (of every axis once none is) and the patch is planned
+  again for the coarser shape. Dropped when the median shape shrinks less than 2x in voxels.
+  `3d_cascade_fullres` is `3d` whose input adds the `3d_lowres` prediction (`previous_stage`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -38,6 +44,11 @@ MAX_PATCH_3D = (192, 192, 192)
 #: for the backward pass (≈ 2 convs × (conv, norm, activation) in the encoder and decoder ≈ 12
 #: tensors) at 4 bytes (fp32), plus their gradients (×2). A coarse, deliberately safe estimate.
 BYTES_PER_FEATURE_VOXEL = 12 * 4 * 2
+#: nnU-Net's `lowres_creation_threshold` and spacing step (experiment planner, v2).
+LOWRES_COVERAGE = 0.25
+LOWRES_STEP = 1.03
+#: a low-resolution stage whose median image is under 2x fewer voxels is not worth a stage.
+LOWRES_MIN_SHRINK = 2.0
 #: the CT window of the report's U-Nets (the seed configuration).
 SEED_WINDOW = (-1000.0, 1000.0)
 
@@ -77,6 +88,71 @@ def _resampled_shape(fp: Fingerprint, target: tuple[float | None, ...]) -> np.nd
     for axis, t in enumerate(target):
         shapes[:, axis] = fp.body_shapes()[:, axis] if t is None else shapes[:, axis] / t
     return np.median(shapes, axis=0)
+
+
+def plan_patch_3d(shape: np.ndarray, memory_gb: float) -> tuple[int, int, int]:
+    """The 3d patch for a median resampled `shape`: the shape rounded up to the network's
+    multiple (capped), then shrunk until MIN_BATCH samples fit the memory budget."""
+    multiple = 2 ** UNET3D_ARGS["depth"]
+    base, depth = UNET3D_ARGS["base"], UNET3D_ARGS["depth"]
+    patch = [_round_up(n, multiple, cap) for n, cap in zip(shape, MAX_PATCH_3D, strict=True)]
+    while sample_bytes(tuple(patch), base, depth) * MIN_BATCH > memory_gb * 2**30:
+        # shrink the axis that is largest relative to the median shape (nnU-Net's choice)
+        axis = int(np.argmax(np.array(patch) / np.maximum(shape, 1)))
+        if patch[axis] <= multiple:
+            axis = int(np.argmax(patch))
+            if patch[axis] <= multiple:
+                break
+        patch[axis] -= multiple
+    return tuple(int(p) for p in patch)  # type: ignore[return-value]
+
+
+def lowres_spacing(
+    spacing: tuple[float, float, float], shape: np.ndarray, memory_gb: float
+) -> tuple[float, float, float] | None:
+    """nnU-Net v2's `3d_lowres` spacing for a `3d` plan at `spacing` whose median resampled
+    shape is `shape`, or None when its patch already covers LOWRES_COVERAGE of that shape (or
+    the low-resolution image would not be LOWRES_MIN_SHRINK x smaller)."""
+    full = np.asarray(spacing, dtype=np.float64)
+    low = full.copy()
+    shape = np.asarray(shape, dtype=np.float64)
+    median_voxels = float(np.prod(shape))
+    patch_voxels = float(np.prod(plan_patch_3d(shape, memory_gb)))
+    planned = False
+    while patch_voxels / median_voxels < LOWRES_COVERAGE:
+        finer = low.max() / low > 2
+        low[finer if finer.any() else slice(None)] *= LOWRES_STEP
+        median_voxels = float(np.prod(full / low * shape))
+        patch_voxels = float(np.prod(plan_patch_3d(np.round(full / low * shape), memory_gb)))
+        planned = True
+    if not planned or float(np.prod(shape)) / median_voxels < LOWRES_MIN_SHRINK:
+        return None
+    return tuple(float(v) for v in low)  # type: ignore[return-value]
+
+
+def _configuration_3d(
+    name: str,
+    spacing: tuple[float, float, float],
+    patch: tuple[int, int, int],
+    norm: dict[str, Normalisation],
+    memory_gb: float,
+) -> Configuration:
+    base, depth = UNET3D_ARGS["base"], UNET3D_ARGS["depth"]
+    return Configuration(
+        name=name,
+        dims=3,
+        spacing=spacing,
+        resample_z=True,
+        size=None,
+        patch_size=patch,
+        batch_size=batch_for(patch, base, depth, memory_gb),
+        memory_budget_gb=memory_gb,
+        normalisation=norm,
+        network=Network("unet3d", dict(UNET3D_ARGS)),
+        body_crop=BODY_HU,
+        context=0,
+        keep="all",
+    )
 
 
 def _normalisation(fp: Fingerprint) -> dict[str, Normalisation]:
@@ -125,7 +201,8 @@ def plan_dataset(
     memory_gb: float = DEFAULT_MEMORY_GB,
     dataset: str = "",
 ) -> Plan:
-    """The plan for a fingerprinted dataset (configurations seed, 2d, 3d)."""
+    """The plan for a fingerprinted dataset (configurations seed, 2d, 3d, and 3d_lowres with
+    3d_cascade_fullres when nnU-Net's rule plans a low-resolution stage)."""
     spacings = fp.spacings()
     median = tuple(float(v) for v in np.median(spacings, axis=0))
     configs: dict[str, Configuration] = {}
@@ -153,34 +230,18 @@ def plan_dataset(
     )
 
     target = target_spacing_3d(spacings)
-    multiple = 2 ** UNET3D_ARGS["depth"]
     shape_3d = _resampled_shape(fp, target)
-    patch = [_round_up(n, multiple, cap) for n, cap in zip(shape_3d, MAX_PATCH_3D, strict=True)]
-    base, depth = UNET3D_ARGS["base"], UNET3D_ARGS["depth"]
-    while sample_bytes(tuple(patch), base, depth) * MIN_BATCH > memory_gb * 2**30:
-        # shrink the axis that is largest relative to the median shape (nnU-Net's choice)
-        axis = int(np.argmax(np.array(patch) / np.maximum(shape_3d, 1)))
-        if patch[axis] <= multiple:
-            axis = int(np.argmax(patch))
-            if patch[axis] <= multiple:
-                break
-        patch[axis] -= multiple
-    patch_3d = tuple(int(p) for p in patch)
-    configs["3d"] = Configuration(
-        name="3d",
-        dims=3,
-        spacing=target,
-        resample_z=True,
-        size=None,
-        patch_size=patch_3d,
-        batch_size=batch_for(patch_3d, base, depth, memory_gb),
-        memory_budget_gb=memory_gb,
-        normalisation=norm,
-        network=Network("unet3d", dict(UNET3D_ARGS)),
-        body_crop=BODY_HU,
-        context=0,
-        keep="all",
-    )
+    patch_3d = plan_patch_3d(shape_3d, memory_gb)
+    configs["3d"] = _configuration_3d("3d", target, patch_3d, norm, memory_gb)
+    lowres = lowres_spacing(target, shape_3d, memory_gb)
+    if lowres is not None:
+        shape_low = shape_3d * np.array(target) / np.array(lowres)
+        configs["3d_lowres"] = _configuration_3d(
+            "3d_lowres", lowres, plan_patch_3d(shape_low, memory_gb), norm, memory_gb
+        )
+        configs["3d_cascade_fullres"] = replace(
+            configs["3d"], name="3d_cascade_fullres", previous_stage="3d_lowres"
+        )
     return Plan(
         configurations=configs,
         median_spacing=median,  # type: ignore[arg-type]

@@ -409,3 +409,35 @@ def evaluate_ensemble(
     }
     write_json(Path(out) / METRICS_FILE, metrics)
     return metrics
+
+
+class ValidationScorer:
+    """Native-grid scoring of a run's validation scans during and after training
+    (`amoseg.training.trainer.NativeScorer`): the segmenter on each original scan, scored by
+    `amoseg score`'s code."""
+
+    def evaluate_val(self, run_dir: Path, settings: Any) -> dict[str, Any]:
+        """`evaluate` of the best checkpoint on the val split (RUNDIR/eval_val/)."""
+        metrics = evaluate_run(
+            run_dir, split="val", device=settings.device, progress=bool(settings.progress)
+        )
+        native = metrics.get("native")
+        return {
+            "mean_dice_store_grid": metrics.get("mean_dice"),
+            "mean_dice": None if native is None else native.get("mean_dice"),
+            "mean_nsd": None if native is None else native.get("mean_nsd"),
+            "eval_dir": str(eval_dir(run_dir, "val")),
+        }
+
+    def score_model(self, model: Any, store: Any, run_dir: Path, device: str) -> Any:
+        """The model as it is now, as a bundle with the run's config (its preprocessing)."""
+        from amoseg.inference.bundle import ModelBundle
+        from amoseg.inference.segmenter import Segmenter, SegmentOptions
+
+        files, _why = original_files(store, "val")
+        if not files:
+            return None
+        config = read_json(Path(run_dir) / "config.json", "run config.json")
+        bundle = ModelBundle(Path(run_dir), None, model.checkpoint_payload(), config)
+        segmenter = Segmenter([bundle], SegmentOptions(device=device, postprocess="none"))
+        return native_metrics(segmenter, files, progress=False)

@@ -223,16 +223,34 @@ def _configuration(
 
     if plan is not None:
         loaded = plan if isinstance(plan, Plan) else load_plan(plan)
-        config = loaded.configuration(name)
+        config = _single_stage(loaded.configuration(name))
         return (replace(config, keep=keep) if config.name == "seed" else config), None
     if name == "seed":
         return seed_configuration(size, keep=keep), None
-    if name not in ("2d", "3d"):
+    if name not in ("2d", "3d", "3d_lowres", "3d_cascade_fullres"):
         raise AmosegError(
-            f"unknown configuration {name!r}", hint="use seed, 2d or 3d, or pass --plan"
+            f"unknown configuration {name!r}", hint="use seed, 2d, 3d or 3d_lowres, or pass --plan"
         )
     made = plan_dataset(fingerprint_dataset(cases, progress=progress), size=size)
-    return made.configuration(name), made
+    if name not in made.configurations:
+        raise AmosegError(
+            f"the plan has no {name!r}: nnU-Net's rule plans a low-resolution stage only when "
+            "the 3d patch covers < 25 % of the median image",
+            hint="use 3d, or write a plan with `amoseg plan` and add the configuration by hand",
+        )
+    return _single_stage(made.configuration(name)), made
+
+
+def _single_stage(config: Configuration) -> Configuration:
+    """Refuse a cascade stage: its input needs the previous stage's predictions, which
+    `prepare` and `train` do not make yet (docs/plan.md)."""
+    if config.previous_stage is not None:
+        raise AmosegError(
+            f"configuration {config.name!r} is a cascade stage (after "
+            f"{config.previous_stage!r}), which amoseg cannot prepare or train yet",
+            hint=f"prepare {config.previous_stage!r} or '3d' instead",
+        )
+    return config
 
 
 def _prepare_locked(

@@ -2,7 +2,7 @@
 
 Run folder layout::
 
-    RUNDIR/config.json             {"model", "hparams", "settings",
+    RUNDIR/config.json             {"model", "hparams", "settings", "precision",
                                     "store": {"path", "size", "synthetic", "identity"}}
     RUNDIR/checkpoint_latest.pt    full training state (model, optimiser, scheduler, RNG, ...)
     RUNDIR/checkpoint_best.pt      model state at the best validation mIoU
@@ -120,7 +120,7 @@ def configuration_defaults(store: Any, cls: type) -> tuple[dict[str, Any], dict[
 
 #: what a run folder holds that `train --overwrite` may remove (anything else is kept).
 RUN_FILES = ("config.json", "checkpoint_latest.pt", "checkpoint_best.pt", "log.csv",
-             "summary.json", "model.onnx")  # fmt: skip
+             "summary.json", "model.onnx", "progress.png", "val_native.csv")  # fmt: skip
 RUN_FOLDERS = ("tensorboard", "eval_train", "eval_val", "eval_test")
 
 
@@ -180,12 +180,14 @@ def _saved_config(out: Path) -> dict[str, Any] | None:
 
 def _resumed_settings(out: Path, saved: dict[str, Any], settings: TrainSettings) -> TrainSettings:
     """The saved settings win, except the ones that do not change the maths (epochs, device,
-    workers, ...). Runs saved before `patch_size` existed trained on the plan's own."""
+    workers, ...). Runs saved before `patch_size` existed trained on the plan's own, before
+    `validation` existed on whole volumes."""
     if not isinstance(saved.get("settings"), dict):
         raise AmosegError(
             "run config.json has no settings", out / "config.json", "retrain without --resume"
         )
     keep = {k: v for k, v in saved["settings"].items() if k not in RESUMABLE_OVERRIDES}
+    keep.setdefault("validation", "volumes")  # runs saved before patch validation existed
     return TrainSettings.from_dict(
         {**settings.to_dict(), "patch_size": None, **keep}, settings.hparams
     )
@@ -231,8 +233,14 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     on_epoch: Callable[[int, dict], None] | None = None,
+    scorer: Any = None,
 ) -> dict[str, Any]:
     """Train `model_name` on the store at `data`, writing the run folder `out`.
+
+    `scorer` (`amoseg.training.trainer.NativeScorer`, e.g.
+    `amoseg.reports.evaluate.ValidationScorer()`, which `amoseg train` passes): a
+    patch-validated run is also scored on the validation scans' own grids, every
+    `val_native_minutes` and by `evaluate` at the end; without one it is not.
 
     A non-empty `out` is refused unless `resume` (continue it) or `overwrite` (start over).
     Works unchanged under torchrun (DDP: rank 0 writes, all ranks validate a shard).
@@ -279,11 +287,18 @@ def train(
         estimate = None
     if estimate is None:
         cls(input_size=size, **hparams)
+    from amoseg.models.torch_model import trains_bf16
+
+    bf16 = trains_bf16(
+        settings.precision, resolve_device(settings.device), bool(getattr(cls, "fast_gpu", False))
+    )
     config = _plain(
         {
             "model": model_name,
             "hparams": hparams,
             "settings": settings.to_dict(),
+            # what --precision resolved to on this machine (auto: by the recipe and the CPU/GPU)
+            "precision": "bf16" if bf16 and cls.gradient_trained else "fp32",
             "store": {
                 "path": str(store.root.resolve()),
                 "size": size,
@@ -319,7 +334,15 @@ def train(
         random.seed(settings.seed)
         model = cls(input_size=size, **hparams)
         summary = trainer.fit(
-            model, store, settings, out, resume=resume, on_epoch=on_epoch, dist=ctx, config=config
+            model,
+            store,
+            settings,
+            out,
+            resume=resume,
+            on_epoch=on_epoch,
+            dist=ctx,
+            config=config,
+            scorer=scorer,
         )
         # all ranks leave together: a rank tearing gloo down while another still writes its
         # summary can abort ("terminate called without an active exception")

@@ -87,14 +87,17 @@ class SliceDataset(Dataset):
         return x, y, torch.tensor(self.stats[ci], dtype=torch.float32)
 
 
-def training_dataset(store: Any, context: int, seed: int, with_stats: bool = False) -> Dataset:
+def training_dataset(
+    store: Any, context: int, seed: int, with_stats: bool = False, split: str = "train"
+) -> Dataset:
     """What the trainer streams: a seed store's S×S slices (`SliceDataset`), or, for a
     planned store (no single S), patches of its configuration's `patch_size` with
-    nnU-Net's foreground oversampling (`amoseg.store.samplers.PatchDataset`)."""
+    nnU-Net's foreground oversampling (`amoseg.store.samplers.PatchDataset`). `split` "val":
+    the same kind of samples from the validation cases (per-epoch pseudo-Dice)."""
     if store.info.get("size") is not None:
-        return SliceDataset(store, "train", context, with_stats)
+        return SliceDataset(store, split, context, with_stats)
     patch = store.configuration.patch_size
-    patches = PatchDataset(store, "train", patch, context=context, seed=seed, with_stats=with_stats)
+    patches = PatchDataset(store, split, patch, context=context, seed=seed, with_stats=with_stats)
     return EpochPatches(patches)
 
 

@@ -29,6 +29,9 @@ TRAIN_RULES: dict[str, Rule] = {
     "max_slices_per_epoch": Rule(int, 1, 10**9, "--max-slices"),
     "val_cases": Rule(int, 1, 10**6, "--val-cases"),
     "val_batch_size": Rule(int, 1, 65_536),
+    "val_patches": Rule(int, 1, 10**6, "--val-patches"),
+    "val_native_minutes": Rule(float, 0.0, 10**6, "--val-native-every", above=True),
+    "time_budget": Rule(float, 0.0, 10**6, "--time-budget", above=True),
 }
 
 
@@ -74,8 +77,15 @@ def format_patch_size(patch: tuple[int, ...] | list[int]) -> str:
     return "x".join(str(int(n)) for n in patch)
 
 
-#: settings that may change when a run is resumed (they do not change the maths).
-RESUMABLE_OVERRIDES = ("epochs", "device", "num_workers", "compile", "progress", "val_batch_size")
+#: settings that may change when a run is resumed (they do not change the maths; precision
+#: depends on the machine a run resumes on).
+RESUMABLE_OVERRIDES = ("epochs", "device", "num_workers", "compile", "progress", "val_batch_size",
+                       "precision", "val_native_minutes", "val_native_end")  # fmt: skip
+#: `train --precision`: auto (bf16 where the recipe and the device suit it), bf16, fp32
+PRECISIONS = ("auto", "bf16", "fp32")
+#: `train --validation`: per-epoch validation on patches (pseudo-Dice), on whole volumes, or
+#: auto (patches on a planned store, volumes on a seed store)
+VALIDATIONS = ("auto", "patches", "volumes")
 
 
 @dataclass
@@ -103,6 +113,19 @@ class TrainSettings:
     compile: bool = False
     val_batch_size: int = 16
     progress: bool = True
+    #: bf16 autocast + channels_last ("bf16"), fp32, or "auto" (`TorchModel.set_precision`)
+    precision: str = "auto"
+    #: per-epoch validation: "patches", "volumes" or "auto" (`amoseg.training.validation`)
+    validation: str = "auto"
+    #: validation samples per epoch with patch validation; None: 10 % of the epoch's samples
+    val_patches: int | None = None
+    #: patch validation: also score on the val scans' own grids every N minutes of training
+    val_native_minutes: float | None = None
+    #: patch validation: `evaluate` the best checkpoint on the val split when training ends
+    val_native_end: bool = True
+    #: train for this many minutes (epochs then follow from the measured epoch time and the
+    #: LR schedule is planned to end at its floor when the budget does); None: `epochs`
+    time_budget: float | None = None
 
     def __post_init__(self) -> None:
         """Validated on construction: no invalid TrainSettings exists anywhere."""
@@ -113,6 +136,16 @@ class TrainSettings:
         if self.patch_size is not None:
             self.patch_size = check_patch_size(self.patch_size)
         self.hparams = check_hparams(self.hparams)
+        if self.precision not in PRECISIONS:
+            raise AmosegError(
+                f"--precision must be auto, bf16 or fp32, got {self.precision!r}",
+                hint="auto: bf16 on a GPU or a CPU with AMX / AVX512-BF16, else fp32",
+            )
+        if self.validation not in VALIDATIONS:
+            raise AmosegError(
+                f"--validation must be auto, patches or volumes, got {self.validation!r}",
+                hint="patches: pseudo-Dice on validation patches each epoch (cheap)",
+            )
         if not isinstance(self.device, str) or not self.device:
             raise AmosegError(f"--device must be auto, cpu or cuda, got {self.device!r}")
 

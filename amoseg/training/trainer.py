@@ -5,12 +5,16 @@ The trainer owns the loop; a model only supplies hooks (`net`, `loss`, `make_opt
 imports this module.
 
 Per epoch: stream shuffled slices (optionally capped) → crop to the body box (models that
-predict on it) → normalise → augment → forward (bf16 on GPU for the modern recipe) → loss →
+predict on it) → normalise → augment → forward (bf16 autocast + channels_last where
+`--precision` resolves to it: GPU, or CPU with AMX / AVX512-BF16, for the modern recipes) → loss →
 step; the loss is summed on the device and read once per epoch (no host sync per step).
 Then every rank validates its shard of the val volumes (the model's predictor through its
 inferer, the same path as `evaluate` and `predict`) into one confusion matrix, all-reduced,
-→ val mIoU / Dice / accuracy; rank 0 writes checkpoint_best.pt (on a new best val mIoU),
-checkpoint_latest.pt (full training state), log.csv, and calls `on_epoch`.
+→ val mIoU / Dice / accuracy — or, with patch validation (`amoseg.training.validation`, the
+default on planned stores), its share of a fixed set of validation patches → nnU-Net's
+pseudo-Dice, and `evaluate` on the val split once training ends; rank 0 writes
+checkpoint_best.pt (on a new best val mIoU), checkpoint_latest.pt (full training state),
+log.csv, progress.png, and calls `on_epoch`.
 
 Resume is exact by construction: batch order depends only on (seed, epoch), augmentation
 draws from a generator seeded by (seed, epoch, rank), and the checkpoint restores weights,
@@ -27,7 +31,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -43,9 +47,14 @@ from amoseg.training import distributed
 from amoseg.training.checkpoint import rng_state, set_rng_state
 from amoseg.training.data import EpochSampler, make_loader, training_dataset
 
-#: log.csv columns; `seconds` is the whole epoch, `val_seconds` the validation pass within it
+#: log.csv columns; `seconds` is the whole epoch, `val_seconds` the validation pass within it,
+#: `val_on` what val_miou/val_dice/val_acc were computed on (patches or volumes),
+#: `val_pseudo_dice` nnU-Net's pseudo-Dice on validation patches (empty with volumes),
+#: `minutes` the run's training clock at the epoch's end
 LOG_FIELDS = ("epoch", "train_loss", "val_miou", "val_dice", "val_acc", "lr", "val_seconds",
-              "seconds")  # fmt: skip
+              "seconds", "val_pseudo_dice", "val_on", "minutes")  # fmt: skip
+#: the most epochs a time-budget run may take (the budget ends it long before)
+MAX_EPOCHS = 100_000
 #: set to a folder to make every rank write a hash of its final weights there (DDP tests).
 DUMP_ENV = "AMOSEG_DUMP_WEIGHTS_HASH"
 
@@ -111,12 +120,20 @@ class EpochReporter:
         cap = getattr(settings, "val_cases", None)
         val = val[:cap] if cap else val
         self.val_shard = val[self.dist.rank :: self.dist.world]
+        #: per-epoch validation on patches instead of whole volumes (set by `fit_torch`)
+        self.patch_val: Any = None
+        self.lr_end = math.nan
 
-    def validate(self) -> dict[str, float]:
+    def validate(self) -> dict[str, Any]:
         start = time.perf_counter()
-        cm = validate(self.model, self.store, self.val_shard, self.settings.val_batch_size)
-        cm.all_reduce()
-        metrics = metrics_of(cm)  # reading the matrix waits for the device
+        if self.patch_val is not None:
+            score = self.patch_val.run(self.model)
+            metrics: dict[str, Any] = {**score.metrics(), "val_on": "patches"}
+            metrics["val_pseudo_dice"] = metrics["val_dice"]
+        else:
+            cm = validate(self.model, self.store, self.val_shard, self.settings.val_batch_size)
+            cm.all_reduce()
+            metrics = {**metrics_of(cm), "val_pseudo_dice": math.nan, "val_on": "volumes"}
         self.val_seconds = time.perf_counter() - start
         return metrics
 
@@ -132,7 +149,8 @@ class EpochReporter:
         """Write best/latest checkpoints and log.csv (rank 0), then call on_epoch."""
         self.train_seconds += seconds
         row = {"epoch": epoch, "train_loss": train_loss, **metrics, "lr": lr,
-               "val_seconds": round(self.val_seconds, 3), "seconds": seconds}  # fmt: skip
+               "val_seconds": round(self.val_seconds, 3), "seconds": seconds,
+               "minutes": round(self.train_seconds / 60, 4)}  # fmt: skip
         self.history.append(row)
         improved = metrics["val_miou"] > self.best or self.best_epoch == 0
         if improved:
@@ -156,6 +174,7 @@ class EpochReporter:
                 self.run_dir / "checkpoint_latest.pt",
             )
             self.write_log()
+            self.write_progress()
             self.write_tensorboard(row)
             note_saved(self.run_dir, epoch, self.settings.epochs)
         if self.on_epoch is not None and self.dist.is_main:
@@ -176,6 +195,17 @@ class EpochReporter:
         writer.writeheader()
         writer.writerows(self.history)
         write_text(self.run_dir / "log.csv", buf.getvalue())
+
+    def write_progress(self, force: bool = False) -> None:
+        """RUNDIR/progress.png: at the first epoch, then at most every PROGRESS_SECONDS of
+        wall time (a figure costs ~0.1-0.3 s), and always when `force` (the run's end)."""
+        from amoseg.training.curves import PROGRESS_SECONDS, save_progress_png
+
+        now = time.monotonic()
+        last = getattr(self, "_progress_at", None)
+        if force or last is None or now - last >= PROGRESS_SECONDS:
+            save_progress_png(self.history, self.run_dir / "progress.png", self.model.name)
+            self._progress_at = now
 
     def write_tensorboard(self, row: dict[str, Any]) -> None:
         """Scalars to RUNDIR/tensorboard when TensorBoard is installed (optional extra)."""
@@ -201,6 +231,9 @@ class EpochReporter:
             train_seconds=round(self.train_seconds, 3),
             n_params=int(self.model.n_params),
             device=str(self.model.device),
+            validation=last.get("val_on", "volumes"),
+            lr_end=self.lr_end,
+            precision="bf16" if getattr(self.model, "use_bf16", False) else "fp32",
             world_size=self.dist.world,
         )
         if self.dist.is_main:
@@ -218,13 +251,15 @@ def fit(
     on_epoch: Callable[[int, dict], None] | None = None,
     dist: distributed.DistContext | None = None,
     config: dict[str, Any] | None = None,
+    scorer: NativeScorer | None = None,
 ) -> dict[str, Any]:
     """Train `model` on `store` into `run_dir`: the gradient loop (`fit_torch`), or one
-    counting pass for models that are not `gradient_trained`; returns the summary."""
+    counting pass for models that are not `gradient_trained`; returns the summary.
+    `scorer` scores on the validation scans' own grids (a layer above: the segmenter)."""
     if model.gradient_trained:
         return fit_torch(
             model, store, settings, Path(run_dir),
-            resume=resume, on_epoch=on_epoch, dist=dist, config=config,
+            resume=resume, on_epoch=on_epoch, dist=dist, config=config, scorer=scorer,
         )  # fmt: skip
     reporter = EpochReporter(
         model, store, settings, Path(run_dir), on_epoch=on_epoch, dist=dist, config=config
@@ -267,7 +302,7 @@ def run_epoch(
 ) -> tuple[torch.Tensor, int]:
     """The hot loop: (x int16, y uint8) batches → optimiser steps. Returns the summed loss
     as a device tensor (read it once, after the loop) and the number of steps."""
-    net, device, fast = model.net, model.device, model.use_fast_gpu
+    net, device, fast = model.net, model.device, model.use_bf16
     net.train()
     loss_sum = torch.zeros((), device=device)
     steps = 0
@@ -279,7 +314,7 @@ def run_epoch(
         xn, y = model.augment(net.norm(x, stats), y, gen)
         if fast:
             xn = xn.contiguous(memory_format=model.memory_format)
-        with model.autocast():
+        with model.train_autocast():
             logits = fwd(xn, normalised=True)
         loss = model.loss(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -303,9 +338,11 @@ def fit_torch(
     on_epoch: Callable[[int, dict], None] | None = None,
     dist: distributed.DistContext | None = None,
     config: dict[str, Any] | None = None,
+    scorer: NativeScorer | None = None,
 ) -> dict[str, Any]:
     ctx = dist or distributed.DistContext(device=resolve_device(settings.device))
     model.to(ctx.device)
+    model.set_precision(settings.precision)
     device = model.device
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -337,8 +374,22 @@ def fit_torch(
     )
     steps_per_epoch = len(loader)
     optimizer = model.make_optimizer(float(settings.lr), float(settings.weight_decay))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, model.lr_lambda(steps_per_epoch * settings.epochs)
+    # a time budget re-plans the schedule's length after every epoch (`LrPlan`); the
+    # scheduler holds a plain function, so its state_dict stays tensors and numbers only
+    plan = LrPlan(model.lr_lambda, steps_per_epoch * settings.epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: plan(step))
+    mode = settings.validation
+    if mode == "auto":  # whole volumes are cheap only for a seed store's S×S slices
+        mode = "volumes" if store.info.get("size") is not None else "patches"
+    if mode == "patches":
+        from amoseg.training.validation import PatchValidation
+
+        reporter.patch_val = PatchValidation(model, store, settings, sampler.per_epoch, ctx)
+    budget = Budget(settings.time_budget)
+    native_every = (
+        NativeEvery(settings.val_native_minutes, scorer)
+        if mode == "patches" and settings.val_native_minutes and scorer is not None
+        else None
     )
 
     start_epoch = 1
@@ -352,6 +403,9 @@ def fit_torch(
             set_rng_state(ckpt["rng"])
             reporter.restore(ckpt)
             start_epoch = int(ckpt["epoch"]) + 1
+            if budget.minutes is not None:
+                plan.replan(int(ckpt.get("lr_plan_steps", plan.total)))
+                budget.done = bool(ckpt.get("budget_done", False))
         except MISMATCH_ERRORS as exc:
             raise AmosegError(
                 f"checkpoint cannot be resumed ({type(exc).__name__}: "
@@ -381,11 +435,14 @@ def fit_torch(
             + (f" × {ctx.world} ranks" if ctx.active else "")
         )
 
+    last_epoch = MAX_EPOCHS if budget.minutes is not None else settings.epochs
     total_steps = steps_per_epoch * max(0, settings.epochs - start_epoch + 1)
     show = bool(settings.progress) and ctx.is_main
     with progress_bar(enabled=show) as bar:
         task = bar.add_task(model.name, total=total_steps)
-        for epoch in range(start_epoch, settings.epochs + 1):
+        for epoch in range(start_epoch, last_epoch + 1):
+            if budget.done:
+                break
             t0 = time.perf_counter()
             sampler.set_epoch(epoch)
             gen = torch.Generator(device=device)
@@ -399,22 +456,119 @@ def fit_torch(
             check_finite_loss(train_loss, epoch, run_dir)
             distributed.broadcast_buffers(net, ctx)
             metrics = reporter.validate()
+            seconds = time.perf_counter() - t0
+            if budget.minutes is not None:
+                left = budget.epochs_left(reporter.train_seconds + seconds, epoch, ctx)
+                plan.replan(scheduler.last_epoch + left * steps_per_epoch)
+                for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+                    group["lr"] = base_lr * plan(scheduler.last_epoch)  # next step, re-planned
+                scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+                bar.update(task, total=bar.tasks[0].completed + left * steps_per_epoch)
             row = reporter.record(
                 epoch,
                 train_loss,
                 lr,
-                time.perf_counter() - t0,
+                seconds,
                 metrics,
-                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-            )
+                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "lr_plan_steps": plan.total, "budget_done": budget.done},
+            )  # fmt: skip
+            of = f"{epoch}" if budget.minutes is not None else f"{epoch}/{settings.epochs}"
             line = (
-                f"{model.name} epoch {epoch}/{settings.epochs} "
+                f"{model.name} epoch {of} "
                 f"loss {row['train_loss']:.4f} val mIoU {row['val_miou']:.4f}"
             )
             bar.update(task, description=line)
             if show and bar.disable:  # no terminal (a log file): one line per epoch instead
                 print(line, flush=True)
+            if native_every is not None and ctx.is_main:
+                native_every.maybe(model, store, run_dir, reporter.train_seconds, epoch)
+    reporter.lr_end = float(optimizer.param_groups[0]["lr"])
+    if ctx.is_main:
+        reporter.write_progress(force=True)
     dump = os.environ.get(DUMP_ENV)
     if dump:
         write_text(Path(dump) / f"weights_rank{ctx.rank}.sha256", state_hash(net) + "\n")
-    return reporter.summary()
+    summary = reporter.summary()
+    if mode == "patches" and settings.val_native_end and ctx.is_main and scorer is not None:
+        summary["val_native"] = scorer.evaluate_val(run_dir, settings)
+        write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+class LrPlan:
+    """The LR multiplier of a schedule whose length (total steps) can be re-planned."""
+
+    def __init__(self, make: Callable[[int], Callable[[int], float]], total: int):
+        self.make = make
+        self.replan(total)
+
+    def replan(self, total: int) -> None:
+        self.total = max(1, int(total))
+        self.factor = self.make(self.total)
+
+    def __call__(self, step: int) -> float:
+        return self.factor(step)
+
+
+class Budget:
+    """`--time-budget`: after each epoch, how many more fit in the minutes left, at the
+    mean epoch time so far (the first epoch measures it). Rank 0 decides for all ranks."""
+
+    def __init__(self, minutes: float | None):
+        self.minutes = minutes
+        self.done = False
+
+    def epochs_left(self, seconds: float, epochs: int, ctx: distributed.DistContext) -> int:
+        assert self.minutes is not None
+        per_epoch = seconds / max(1, epochs)
+        left = max(0, int((self.minutes * 60 - seconds) // per_epoch))
+        if ctx.active:  # every rank must stop at the same epoch
+            t = torch.tensor([left], device=ctx.device)
+            torch.distributed.broadcast(t, 0)
+            left = int(t.item())
+        self.done = left == 0
+        return left
+
+
+class NativeScorer(Protocol):
+    """Scores on the validation scans' own grids, for patch-validated runs (provided by the
+    caller: it runs the segmenter and evaluate, layers above training)."""
+
+    def evaluate_val(self, run_dir: Path, settings: Any) -> dict[str, Any]:
+        """`evaluate` of the run's best checkpoint on the val split (RUNDIR/eval_val/)."""
+        ...
+
+    def score_model(self, model: Any, store: Any, run_dir: Path, device: str) -> Any:
+        """Native scores of the model as it is now ({mean_dice, mean_nsd}), or None when
+        the store's original scans are not there."""
+        ...
+
+
+class NativeEvery:
+    """`--val-native-every MIN`: every MIN minutes of the training clock, score the current
+    model on the val scans' own grids (predict's path, `amoseg score`'s metrics) and append a
+    row to RUNDIR/val_native.csv; the scoring itself is not counted on the training clock."""
+
+    FIELDS = ("epoch", "minutes", "mean_dice", "mean_nsd", "seconds")
+
+    def __init__(self, minutes: float, scorer: NativeScorer):
+        self.step = float(minutes) * 60
+        self.next = self.step
+        self.scorer = scorer
+
+    def maybe(self, model: Any, store: Any, run_dir: Path, clock: float, epoch: int) -> None:
+        if clock < self.next:
+            return
+        while self.next <= clock:
+            self.next += self.step
+        start = time.perf_counter()
+        scores = self.scorer.score_model(model, store, run_dir, model.device.type)
+        if scores is None:  # no original scans to score on: nothing to add
+            return
+        row = {"epoch": epoch, "minutes": round(clock / 60, 3),
+               "mean_dice": scores["mean_dice"], "mean_nsd": scores["mean_nsd"],
+               "seconds": round(time.perf_counter() - start, 2)}  # fmt: skip
+        path = run_dir / "val_native.csv"
+        old = path.read_text() if path.exists() else ",".join(self.FIELDS) + "\n"
+        write_text(path, old + ",".join(str(row[k]) for k in self.FIELDS) + "\n")

@@ -25,12 +25,14 @@ def training_objective(
     hparams: dict[str, Any] | None = None,
     max_slices_per_epoch: int | None = None,
     patch_sizes: Sequence[tuple[int, ...]] = (),
+    time_budget: float | None = None,
 ) -> TrialFn:
     """A TrialFn around `amoseg.training.train`; checks the store once, up front, and that it
     and the model can use every patch size the space may give a trial (`patch_sizes`)."""
     from amoseg.errors import AmosegError
     from amoseg.models.registry import train_defaults
     from amoseg.store.slice_store import SliceStore
+    from amoseg.training import TrainSettings
 
     if "lr" not in train_defaults(model):  # also rejects unknown model names
         raise AmosegError(
@@ -47,7 +49,7 @@ def training_objective(
         )
     for patch in patch_sizes:
         from amoseg.models.registry import model_class
-        from amoseg.training import TrainSettings, use_patch_size
+        from amoseg.training import use_patch_size
 
         try:
             wanted = TrainSettings(patch_size=patch, hparams=dict(hparams or {}))
@@ -56,6 +58,8 @@ def training_objective(
             raise AmosegError(f"search space patch_size: {exc.what}", exc.path, exc.hint) from exc
         finally:
             store.overrides.clear()  # a check only: each trial opens its own store
+    if time_budget is not None:  # one line now, not a failure in every trial
+        TrainSettings(time_budget=time_budget)
     key = METRICS[metric]
 
     def run_trial(params: dict[str, Any], trial_dir: Path, report: Report) -> float:
@@ -72,6 +76,9 @@ def training_objective(
             hparams={**(hparams or {}), **hparams_of(params)},  # searched ones win
             max_slices_per_epoch=max_slices_per_epoch,
             patch_size=patch_size_of(params),
+            # a trial's budget: minutes instead of epochs, the LR schedule planned over them
+            time_budget=time_budget,
+            val_native_end=False,  # trials compare on the per-epoch metric only
         )
         seen: list[float] = []
 
