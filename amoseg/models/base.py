@@ -84,9 +84,10 @@ class SegmentationModel(ABC):
         """Hyper-parameters derived from the training store (class weights, window)."""
         return {}
 
-    def train_dataset(self, store: Any, seed: int) -> Any:
-        """The recipe's own training samples (e.g. 3D patches of its size), or None for
-        the trainer's default: a seed store's slices, a planned store's patches."""
+    def train_dataset(self, store: Any, seed: int, split: str = "train") -> Any:
+        """The recipe's own training samples (e.g. 3D patches of its size; `split` "val":
+        the same kind from the validation cases), or None for the trainer's default: a seed
+        store's slices, a planned store's patches."""
         return None
 
     def fit_statistics(self, store: Any) -> float:

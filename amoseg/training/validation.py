@@ -92,12 +92,9 @@ class PatchValidation:
 
         from amoseg.training.data import training_dataset
 
-        make = getattr(model, "train_dataset", None)
         seed = int(settings.seed) + 1  # not the training draw
-        dataset = (
-            make(store, seed, split="val")
-            if make is not None
-            else training_dataset(store, model.context, seed, split="val")
+        dataset = model.train_dataset(store, seed, split="val") or training_dataset(
+            store, model.context, seed, model.needs_stats, split="val"
         )
         n = validation_count(per_epoch, settings.batch_size, len(dataset), settings.val_patches)
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
@@ -112,12 +109,13 @@ class PatchValidation:
         net, device = model.net, model.device
         net.eval()
         score = PseudoDice(device=device)
-        for x, y in self.loader:
-            x, y = model.crop_batch(x, y)
+        for batch in self.loader:  # (x, y), or (x, y, image stats) for a per-image z-score
+            x, y = model.crop_batch(batch[0], batch[1])
+            stats = batch[2].to(device) if len(batch) > 2 else None
             x = x.to(device).float()
             if model.use_bf16:
                 x = x.contiguous(memory_format=model.memory_format)
             with model.train_autocast():
-                logits = net(x)
+                logits = net(x, stats)
             score.update(logits.argmax(1), y.to(device))
         return score.all_reduce()
