@@ -44,9 +44,9 @@ MEASURE = (
 
 
 def nnunet_venv() -> Path:
-    for root in (REPO, REPO.parent / "main"):
-        if (root / ".venv-nnunet" / "bin" / "nnUNetv2_predict_from_modelfolder").exists():
-            return root / ".venv-nnunet"
+    venv = REPO / ".venv-nnunet"
+    if (venv / "bin" / "nnUNetv2_predict_from_modelfolder").exists():
+        return venv
     sys.exit("nnU-Net's environment .venv-nnunet is missing (bench/vs_nnunet.py creates it)")
 
 

@@ -22,8 +22,6 @@ from tests.nnunet_layout import to_nnunet
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_NNUNET = REPO / ".venv-nnunet"
-if not VENV_NNUNET.exists() and (REPO.parent / "main" / ".venv-nnunet").exists():
-    VENV_NNUNET = REPO.parent / "main" / ".venv-nnunet"  # a worktree beside the main checkout
 DATASET = 777
 
 
