@@ -173,10 +173,12 @@ class EpochReporter:
                 },
                 self.run_dir / "checkpoint_latest.pt",
             )
+            # the interrupt note names what is on disk from the moment it is there (the log
+            # and the figure below are extras: an interrupt while drawing keeps the epoch)
+            note_saved(self.run_dir, epoch, self.settings.epochs)
             self.write_log()
             self.write_progress()
             self.write_tensorboard(row)
-            note_saved(self.run_dir, epoch, self.settings.epochs)
         if self.on_epoch is not None and self.dist.is_main:
             self.on_epoch(epoch, {k: row[k] for k in LOG_FIELDS[:5]})
         return row
