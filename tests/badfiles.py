@@ -565,19 +565,6 @@ def _dicom_series(folder: Path, **kwargs) -> list[Path]:
     return write_series(folder, good_image(shape=(24, 24, 6)), tilted_positions(6, tilt), **kwargs)
 
 
-def _edit_dicom(files: list[Path], **changes) -> None:
-    import pydicom
-
-    for path in files:
-        ds = pydicom.dcmread(path)
-        for key, value in changes.items():
-            if value is None:
-                delattr(ds, key)
-            else:
-                setattr(ds, key, value)
-        ds.save_as(path)
-
-
 def _predict_dicom(
     make: Callable[[Path], Path], *extra: str, names: str = "series"
 ) -> Callable[[Path, Fixtures], Case]:
@@ -592,7 +579,9 @@ def _predict_dicom(
 
 
 def _no_pixel_spacing(tmp: Path) -> Path:
-    _edit_dicom(_dicom_series(tmp / "series"), PixelSpacing=None)
+    from tests.dicom_series import edit_series
+
+    edit_series(_dicom_series(tmp / "series"), PixelSpacing=None)
     return tmp / "series"
 
 

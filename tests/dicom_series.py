@@ -59,3 +59,17 @@ def write_series(
         ds.save_as(path, enforce_file_format=True)
         files.append(path)
     return files
+
+
+def edit_series(files: list[Path], **changes: object) -> None:
+    """Set (or, with None, delete) DICOM attributes in every file of a series."""
+    import pydicom
+
+    for path in files:
+        ds = pydicom.dcmread(path)
+        for key, value in changes.items():
+            if value is None:
+                delattr(ds, key)
+            else:
+                setattr(ds, key, value)
+        ds.save_as(path)

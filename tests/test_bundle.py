@@ -106,28 +106,23 @@ def test_the_package_is_format_2_with_a_card_that_scores_natively(trained):
         assert "store/" not in zf.read("members/0/config.json").decode()
 
 
+def with_format_version(package, target, version: int):
+    """A copy of `package` whose manifest claims another format version."""
+    with zipfile.ZipFile(package) as src, zipfile.ZipFile(target, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "amoseg-package.json":
+                data = json.dumps({**json.loads(data), "format_version": version}).encode()
+            dst.writestr(info, data)
+    return target
+
+
 def test_a_version_1_package_still_predicts(tmp_path, tiny_unet_run):
     """Format 1 (no postprocessing entries) is read as it always was."""
     package = tmp_path / "v1.amoseg.zip"
     main(["export", str(tiny_unet_run), "--package", str(package)])
-    old = tmp_path / "old.amoseg.zip"
-    with zipfile.ZipFile(package) as src, zipfile.ZipFile(old, "w") as dst:
-        for info in src.infolist():
-            data = src.read(info)
-            if info.filename == "amoseg-package.json":
-                manifest = json.loads(data)
-                manifest["format_version"] = 1
-                data = json.dumps(manifest).encode()
-            dst.writestr(info, data)
+    old = with_format_version(package, tmp_path / "old.amoseg.zip", 1)
     assert [b.recipe for b in read_bundles(old)] == ["unet"]
-    future = tmp_path / "future.amoseg.zip"
-    with zipfile.ZipFile(package) as src, zipfile.ZipFile(future, "w") as dst:
-        for info in src.infolist():
-            data = src.read(info)
-            if info.filename == "amoseg-package.json":
-                manifest = json.loads(data)
-                manifest["format_version"] = 3
-                data = json.dumps(manifest).encode()
-            dst.writestr(info, data)
+    future = with_format_version(package, tmp_path / "future.amoseg.zip", 3)
     with pytest.raises(AmosegError, match="newer than this amoseg reads"):
         read_bundles(future)

@@ -18,7 +18,7 @@ import pytest
 from amoseg.data.dicom import load_dicom_series
 from amoseg.errors import AmosegError
 from tests.badfiles import amoseg_inprocess
-from tests.dicom_series import tilted_positions, write_series
+from tests.dicom_series import edit_series, tilted_positions, write_series
 
 
 def _volume(n: int = 6) -> np.ndarray:
@@ -31,17 +31,6 @@ def _volume(n: int = 6) -> np.ndarray:
 
 def _series(folder: Path, n: int = 6, tilt: float = 0.0, **kwargs) -> list[Path]:
     return write_series(folder, _volume(n), tilted_positions(n, tilt), **kwargs)
-
-
-def _edit(files: list[Path], **changes) -> None:
-    for path in files:
-        ds = pydicom.dcmread(path)
-        for key, value in changes.items():
-            if value is None:
-                delattr(ds, key)
-            else:
-                setattr(ds, key, value)
-        ds.save_as(path)
 
 
 def _predict(run: Path, *args) -> tuple[int, str, str]:
@@ -65,7 +54,7 @@ def _labels(path: Path) -> np.ndarray:
 
 def test_series_without_pixel_spacing_is_refused_not_1mm(tmp_path):
     files = _series(tmp_path / "s")
-    _edit(files, PixelSpacing=None)
+    edit_series(files, PixelSpacing=None)
     with pytest.raises(AmosegError, match=r"no PixelSpacing \(0028,0030\)") as info:
         load_dicom_series(tmp_path / "s")
     assert "\n" not in info.value.line()
@@ -73,7 +62,7 @@ def test_series_without_pixel_spacing_is_refused_not_1mm(tmp_path):
 
 def test_imager_pixel_spacing_is_used_with_a_note(tmp_path):
     files = _series(tmp_path / "s")
-    _edit(files, PixelSpacing=None, ImagerPixelSpacing=[0.6, 0.7])  # rows 0.6, columns 0.7
+    edit_series(files, PixelSpacing=None, ImagerPixelSpacing=[0.6, 0.7])  # rows 0.6, columns 0.7
     with pytest.warns(UserWarning, match="using ImagerPixelSpacing 0.6 x 0.7 mm"):
         img = load_dicom_series(tmp_path / "s")
     np.testing.assert_allclose(img.header.get_zooms(), (0.7, 0.6, 2.0), rtol=1e-6)
@@ -105,7 +94,7 @@ def test_format_both_on_a_tilted_series_writes_the_nifti_and_says_why_no_seg(
 
 def test_format_dicom_seg_without_pixel_spacing_is_refused_up_front(threshold_run, tmp_path):
     files = _series(tmp_path / "s")
-    _edit(files, PixelSpacing=None, ImagerPixelSpacing=[0.8, 0.8])
+    edit_series(files, PixelSpacing=None, ImagerPixelSpacing=[0.8, 0.8])
     code, _out, err = _predict(
         threshold_run, tmp_path / "s", "-o", tmp_path / "out", "--format", "dicom-seg"
     )
@@ -142,7 +131,7 @@ def _export(root: Path) -> tuple[str, str]:
     """patient/study/{ct,mr}: a CT series and an MR series of one study."""
     ct = _series(root / "patient" / "study" / "ct")
     mr = _series(root / "patient" / "study" / "mr")
-    _edit(mr, Modality="MR", SeriesDescription="T1 axial")
+    edit_series(mr, Modality="MR", SeriesDescription="T1 axial")
     return str(pydicom.dcmread(ct[0]).SeriesInstanceUID), str(
         pydicom.dcmread(mr[0]).SeriesInstanceUID
     )
@@ -169,7 +158,7 @@ def test_nested_export_takes_the_only_ct_and_series_chooses(threshold_run, tmp_p
 
 def test_nested_export_with_two_ct_series_lists_them(tmp_path):
     ct_uid, _mr_uid = _export(tmp_path / "export")
-    _edit(list((tmp_path / "export/patient/study/mr").iterdir()), Modality="CT")
+    edit_series(list((tmp_path / "export/patient/study/mr").iterdir()), Modality="CT")
     with pytest.raises(AmosegError, match="mixes 2 DICOM series") as info:
         load_dicom_series(tmp_path / "export")
     assert ct_uid in info.value.line() and "--series" in info.value.line()
