@@ -64,25 +64,29 @@ def measured(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, flo
     return seconds, peak_kib / 1024
 
 
-def smoke_model(out: Path, venv: Path) -> tuple[Path, Path]:
-    """A tiny 3d_fullres model (2 folds) and one test scan, made with nnU-Net's own code."""
+def made_model(out: Path, venv: Path, full: bool = False) -> tuple[Path, Path]:
+    """A random-weight model folder and one test scan, made with nnU-Net's own planner and
+    trainer: tiny (3d_fullres, 2 folds, a shrunk network, demo-preset phantoms) for --smoke;
+    with `full`, nnU-Net's own 2d plan for 4 full-preset CT phantoms (512² slices), one fold."""
     sys.path.insert(0, str(REPO))
     from tests.nnunet_layout import to_nnunet
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     amos = out / "amos"
-    subprocess.run([sys.executable, "-m", "amoseg", "synth", str(amos), "--cases", "4"],
+    preset = ["--preset", "full"] if full else []
+    subprocess.run([sys.executable, "-m", "amoseg", "synth", str(amos), "--cases", "4", *preset],
                    check=True, env=env, capture_output=True)  # fmt: skip
     to_nnunet(amos, out / "nnUNet_raw" / "Dataset778_Bench")
     env.pop("PYTHONPATH")
+    conf, folds = ("2d", "0") if full else ("3d_fullres", "0,1")
     subprocess.run([str(venv / "bin" / "python"), str(REPO / "tests" / "nnunet_model_maker.py"),
-                    str(out), "778", "3d_fullres", "0,1"], check=True, env=env,
-                   capture_output=True)  # fmt: skip
+                    str(out), "778", conf, folds, *(["--full-size"] if full else [])],
+                   check=True, env=env, capture_output=True)  # fmt: skip
     scans = out / "scans"
     scans.mkdir()
     image = next((amos / "imagesTs").glob("*.nii.gz"))
     (scans / "case_0000.nii.gz").write_bytes(image.read_bytes())
-    model = out / "nnUNet_results" / "Dataset778_Bench" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    model = out / "nnUNet_results" / "Dataset778_Bench" / f"nnUNetTrainer__nnUNetPlans__{conf}"
     return model, scans
 
 
@@ -96,11 +100,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--step-size", type=float, default=0.5)
     parser.add_argument("--no-mirroring-run", action="store_true", help="skip the TTA runs")
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="make a full-size random-weight 2d model from full-preset phantoms (minutes)",
+    )
     args = parser.parse_args(argv)
     venv = nnunet_venv()
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.smoke:
-        args.model, args.scans = smoke_model(args.out, venv)
+    if args.smoke or args.full:
+        args.model, args.scans = made_model(args.out, venv, full=args.full)
     if args.model is None or args.scans is None:
         parser.error("--model and --scans are needed (or --smoke)")
     folds = args.folds.split(",") if args.folds else sorted(

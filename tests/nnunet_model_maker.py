@@ -4,7 +4,9 @@ networks so CPU tests stay fast, and save one checkpoint per fold through nnU-Ne
 (`initialize()` + `save_checkpoint()`), with numpy scalars in `_best_ema` and `logging` as a
 trained run has them.
 
-    python nnunet_model_maker.py WORK DATASET_ID CONF[,CONF] FOLDS
+    python nnunet_model_maker.py WORK DATASET_ID CONF[,CONF] FOLDS [--full-size]
+
+`--full-size` keeps the networks nnU-Net planned (for benchmarks, not tests).
 
 WORK holds nnUNet_raw/DatasetNNN_*; the model folders land under WORK/nnUNet_results.
 """
@@ -35,7 +37,13 @@ def shrink(plans: dict, configurations: list[str]) -> None:
         ]
 
 
-def main(work: Path, dataset_id: int, configurations: list[str], folds: list[int]) -> None:
+def main(
+    work: Path,
+    dataset_id: int,
+    configurations: list[str],
+    folds: list[int],
+    full_size: bool = False,
+) -> None:
     env = dict(os.environ)
     for sub in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         env[sub] = str(work / sub)
@@ -53,7 +61,8 @@ def main(work: Path, dataset_id: int, configurations: list[str], folds: list[int
     pre = next((work / "nnUNet_preprocessed").glob(f"Dataset{dataset_id:03d}_*"))
     plans_file = pre / "nnUNetPlans.json"
     plans = json.loads(plans_file.read_text())
-    shrink(plans, configurations)
+    if not full_size:
+        shrink(plans, configurations)
     plans_file.write_text(json.dumps(plans, indent=2))
     dataset_json = json.loads((pre / "dataset.json").read_text())
     torch.set_num_threads(1)
@@ -84,4 +93,5 @@ if __name__ == "__main__":
         int(sys.argv[2]),
         sys.argv[3].split(","),
         [int(f) for f in sys.argv[4].split(",")],
+        full_size="--full-size" in sys.argv[5:],
     )
