@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> dict:
                          "peak_rss_mib": peak})  # fmt: skip
         agree = []
         for seg in sorted(am_out.glob("*_seg.nii.gz")):
-            theirs = nn_out / seg.name.replace("_0000_seg", "")
+            # amoseg names case_0000.nii.gz's output case_seg.nii.gz; nnU-Net writes case.nii.gz
+            case = seg.name.removesuffix("_seg.nii.gz").removesuffix("_0000")
+            theirs = nn_out / f"{case}.nii.gz"
             if theirs.exists():
                 a, b = (np.asanyarray(nib.load(p).dataobj) for p in (seg, theirs))
                 agree.append(float((a == b).mean()))
