@@ -790,8 +790,15 @@ def _prepare_locked(tmp: Path, fx: Fixtures) -> Case:
         "    print('held', flush=True)\n"
         "    time.sleep(300)\n"
     )
+    argv = ["prepare", str(root), str(out), "--size", str(SIZE)]
+    return Case(argv, "store", None, cleanup=_held_by_another_process(code, out))
+
+
+def _held_by_another_process(code: str, path: Path) -> Callable[[], None]:
+    """Run `code` (which takes `path` as argv[1] and prints 'held' once it holds its lock)
+    in another process; returns what ends that process."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", code, str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", code, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True
     )
     if holder.stdout is None or holder.stdout.readline().strip() != "held":
         holder.kill()
@@ -801,8 +808,7 @@ def _prepare_locked(tmp: Path, fx: Fixtures) -> Case:
         holder.kill()
         holder.wait()
 
-    argv = ["prepare", str(root), str(out), "--size", str(SIZE)]
-    return Case(argv, "store", None, cleanup=release)
+    return release
 
 
 def _prepare_bad_plan(tmp: Path, fx: Fixtures) -> Case:
@@ -1120,19 +1126,8 @@ def _predict_folder_in_use(tmp: Path, fx: Fixtures) -> Case:
         "print('held', flush=True)\n"
         "time.sleep(300)\n"
     )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", code, str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True
-    )
-    if holder.stdout is None or holder.stdout.readline().strip() != "held":
-        holder.kill()
-        raise RuntimeError("the folder holder did not start")
-
-    def release() -> None:
-        holder.kill()
-        holder.wait()
-
     argv = ["predict", str(fx.run()), str(scan), "-o", str(out)]
-    return Case(argv, "another amoseg predict", out, cleanup=release)
+    return Case(argv, "another amoseg predict", out, cleanup=_held_by_another_process(code, out))
 
 
 # (input, command) -> builder.  Order = order of the table in docs/reliability.md.
