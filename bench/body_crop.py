@@ -19,6 +19,7 @@ how many voxels change.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def compare(store_dir: Path, runs: list[Path]) -> None:
         trained = bool(model.hparams.get("body_crop", False))
         labels = {}
         for crop in (True, False):
-            model.hparams["body_crop"] = crop
+            model.params = dataclasses.replace(model.params, body_crop=crop)
             cm = ConfusionMatrix()
             labels[crop] = []
             for case in cases:

@@ -22,6 +22,7 @@ Each measurement runs in a fresh subprocess so peak-RSS figures do not mix.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import subprocess
@@ -100,7 +101,7 @@ def phase_throughput(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats()
     hp = type(model).store_hparams(store, model.hparams)
     if hp.get("class_weights") is not None:
-        model.hparams.update(hp)
+        model.params = dataclasses.replace(model.params, **hp)
     opt = model.make_optimizer(1e-4, 0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     fwd = torch.compile(model.net) if args.compile else model.net

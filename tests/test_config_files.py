@@ -70,8 +70,8 @@ def test_the_good_plan_loads():
         ("memory_budget_gb", 1e9, "configurations.2d.memory_budget_gb"),
         ("network", {"class": "../unet"}, "configurations.2d.network.class"),
         ("network", {"class": ["unet"]}, "configurations.2d.network.class"),
-        ("network", {"class": "unet", "args": {"base": 0}}, "configurations.2d.network.args"),
-        ("network", {"class": "unet", "args": {"depth": "4"}}, "configurations.2d.network.args"),
+        ("network", {"class": "unet", "args": {"base": {"a": 1}}},
+         "configurations.2d.network.args"),
         ("network", {"class": "unet", "args": {str(i): i for i in range(100)}},
          "configurations.2d.network.args"),
         ("dataset", ["/data"], "dataset"),
@@ -85,6 +85,24 @@ def test_each_plan_field_is_checked_and_named(key, value, names):
     with pytest.raises(PlanError, match=names.replace(".", r"\.")) as caught:
         Plan.from_dict(plan, Path("plan.json"))
     assert "plan.json" in caught.value.line()
+
+
+@pytest.mark.parametrize(
+    ("args", "wrong"),
+    [({"base": 0}, "hparams base is out of range"),
+     ({"depth": "4"}, "hparams depth must be a number"),
+     ({"stages": 4}, "unknown network.args stages")],
+)  # fmt: skip
+def test_plan_network_args_are_checked_by_their_recipe(args, wrong):
+    """network.args are the named recipe's own Params (unet has depth, not stages), checked
+    at `prepare` with the field named."""
+    from amoseg.models.registry import check_plan_networks
+
+    plan = good_plan()
+    plan["configurations"]["2d"]["network"] = {"class": "unet", "args": args}
+    with pytest.raises(AmosegError, match=r"configurations\.2d\.network\.args") as caught:
+        check_plan_networks(Plan.from_dict(plan, Path("plan.json")), Path("plan.json"))
+    assert wrong in caught.value.line() and "plan.json" in caught.value.line()
 
 
 def test_a_plan_network_must_be_a_registered_model():

@@ -129,6 +129,8 @@ def test_patch_size_the_store_or_model_cannot_use_is_refused_before_writing(
 ):
     args = train_args(request.getfixturevalue(store), tmp_path / "r", "--patch-size", patch)
     args[1] = model
+    if model == "unet3d":  # the hyper-parameters are the recipe's own: unet3d has no depth
+        args[args.index("--hparams") + 1] = '{"base": 4, "stages": 3}'
     res = amoseg_inprocess(*args)
     assert res.returncode == 2 and message in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

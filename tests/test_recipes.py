@@ -5,9 +5,13 @@ checkpoint and its package."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 import pytest
 
+from amoseg import hparams as hp
 from amoseg.cli.main import main
 from amoseg.errors import AmosegError
 from amoseg.inference.bundle import read_bundles
@@ -44,10 +48,65 @@ def test_declarations(name):
     assert issubclass(cls, SegmentationModel) and cls.name == name
     assert cls.dims in (2, 3)
     assert set(cls.mirror_axes) <= set(range(cls.dims))
-    assert set(cls.trained_mirror_axes({**cls.HPARAMS, **TINY[name]})) <= set(cls.mirror_axes)
+    assert set(cls.trained_mirror_axes({**cls.Params.defaults(), **TINY[name]})) <= set(
+        cls.mirror_axes
+    )
     assert set(cls.TRAIN_DEFAULTS) <= {"lr", "weight_decay", "batch_size"}
     with pytest.raises(AmosegError, match="unknown hyper-parameter"):
         create_model(name, input_size=16, no_such_parameter=1)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_parameters_are_a_checked_dataclass(name):
+    """Each recipe declares its parameters as a frozen dataclass: defaults round-trip, every
+    numeric one is refused out of its range and as the wrong type, in one line naming it."""
+    params = model_class(name).Params
+    assert issubclass(params, hp.Params) and dataclasses.is_dataclass(params)
+    defaults = params.defaults()
+    assert params.from_dict(defaults, name) == params() and params().to_dict() == defaults
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params().__setattr__(next(iter(defaults), "x"), 1)
+    for field, rule in params.numeric_rules().items():
+        with pytest.raises(AmosegError, match=f"hparams {field} is out of range"):
+            params.from_dict({field: rule.hi + 1}, name)
+        with pytest.raises(AmosegError, match=f"hparams {field} must be a number"):
+            params.from_dict({field: "1"}, name)
+        if rule.kind is int:
+            with pytest.raises(AmosegError, match=f"hparams {field} must be a whole number"):
+                params.from_dict({field: rule.lo + 0.5}, name)
+        else:
+            with pytest.raises(AmosegError, match=f"hparams {field} must be finite"):
+                params.from_dict({field: math.nan}, name)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_build_takes_the_configuration_its_network_names(name):
+    """`build(configuration)`: a configuration naming this recipe decides its parameters
+    (plan `depth` is unet3d's `stages` - 1); explicit ones win; another recipe's args are
+    not applied; a wrong one is refused."""
+    from amoseg.planning.plan import Network
+    from amoseg.planning.planner import seed_configuration
+
+    cls = model_class(name)
+    tiny = {k: v for k, v in TINY[name].items() if k not in ("base", "depth", "stages")}
+    names = set(cls.Params.names())
+    own = {"base": 4, "depth": 2} if "base" in names else {}  # plan.json's network.args
+    config = dataclasses.replace(seed_configuration(16), network=Network(name, own))
+    model = cls.build(config, input_size=16, **tiny)
+    expected = {k: v for k, v in own.items() if k in names}
+    if "stages" in names:
+        expected["stages"] = 3
+    assert {k: model.hparams[k] for k in expected} == expected
+    if "context" in names:
+        assert model.hparams["context"] == config.context
+    other = dataclasses.replace(config, network=Network("not-" + name, {"base": 999_999}))
+    assert (
+        cls.build(other, input_size=16, **TINY[name]).hparams
+        == cls(input_size=16, **TINY[name]).hparams
+    )
+    if own:
+        with pytest.raises(AmosegError, match="hparams base is out of range"):
+            cls.build(dataclasses.replace(config, network=Network(name, {"base": 0})), 16)
 
 
 @pytest.fixture(scope="module")

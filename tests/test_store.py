@@ -262,7 +262,7 @@ def test_unet_reads_the_plan_normalisation_of_a_planned_store(planned_root, tmp_
     hparams = UNetModern.store_hparams(planned, {})
     assert hparams == {"norm": "ct", "window": [*norm.clip, norm.mean, norm.std]}
     assert UNetModern.store_hparams(seed, {})["norm"] == "window"
-    model = UNetModern(input_size=0, **{**UNetModern.HPARAMS, "base": 4, **hparams})
+    model = UNetModern(input_size=0, **{"base": 4, **hparams})
     x = torch.linspace(-1200, 400, 50).reshape(1, 1, 5, 10)
     torch.testing.assert_close(model.build_norm()(x), norm.apply(x))
     assert model.body_threshold is None  # the store is cropped already
@@ -280,6 +280,6 @@ def test_unet3d_reads_the_plan_normalisation_of_a_3d_store(planned_root, tmp_pat
     norm = store.configuration.normalisation["ct"]
     hparams = UNet3d.store_hparams(store, {"stages": 3})
     assert hparams["norm"] == "ct" and hparams["window"] == [*norm.clip, norm.mean, norm.std]
-    model = UNet3d(input_size=0, **{**UNet3d.HPARAMS, "base": 4, "stages": 3, **hparams})
+    model = UNet3d(input_size=0, **{"base": 4, "stages": 3, **hparams})
     x = torch.linspace(-1200, 400, 64).reshape(1, 1, 4, 4, 4)
     torch.testing.assert_close(model.build_norm()(x), norm.apply(x))

@@ -182,7 +182,7 @@ def test_bad_space_file_is_a_clear_error(tmp_path, text, message):
         load_space(path)
     assert message in str(info.value)
     if "unknown key(s) momentum" in message:
-        assert "allowed keys: lr, weight_decay, batch_size" in str(info.value)
+        assert "allowed keys for unet: lr, weight_decay, batch_size" in str(info.value)
 
 
 # ---------------------------------------------------------------- one worker, outputs
@@ -428,7 +428,10 @@ def test_unknown_space_keys_via_cli(tmp_path, tiny_store, capsys):
         capsys,
     )
     assert code == 2
-    assert "unknown key(s) dropout" in err and "allowed keys: lr, weight_decay, batch_size" in err
+    assert (
+        "unknown key(s) dropout" in err
+        and "allowed keys for unet: lr, weight_decay, batch_size" in err
+    )
 
 
 def test_not_a_store_is_refused(tmp_path, capsys):

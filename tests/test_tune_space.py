@@ -1,5 +1,5 @@
-"""`tune` searches any numeric field of the training settings object, hyper-parameters too,
-within the ranges the settings themselves accept."""
+"""`tune` searches any numeric field of the training settings object, and the tuned recipe's
+own numeric hyper-parameters, within the ranges the settings and the recipe accept."""
 
 from __future__ import annotations
 
@@ -28,6 +28,19 @@ def test_a_space_file_may_name_model_hyper_parameters(tmp_path):
     assert space["lambda_dice"]["type"] == "float" and space["depth"]["choices"] == [2, 3]
     assert space["warmup"] == {"type": "fixed", "value": 0.1}
     assert "base log-int 8…32" in describe(space) and "lr" in describe(space)
+
+
+def test_the_searchable_hyper_parameters_are_the_tuned_recipes_own(tmp_path):
+    """unet3d has stages and a foreground share, not depth; unet the other way round."""
+    spec = {"stages": [3, 4], "foreground": {"low": 0.2, "high": 0.6}}
+    space = load_space(_space(tmp_path, spec), "unet3d")
+    assert space["stages"]["choices"] == [3, 4] and space["foreground"]["type"] == "float"
+    with pytest.raises(AmosegError, match=r"unknown key.*depth.*allowed keys for unet3d"):
+        load_space(_space(tmp_path, {"depth": [2, 3]}), "unet3d")
+    with pytest.raises(AmosegError, match=r"unknown key.*stages.*allowed keys for unet:"):
+        load_space(_space(tmp_path, {"stages": [3]}), "unet")
+    with pytest.raises(AmosegError, match=r"stages\.high"):
+        load_space(_space(tmp_path, {"stages": {"low": 3, "high": 40}}), "unet3d")
 
 
 @pytest.mark.parametrize(

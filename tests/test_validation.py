@@ -64,12 +64,21 @@ def test_bad_training_values_are_one_line(store, tmp_path, extra, names):
     assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
-def test_settings_objects_are_validated_for_python_callers_too():
+def test_settings_objects_are_validated_for_python_callers_too(store, tmp_path):
+    from amoseg.training import train
+
     with pytest.raises(AmosegError, match="--lr"):
         TrainSettings(lr=-1.0)
-    with pytest.raises(AmosegError, match="base"):
-        TrainSettings(hparams={"base": 0})
-    assert TrainSettings(hparams={"base": 8.0}).hparams["base"] == 8  # JSON 8.0 is 8
+    with pytest.raises(AmosegError, match="hparams must be a JSON object"):
+        TrainSettings(hparams=[("base", 8)])  # type: ignore[arg-type]
+    # the values are the recipe's to check: train refuses before it makes the run folder
+    with pytest.raises(AmosegError, match="hparams base is out of range"):
+        train("unet", store, tmp_path / "run", TrainSettings(hparams={"base": 0}))
+    with pytest.raises(AmosegError, match=r"unknown hyper-parameter.*stages.*'unet'"):
+        train("unet", store, tmp_path / "run", TrainSettings(hparams={"stages": 3}))
+    assert not (tmp_path / "run").exists()
+    params = __import__("amoseg.models.unet", fromlist=["UNetModern"]).UNetModern.Params
+    assert params.from_dict({"base": 8.0}, "unet").base == 8  # JSON 8.0 is 8
 
 
 BAD_OTHER = [

@@ -22,9 +22,16 @@ def parse_hparams(text: str | None) -> dict[str, Any]:
         ) from exc
     if not isinstance(value, dict):
         raise AmosegError("--hparams must be a JSON object", hint="e.g. '{\"base\": 16}'")
-    from amoseg.training.settings import check_hparams
+    return value
 
-    return check_hparams(value)  # types and ranges now, not in the middle of a run
+
+def checked_hparams(model: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """`hparams` checked against `model`'s own Params now (names, types, ranges), not in the
+    middle of a run or of every tune trial."""
+    from amoseg.models.registry import model_class
+
+    model_class(model).check_params(hparams)
+    return hparams
 
 
 class ModelHelpCommand(TyperCommand):

@@ -128,7 +128,7 @@ def train(
     draws RUNDIR/progress.png as it trains."""
     import os
 
-    from amoseg.cli._options import parse_hparams
+    from amoseg.cli._options import checked_hparams, parse_hparams
     from amoseg.training import TrainSettings
     from amoseg.training import train as run_train
     from amoseg.training.settings import parse_patch_size
@@ -145,6 +145,7 @@ def train(
     hp.update(parse_hparams(hparams))
     if context is not None:
         hp["context"] = context
+    checked_hparams(model, hp)
     if values["batch_size"] is not None:
         values["batch_size"] = int(values["batch_size"])
     if time_budget is not None and epochs is not None:

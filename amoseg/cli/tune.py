@@ -71,7 +71,7 @@ def tune(
     import torch
     from rich.console import Console
 
-    from amoseg.cli._options import parse_hparams
+    from amoseg.cli._options import checked_hparams, parse_hparams
     from amoseg.tuning import (
         TuneConfig,
         best_params,
@@ -85,7 +85,7 @@ def tune(
     from amoseg.tuning.search_space import describe, patch_size_choices
 
     console = Console(highlight=False, soft_wrap=True)
-    hp = parse_hparams(hparams)
+    hp = checked_hparams(model, parse_hparams(hparams))
     out = out if out is not None else Path("runs") / f"tune-{model}"
     config = TuneConfig(
         model=model,
@@ -95,7 +95,7 @@ def tune(
         study_name=study,
         epochs=epochs,
         metric=metric.lower(),
-        space=load_space(space),
+        space=load_space(space, model),
         pruner=pruner.lower(),
         seed=seed,
         timeout_s=timeout,

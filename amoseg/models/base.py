@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from amoseg import hparams as hp
+from amoseg.errors import AmosegError
 from amoseg.labels import NUM_CLASSES
 from amoseg.ops.inferers import Inferer, Predictor, SliceInferer
 
@@ -45,14 +47,52 @@ class SegmentationModel(ABC):
     gradient_trained: ClassVar[bool] = True
     #: the recipe's lr / weight_decay / batch_size (TrainSettings fields left at None).
     TRAIN_DEFAULTS: ClassVar[dict[str, Any]] = {}
-    #: hyper-parameters and their defaults; any other key is refused.
-    HPARAMS: ClassVar[dict[str, Any]] = {}
+    #: the recipe's checked hyper-parameters (a frozen dataclass of `amoseg.hparams`
+    #: fields): names, defaults and the rules `--hparams`, plan.json and tune obey
+    Params: ClassVar[type[hp.Params]] = hp.NoParams
     #: spatial dimensions of the network's input: 2 (slices, 2.5D stacks) or 3 (patches).
     dims: ClassVar[int] = 2
     #: spatial input axes the recipe's augmentation mirrors (left–right with the paired
     #: organs swapped), so test-time mirroring may average over them; none for a recipe
     #: that never flips (mirroring it at test time averages in wrong-side organs).
     mirror_axes: ClassVar[tuple[int, ...]] = ()
+
+    @classmethod
+    def check_params(cls, hparams: dict[str, Any]) -> hp.Params:
+        """`hparams` (renamed ones upgraded) checked against the recipe's `Params`."""
+        return cls.Params.from_dict(cls.upgrade_hparams(hparams), cls.name)
+
+    @classmethod
+    def configured_params(cls, configuration: Any, where: Path | None = None) -> dict[str, Any]:
+        """What a planned configuration decides for this recipe's parameters when the
+        configuration's network is this recipe (`network.args`, and the 2.5D `context` for
+        a recipe that has one); checked here, so a wrong plan fails before training."""
+        if configuration is None or configuration.network.name != cls.name:
+            return {}
+        names = cls.Params.names()
+        args = dict(configuration.network.args)
+        if "depth" in args and "stages" in names and "depth" not in names:
+            args["stages"] = int(args.pop("depth")) + 1  # plan.json counts down-samplings
+        if "context" in names:
+            args["context"] = configuration.context
+        unknown = sorted(set(args) - set(names))
+        if unknown:
+            raise AmosegError(
+                f"plan configuration '{configuration.name}' gives {cls.name} unknown "
+                f"network.args {', '.join(unknown)}",
+                where,
+                f"{cls.name} accepts {', '.join(sorted(names))}; prepare with a fixed plan",
+            )
+        cls.Params.from_dict(args, cls.name)
+        return args
+
+    @classmethod
+    def build(
+        cls, configuration: Any = None, input_size: int | None = None, **hparams: Any
+    ) -> SegmentationModel:
+        """A fresh model for `configuration` (None: the recipe's defaults): the planned
+        parameters, then `hparams` over them."""
+        return cls(input_size=input_size, **{**cls.configured_params(configuration), **hparams})
 
     @classmethod
     def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -99,6 +139,8 @@ class SegmentationModel(ABC):
     needs_stats: bool = False
     #: trained in bf16 autocast (the modern recipes), so prediction may run in bf16 too
     fast_gpu: ClassVar[bool] = False
+    #: this instance computes in bf16 now (torch recipes decide by device and precision)
+    use_bf16: bool = False
 
     def export_module(self) -> torch.nn.Module:
         """raw float32 inputs → logits, normaliser inside, fp32 on the CPU: what TorchBackend

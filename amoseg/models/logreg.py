@@ -9,10 +9,12 @@ optimisation (the model family is unchanged).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import nn
 
+from amoseg import hparams as hp
 from amoseg.models.networks import PatchLogReg
 from amoseg.models.registry import register_model
 from amoseg.models.torch_model import TorchModel
@@ -21,7 +23,11 @@ from amoseg.models.torch_model import TorchModel
 class _LogReg(TorchModel):
     kernel: ClassVar[int] = 1
     TRAIN_DEFAULTS: ClassVar[dict[str, Any]] = {"lr": 1e-2, "weight_decay": 0.0, "batch_size": 8}
-    HPARAMS: ClassVar[dict[str, Any]] = {"norm": "window", "window": [-1000.0, 1000.0]}
+
+    @dataclass(frozen=True)
+    class Params(hp.Params):
+        norm: str = hp.choice("window", ("window",))  # the report's fixed HU window
+        window: list[float] = hp.window([-1000.0, 1000.0])
 
     def build_core(self, in_channels: int) -> nn.Module:
         return PatchLogReg(in_channels, self.kernel)

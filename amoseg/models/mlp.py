@@ -9,10 +9,12 @@ last layer (hidden × 774,400 at 220²) and is printed at the start of training.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import nn
 
+from amoseg import hparams as hp
 from amoseg.models.networks import DenseSegNet
 from amoseg.models.registry import register_model
 from amoseg.models.torch_model import TorchModel
@@ -23,16 +25,17 @@ class DenseMLP(TorchModel):
     name = "mlp"
     ladder = 4
     TRAIN_DEFAULTS: ClassVar[dict[str, Any]] = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 8}
-    HPARAMS: ClassVar[dict[str, Any]] = {
-        "work_size": 220,
-        "hidden": [64],
-        "norm": "window",
-        "window": [-1000.0, 1000.0],
-    }
+
+    @dataclass(frozen=True)
+    class Params(hp.Params):
+        work_size: int = hp.number(220, int, 1, 4096)  # slices are resized to this side
+        hidden: list[int] = hp.numbers([64], integer=True)  # hidden layer widths
+        norm: str = hp.choice("window", ("window",))
+        window: list[float] = hp.window([-1000.0, 1000.0])
 
     def build_core(self, in_channels: int) -> nn.Module:
         return DenseSegNet(
             in_channels,
-            int(self.hparams["work_size"]),
-            tuple(int(h) for h in self.hparams["hidden"]),
+            self.params.work_size,
+            tuple(self.params.hidden),
         )

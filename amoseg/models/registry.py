@@ -67,8 +67,9 @@ def model_class(name: str) -> type:
 
 
 def check_plan_networks(plan: Any, path: Path | None = None) -> None:
-    """Every configuration's `network.class` names a registered model (plan.json is checked
-    field by field in `amoseg.planning.plan`; the registry lives here, a layer above)."""
+    """Every configuration's `network.class` names a registered model and its `network.args`
+    are that recipe's parameters, in range (plan.json is checked field by field in
+    `amoseg.planning.plan`; the recipes live here, a layer above)."""
     names = model_names()
     for config in plan.configurations.values():
         if config.network.name not in names:
@@ -78,6 +79,14 @@ def check_plan_networks(plan: Any, path: Path | None = None) -> None:
                 path,
                 "fix that field, or re-create it with `amoseg plan`",
             )
+        try:
+            model_class(config.network.name).configured_params(config)
+        except AmosegError as exc:
+            raise AmosegError(
+                f"plan configurations.{config.name}.network.args is invalid: {exc.what}",
+                path,
+                exc.hint or "fix that field, or re-create it with `amoseg plan`",
+            ) from None
 
 
 def create_model(name: str, **hparams: Any) -> Any:

@@ -29,8 +29,6 @@ class TorchModel(SegmentationModel):
 
     #: training defaults for this recipe (TrainSettings fields left at None take these).
     TRAIN_DEFAULTS: ClassVar[dict[str, Any]] = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 8}
-    #: model hyper-parameters and their defaults; create_model rejects any other key.
-    HPARAMS: ClassVar[dict[str, Any]] = {}
     optimizer_name: ClassVar[str] = "adam"
     #: bf16 autocast + channels_last on GPU (the modern recipe); the report's ran in fp32.
     fast_gpu: ClassVar[bool] = False
@@ -38,26 +36,23 @@ class TorchModel(SegmentationModel):
     memory_format: ClassVar[torch.memory_format] = torch.channels_last
 
     def __init__(self, input_size: int | None = None, **hparams: Any):
-        unknown = sorted(set(hparams) - set(self.HPARAMS))
-        if unknown:
-            raise AmosegError(
-                f"unknown hyper-parameter(s) {', '.join(unknown)} for model '{self.name}'",
-                hint=f"accepted: {', '.join(sorted(self.HPARAMS)) or 'none'}",
-            )
-        self.hparams: dict[str, Any] = {**self.HPARAMS, **hparams}
+        self.params: Any = self.check_params(hparams)
         self.input_size = int(input_size) if input_size else 0
-        self.context = int(self.hparams.get("context", 0))
+        self.context = int(getattr(self.params, "context", 0))
         self.device = torch.device("cpu")
         self.net = SegNet(self.build_norm(), self.build_core(1 + 2 * self.context))
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """The parameters as plain JSON values (config.json, checkpoints); a copy."""
+        return self.params.to_dict()
 
     # ---- recipe hooks -------------------------------------------------------------------
     def build_core(self, in_channels: int) -> nn.Module:
         raise NotImplementedError
 
     def build_norm(self) -> nn.Module:
-        return make_norm(
-            self.hparams.get("norm", "window"), self.hparams.get("window", (-1e3, 1e3))
-        )
+        return make_norm(self.params.norm, getattr(self.params, "window", None) or (-1e3, 1e3))
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), target)

@@ -14,15 +14,38 @@ Same network family as `unet-seed`, trained the way a 2020s baseline would be:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from amoseg import hparams as hp
 from amoseg.models.networks import DeepSupervisedUNet2d, UNet2d
 from amoseg.models.registry import register_model
 from amoseg.models.torch_model import TorchModel, warmup_cosine
 from amoseg.ops.augment import augment_batch
+
+#: the intensity normalisations a modern recipe may use; None: chosen from the training store
+#: ("ct": the plan's CT scheme, "window": seed CT, "zscore": MR or mixed stores)
+NORMS = ("window", "ct", "zscore")
+
+
+@dataclass(frozen=True)
+class ModernParams(hp.Params):
+    """What the modern 2D and 3D recipes share."""
+
+    base: int = hp.number(32, int, 1, 1024)  # channels of the first level
+    norm: str | None = hp.choice(None, NORMS)
+    window: list[float] | None = hp.window()  # [lo, hi] HU, or the plan's [lo, hi, mean, std]
+    augment: bool = hp.flag(True)
+    lambda_dice: float = hp.number(1.0, float, 0.0, 1000.0)
+    lambda_ce: float = hp.number(1.0, float, 0.0, 1000.0)
+    warmup: float = hp.number(0.05, float, 0.0, 1.0)  # share of the steps spent warming up
+
+    def validate(self) -> None:
+        hp.check_loss_weights(self.lambda_dice, self.lambda_ce)
+
 
 #: HU above which a voxel counts as body: between air/foam (< -800) and fat (≈ -100).
 BODY_HU = -500.0
@@ -59,21 +82,17 @@ class UNetModern(TorchModel):
         # is 27 % vs 13 % test mIoU (bench/unet_vs_seed.py). On a GPU pass a larger batch.
         "batch_size": 4,
     }
-    HPARAMS: ClassVar[dict[str, Any]] = {
-        "base": 32,
-        "depth": 4,
-        "context": 1,
-        "norm": None,  # "window" (CT seed store), "ct" (planned CT store: the plan's), "zscore"
-        "window": None,
-        "augment": True,
-        "body_crop": True,  # train and predict on the body's box (CT): ≈ 1.5× faster predict
-        "lambda_dice": 1.0,
-        "lambda_ce": 1.0,
-        "warmup": 0.05,
-        # nnU-Net's deep supervision (heads at 1/2 … 1/2^(depth-2), downsampled targets);
-        # off by default until measured against the recipe without it (docs/training.md)
-        "deep_supervision": False,
-    }
+
+    @dataclass(frozen=True)
+    class Params(ModernParams):
+        depth: int = hp.number(4, int, 1, 10)  # down-samplings
+        context: int = hp.number(1, int, 0, 16)  # 2.5D: adjacent slices on each side
+        #: train and predict on the body's box (CT): ≈ 1.5× faster predict
+        body_crop: bool = hp.flag(True)
+        #: nnU-Net's deep supervision (heads at 1/2 … 1/2^(depth-2), downsampled targets);
+        #: off by default until measured against the recipe without it (docs/training.md)
+        deep_supervision: bool = hp.flag(False)
+
     optimizer_name = "adamw"
     fast_gpu = True
 
@@ -82,8 +101,8 @@ class UNetModern(TorchModel):
     def build_norm(self) -> nn.Module:
         from amoseg.models.networks import make_norm
 
-        mode = self.hparams.get("norm") or "window"
-        window = self.hparams.get("window") or (
+        mode = self.params.norm or "window"
+        window = self.params.window or (
             [-1000.0, 1000.0] if mode == "window" else [-32768.0, 32767.0]
         )
         return make_norm(mode, window)
@@ -92,12 +111,12 @@ class UNetModern(TorchModel):
     def body_threshold(self) -> float | None:  # type: ignore[override]
         """Train and predict on the body's box (`body_crop`) when intensities go through a
         fixed HU window: a crop leaves that unchanged, unlike a per-image z-score (MR)."""
-        windowed = (self.hparams.get("norm") or "window") == "window"
-        return BODY_HU if windowed and self.hparams["body_crop"] else None
+        windowed = (self.params.norm or "window") == "window"
+        return BODY_HU if windowed and self.params.body_crop else None
 
     @property
     def size_multiple(self) -> int:  # type: ignore[override]
-        return 2 ** int(self.hparams["depth"])
+        return 2**self.params.depth
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], device: str = "auto") -> TorchModel:
@@ -106,8 +125,8 @@ class UNetModern(TorchModel):
         return super().from_checkpoint({**ckpt, "hparams": hparams}, device)
 
     def build_core(self, in_channels: int) -> nn.Module:
-        net = DeepSupervisedUNet2d if self.hparams["deep_supervision"] else UNet2d
-        return net(in_channels, base=int(self.hparams["base"]), depth=int(self.hparams["depth"]))
+        net = DeepSupervisedUNet2d if self.params.deep_supervision else UNet2d
+        return net(in_channels, base=self.params.base, depth=self.params.depth)
 
     @classmethod
     def store_hparams(cls, store: Any, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -124,19 +143,18 @@ class UNetModern(TorchModel):
         if self._loss is None:  # built on first use: inference never imports MONAI
             from amoseg.ops.losses import DiceCE
 
-            h = self.hparams
-            self._loss = DiceCE(float(h["lambda_dice"]), float(h["lambda_ce"]))
+            self._loss = DiceCE(self.params.lambda_dice, self.params.lambda_ce)
         if isinstance(logits, list):  # deep supervision: [full, 1/2, ...] at own resolutions
             from amoseg.ops.losses import deep_supervision_loss, deep_supervision_weights
 
-            weights = deep_supervision_weights(int(self.hparams["depth"]))
+            weights = deep_supervision_weights(self.params.depth)
             return deep_supervision_loss(self._loss, logits, target, weights[: len(logits)])
         return self._loss(logits, target)
 
     def augment(self, x, y, gen):
-        if not self.hparams["augment"]:
+        if not self.params.augment:
             return x, y
         return augment_batch(x, y, gen)
 
     def lr_lambda(self, total_steps: int) -> Callable[[int], float]:
-        return warmup_cosine(total_steps, warmup=float(self.hparams["warmup"]))
+        return warmup_cosine(total_steps, warmup=self.params.warmup)

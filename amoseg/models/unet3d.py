@@ -25,17 +25,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from amoseg import hparams as hp
 from amoseg.errors import AmosegError
 from amoseg.labels import NUM_CLASSES
 from amoseg.models.registry import register_model
 from amoseg.models.torch_model import TorchModel, warmup_cosine
-from amoseg.models.unet import UNetModern
+from amoseg.models.unet import ModernParams, UNetModern
 from amoseg.ops.inferers import Inferer, SlidingWindowInferer
 from amoseg.preprocessing.geometry import array_order
 
@@ -100,30 +102,24 @@ class UNet3d(TorchModel):
     dims = 3
     mirror_axes = (0, 1, 2)  # augment_patches mirrors every axis (left–right: labels swapped)
     TRAIN_DEFAULTS: ClassVar[dict[str, Any]] = {"lr": 2e-3, "weight_decay": 3e-5, "batch_size": 2}
-    HPARAMS: ClassVar[dict[str, Any]] = {
-        "base": 32,
-        "stages": 5,
-        "patch_size": None,  # (x, y, z) voxels; None: the plan's, or up to 128×128×64
-        "norm": None,  # from the store: "ct" (planned CT: the plan's), "window" (seed CT), "zscore"
-        "window": None,
-        "augment": True,
-        "deep_supervision": True,
-        "foreground": 1 / 3,
-        "lambda_dice": 1.0,
-        "lambda_ce": 1.0,
-        "warmup": 0.05,
-        "overlap": 0.5,
-        "lr_axis": 1,
-    }
+
+    @dataclass(frozen=True)
+    class Params(ModernParams):
+        stages: int = hp.number(5, int, 2, 11)  # resolution stages (down-samplings + 1)
+        #: (x, y, z) voxels; None: the plan's, or up to 128×128×64
+        patch_size: list[int] | None = hp.sizes(3)
+        deep_supervision: bool = hp.flag(True)
+        #: share of training patches centred on an organ (nnU-Net's oversampling)
+        foreground: float = hp.number(1 / 3, float, 0.0, 1.0)
+        overlap: float = hp.number(0.5, float, 0.0, 0.95)  # sliding-window tile overlap
+        lr_axis: int = hp.number(1, int, 0, 2)  # the array axis of the patient's left–right
+
     optimizer_name = "adamw"
     fast_gpu = True
     memory_format = torch.channels_last_3d
     DEFAULT_PATCH = (128, 128, 64)  # (x, y, z)
 
     _loss: nn.Module | None = None
-
-    def __init__(self, input_size: int | None = None, **hparams: Any):
-        super().__init__(input_size, **self.upgrade_hparams(hparams))
 
     @classmethod
     def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +141,7 @@ class UNet3d(TorchModel):
     @property
     def patch_size(self) -> tuple[int, int, int]:
         """(x, y, z) voxels."""
-        return tuple(int(p) for p in (self.hparams["patch_size"] or self.DEFAULT_PATCH))  # type: ignore[return-value]
+        return tuple(self.params.patch_size or self.DEFAULT_PATCH)  # type: ignore[return-value]
 
     @property
     def patch(self) -> tuple[int, int, int]:
@@ -154,12 +150,12 @@ class UNet3d(TorchModel):
 
     @property
     def size_multiple(self) -> int:  # type: ignore[override]
-        return 2 ** (int(self.hparams["stages"]) - 1)
+        return 2 ** (self.params.stages - 1)
 
     def build_core(self, in_channels: int) -> nn.Module:
-        stages = int(self.hparams["stages"])
+        stages = self.params.stages
         return build_resunet(
-            in_channels, int(self.hparams["base"]), stages, stage_strides(self.patch, stages)
+            in_channels, self.params.base, stages, stage_strides(self.patch, stages)
         )
 
     build_norm = UNetModern.build_norm
@@ -168,7 +164,7 @@ class UNet3d(TorchModel):
     def store_hparams(cls, store: Any, hparams: dict[str, Any]) -> dict[str, Any]:
         out = UNetModern.store_hparams(store, hparams)
         if not hparams.get("patch_size") and not hparams.get("patch"):
-            stages = int(hparams.get("stages", cls.HPARAMS["stages"]))
+            stages = int(hparams.get("stages") or cls.Params.defaults()["stages"])
             target = cls.DEFAULT_PATCH
             planned = store.info.get("size") is None  # a planned store: its plan's patch
             if planned and len(store.configuration.patch_size) == 3:
@@ -185,7 +181,7 @@ class UNet3d(TorchModel):
 
         patches = PatchDataset(
             store, split, self.patch_size, seed=seed,
-            foreground_share=float(self.hparams["foreground"]), with_stats=self.needs_stats,
+            foreground_share=self.params.foreground, with_stats=self.needs_stats,
         )  # fmt: skip
         return EpochPatches(patches)
 
@@ -196,32 +192,31 @@ class UNet3d(TorchModel):
         from amoseg.ops.losses import DiceCE, deep_supervision_loss, deep_supervision_weights
 
         if self._loss is None:
-            h = self.hparams
-            self._loss = DiceCE(float(h["lambda_dice"]), float(h["lambda_ce"]))
+            self._loss = DiceCE(self.params.lambda_dice, self.params.lambda_ce)
         # training with deep supervision: [full, 1/2, ...] logits, each at its own resolution
         outputs = list(logits) if isinstance(logits, list | tuple) else [logits]
-        if not self.hparams["deep_supervision"]:
+        if not self.params.deep_supervision:
             return self._loss(outputs[0], target)
         return deep_supervision_loss(
             self._loss, outputs, target, deep_supervision_weights(len(outputs))
         )
 
     def augment(self, x, y, gen):
-        if not self.hparams["augment"]:
+        if not self.params.augment:
             return x, y
         from amoseg.ops.augment3d import augment_patches
 
-        return augment_patches(x, y, gen, lr_dim=int(self.hparams["lr_axis"]))
+        return augment_patches(x, y, gen, lr_dim=self.params.lr_axis)
 
     def lr_lambda(self, total_steps: int) -> Callable[[int], float]:
-        return warmup_cosine(total_steps, warmup=float(self.hparams["warmup"]))
+        return warmup_cosine(total_steps, warmup=self.params.warmup)
 
     # ---- inference ------------------------------------------------------------------------
     def inferer(self, batch_size: int = 2) -> Inferer:
         """Overlapping patches of the training size, blended with Gaussian weights; at most
         4 patches per forward pass (a 3D patch weighs as much as a batch of slices)."""
         batch = max(1, min(int(batch_size), 4))
-        return SlidingWindowInferer(self.patch, batch, float(self.hparams["overlap"]))
+        return SlidingWindowInferer(self.patch, batch, self.params.overlap)
 
     def volume_scores(self, volume: torch.Tensor, tta: bool = False) -> torch.Tensor:
         """(Z, X, Y) raw intensities → (Z, 16, X, Y) probabilities on the model's device;

@@ -9,11 +9,13 @@ training split; Adam with the report's Optuna-tuned lr 7.891e-05, weight decay 1
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from amoseg import hparams as hp
 from amoseg.models.networks import UNet2d
 from amoseg.models.registry import register_model
 from amoseg.models.torch_model import TorchModel
@@ -29,15 +31,17 @@ class UNetSeed(TorchModel):
         "weight_decay": 1.572e-03,
         "batch_size": 2,
     }
-    HPARAMS: ClassVar[dict[str, Any]] = {
-        "base": 32,
-        "depth": 4,
-        "norm": "maxabs",
-        "class_weights": None,  # filled from the training split's pixel counts
-    }
+
+    @dataclass(frozen=True)
+    class Params(hp.Params):
+        base: int = hp.number(32, int, 1, 1024)  # channels of the first level
+        depth: int = hp.number(4, int, 1, 10)  # down-samplings
+        norm: str = hp.choice("maxabs", ("maxabs",))  # the report divides by the maximum
+        #: filled from the training split's pixel counts
+        class_weights: list[float] | None = hp.numbers(None, integer=False, allow_none=True)
 
     def build_core(self, in_channels: int) -> nn.Module:
-        return UNet2d(in_channels, base=int(self.hparams["base"]), depth=int(self.hparams["depth"]))
+        return UNet2d(in_channels, base=self.params.base, depth=self.params.depth)
 
     @classmethod
     def store_hparams(cls, store: Any, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -46,7 +50,7 @@ class UNetSeed(TorchModel):
         return {"class_weights": inverse_frequency_weights(store.class_pixel_counts)}
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        weights = self.hparams.get("class_weights")
+        weights = self.params.class_weights
         if weights is None:
             return super().loss(logits, target)
         cached = getattr(self, "_weights", None)

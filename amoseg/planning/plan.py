@@ -14,7 +14,6 @@ from typing import Any
 
 from amoseg.atomic import read_json, write_json
 from amoseg.errors import AmosegError
-from amoseg.hparams import check_hparams
 from amoseg.preprocessing import Normalisation, Preprocessor
 
 PLAN_VERSION = 1
@@ -73,9 +72,9 @@ def check_memory_gb(value: float, label: str = "--memory-gb") -> float:
 
 
 def _network(value: Any, where: str, path: Path | None) -> Network:
-    """A model name and its arguments, their types and ranges checked as `train --hparams`
-    are (that the name is registered is `amoseg.models.registry.check_plan_networks`, a
-    layer above; which names a model takes is the model's own check when it is built)."""
+    """A model name and its arguments as plain JSON values. Which arguments the model takes,
+    their types and ranges are the recipe's own `Params` (`amoseg.models.registry.
+    check_plan_networks` at `prepare`, a layer above, and `train` again)."""
     net = _mapping(value, where, path)
     name = net.get("class")
     if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", name):
@@ -83,11 +82,18 @@ def _network(value: Any, where: str, path: Path | None) -> Network:
     args = _mapping(net.get("args", {}), f"{where}.args", path)
     if len(args) > MAX_NETWORK_ARGS:
         raise _fail(f"{where}.args", f"has {len(args)} entries (at most {MAX_NETWORK_ARGS})", path)
-    try:
-        args = check_hparams(args)
-    except AmosegError as exc:
-        raise _fail(f"{where}.args", f"is invalid: {exc.what}", path) from None
+    for key, arg in args.items():
+        if not _plain_arg(arg):
+            raise _fail(f"{where}.args", f"{key!r} must be a number, true/false, a name or "
+                        f"a list of numbers, got {str(arg)[:40]}", path)  # fmt: skip
     return Network(name, dict(args))
+
+
+def _plain_arg(value: Any) -> bool:
+    scalar = (bool, int, float, str, type(None))
+    if isinstance(value, list):
+        return len(value) <= 64 and all(isinstance(v, scalar) for v in value)
+    return isinstance(value, scalar) and (not isinstance(value, str) or len(value) <= 64)
 
 
 def _integer(value: Any, where: str, path: Path | None, lo: int, hi: int) -> int:

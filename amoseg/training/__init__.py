@@ -102,20 +102,9 @@ def configuration_defaults(store: Any, cls: type) -> tuple[dict[str, Any], dict[
     config = store.configuration
     if config.network.name != cls.name:
         return {}, {}
-    args = dict(config.network.args)
-    if "depth" in args and "stages" in cls.HPARAMS and "depth" not in cls.HPARAMS:
-        args["stages"] = int(args.pop("depth")) + 1  # plan.json counts down-samplings
-    if "context" in cls.HPARAMS:
-        args["context"] = config.context
-    unknown = sorted(set(args) - set(cls.HPARAMS))
-    if unknown:
-        raise AmosegError(
-            f"plan configuration '{config.name}' gives {cls.name} unknown network.args "
-            f"{', '.join(unknown)}",
-            store.root / "store.json",
-            f"{cls.name} accepts {', '.join(sorted(cls.HPARAMS))}; prepare with a fixed plan",
-        )
-    return {"batch_size": config.batch_size}, args
+    return {"batch_size": config.batch_size}, cls.configured_params(
+        config, store.root / "store.json"
+    )
 
 
 #: what a run folder holds that `train --overwrite` may remove (anything else is kept).
@@ -178,6 +167,20 @@ def _saved_config(out: Path) -> dict[str, Any] | None:
     return saved
 
 
+def _same_model(saved: dict[str, Any], config: dict[str, Any]) -> bool:
+    """The same recipe with the same parameters (runs saved before config.json recorded the
+    defaults too compare equal to their defaulted form)."""
+    if saved.get("model") != config["model"] or not isinstance(saved.get("hparams"), dict):
+        return False
+    from amoseg.models.registry import model_class
+
+    cls = model_class(config["model"])
+    try:
+        return cls.check_params(saved["hparams"]) == cls.check_params(config["hparams"])
+    except AmosegError:
+        return False
+
+
 def _resumed_settings(out: Path, saved: dict[str, Any], settings: TrainSettings) -> TrainSettings:
     """The saved settings win, except the ones that do not change the maths (epochs, device,
     workers, ...). Runs saved before `patch_size` existed trained on the plan's own, before
@@ -214,7 +217,7 @@ def _run_settings(
             out,
             "run without --resume to start training",
         )
-    if saved.get("model") != config["model"] or saved.get("hparams") != config["hparams"]:
+    if not _same_model(saved, config):
         raise AmosegError(
             f"cannot resume: the run folder holds model '{saved.get('model')}' with "
             f"hparams {saved.get('hparams')}",
@@ -267,7 +270,8 @@ def train(
     # explicit settings first, then the planned configuration, then the recipe's defaults
     planned_settings, planned_hparams = configuration_defaults(store, cls)
     settings = settings.resolved({**cls.TRAIN_DEFAULTS, **planned_settings})
-    hparams = cls.upgrade_hparams({**planned_hparams, **settings.hparams})
+    # checked against the recipe's Params; recorded with its defaults (the run says it all)
+    hparams = cls.check_params({**planned_hparams, **settings.hparams}).to_dict()
     hparams.update(cls.store_hparams(store, hparams))
     size = store.info.get("size")  # None for a planned store: each case has its own planes
     # reject unknown hparams, and a network too large for this machine's memory, before
@@ -289,9 +293,7 @@ def train(
         cls(input_size=size, **hparams)
     from amoseg.models.torch_model import trains_bf16
 
-    bf16 = trains_bf16(
-        settings.precision, resolve_device(settings.device), bool(getattr(cls, "fast_gpu", False))
-    )
+    bf16 = trains_bf16(settings.precision, resolve_device(settings.device), cls.fast_gpu)
     config = _plain(
         {
             "model": model_name,

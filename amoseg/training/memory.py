@@ -42,13 +42,13 @@ def estimate_training_memory(
     None for models without a torch network."""
     import torch
 
-    if not getattr(model_cls, "gradient_trained", True) or not hasattr(model_cls, "build_core"):
+    from amoseg.models.torch_model import TorchModel
+
+    if not issubclass(model_cls, TorchModel) or not model_cls.gradient_trained:
         return None
     with torch.device("meta"):
         model = model_cls(input_size=input_size, **hparams)
-    net = getattr(model, "net", None)
-    if net is None:
-        return None
+    net = model.net
     params = sum(p.numel() for p in net.parameters())
     outputs = 0
 
@@ -60,7 +60,7 @@ def estimate_training_memory(
     leaves = [m for m in net.modules() if not list(m.children())]
     hooks = [m.register_forward_hook(count) for m in leaves]
     try:
-        channels = 1 + 2 * int(getattr(model, "context", 0))
+        channels = 1 + 2 * model.context
         shape = spatial or (int(input_size or 0),) * 2
         x = torch.empty((batch_size, channels, *shape), device="meta")
         # a per-image z-score takes each image's [mean, std] beside the batch

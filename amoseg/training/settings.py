@@ -1,9 +1,10 @@
 """How a run trains (`TrainSettings`) and what the model is (`hparams`), validated as data.
 
 Every caller (the CLI, `tune`, the demo, Python code) builds a `TrainSettings`; building one
-checks each value against `TRAIN_RULES` / `HPARAM_RULES`, so a wrong value (`--lr -1`, `nan`,
-`{"base": 0}`) is one line naming the option, at the edge, before any data is read. The same
-rules tell `tune` which fields it may search and within which bounds.
+checks each value against `TRAIN_RULES`, so a wrong value (`--lr -1`, `nan`) is one line
+naming the option, at the edge, before any data is read. `hparams` is checked against the
+recipe's own `Params` (`{"base": 0}`, an unknown name) by `train` before it touches the run
+folder. The same rules tell `tune` which fields it may search and within which bounds.
 
 `patch_size` overrides the plan configuration of a planned store (its patch size, in the
 plan's axis order): a run's settings are the training settings plus that override.
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from amoseg.errors import AmosegError
-from amoseg.hparams import HPARAM_RULES, Rule, check_hparams  # noqa: F401 - re-exported
+from amoseg.hparams import Rule, check_json_object
 
 #: the numeric training settings (TrainSettings fields).
 TRAIN_RULES: dict[str, Rule] = {
@@ -135,7 +136,7 @@ class TrainSettings:
                 setattr(self, name, rule.check(name, value))
         if self.patch_size is not None:
             self.patch_size = check_patch_size(self.patch_size)
-        self.hparams = check_hparams(self.hparams)
+        self.hparams = check_json_object(self.hparams)
         if self.precision not in PRECISIONS:
             raise AmosegError(
                 f"--precision must be auto, bf16 or fp32, got {self.precision!r}",

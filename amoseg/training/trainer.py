@@ -235,7 +235,7 @@ class EpochReporter:
             device=str(self.model.device),
             validation=last.get("val_on", "volumes"),
             lr_end=self.lr_end,
-            precision="bf16" if getattr(self.model, "use_bf16", False) else "fp32",
+            precision="bf16" if self.model.use_bf16 else "fp32",
             world_size=self.dist.world,
         )
         if self.dist.is_main:

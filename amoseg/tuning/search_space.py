@@ -10,8 +10,9 @@ File format (every key optional; a key left out keeps its default)::
     weight_decay: {low: 1.0e-6, high: 1.0e-2, log: true}
     batch_size:   [2, 4, 8, 16]                            # or {choices: [...]}, or a number
 
-Any numeric model hyper-parameter of `amoseg.training.settings.HPARAM_RULES` may be searched
-too, within its allowed range (integers with suggest_int)::
+Any numeric hyper-parameter of the tuned recipe (its `Params`: e.g. `unet`'s base, depth,
+lambda_dice) may be searched too, within the range the recipe allows (integers with
+suggest_int)::
 
     base:         {low: 8, high: 32, log: true}            # or [8, 16, 32], or a number
     lambda_dice:  {low: 0.5, high: 2.0}
@@ -34,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from amoseg.errors import AmosegError
-from amoseg.training.settings import HPARAM_RULES, Rule, check_patch_size, format_patch_size
+from amoseg.hparams import Rule
+from amoseg.models.registry import DEFAULT_MODEL, model_class
+from amoseg.training.settings import check_patch_size, format_patch_size
 
 FLOAT_PARAMS = ("lr", "weight_decay")
 CHOICE_PARAMS = ("batch_size",)
@@ -56,8 +59,10 @@ def default_space() -> dict[str, dict[str, Any]]:
     return copy.deepcopy(DEFAULT_SPACE)
 
 
-def load_space(path: str | Path | None) -> dict[str, dict[str, Any]]:
-    """The default space with the entries of `path` (YAML or JSON) replacing the defaults."""
+def load_space(path: str | Path | None, model: str = DEFAULT_MODEL) -> dict[str, dict[str, Any]]:
+    """The default space with the entries of `path` (YAML or JSON) replacing the defaults;
+    hyper-parameters are `model`'s own, checked by its rules."""
+    rules = model_class(model).Params.numeric_rules()
     space = default_space()
     if path is None:
         return space
@@ -75,14 +80,14 @@ def load_space(path: str | Path | None) -> dict[str, dict[str, Any]]:
         raise AmosegError(
             "search-space file must be a mapping of parameter names",
             path,
-            f"allowed keys: {', '.join(searchable())}",
+            f"allowed keys: {', '.join(searchable(rules))}",
         )
-    unknown = sorted(str(k) for k in raw if k not in searchable())
+    unknown = sorted(str(k) for k in raw if k not in searchable(rules))
     if unknown:
         raise AmosegError(
             f"unknown key(s) {', '.join(unknown)} in search-space file",
             path,
-            f"allowed keys: {', '.join(searchable())}",
+            f"allowed keys for {model}: {', '.join(searchable(rules))}",
         )
     for name, value in raw.items():
         if name in FLOAT_PARAMS:
@@ -92,24 +97,26 @@ def load_space(path: str | Path | None) -> dict[str, dict[str, Any]]:
         elif name in PLAN_PARAMS:
             space[name] = _patch_spec(value, path)
         else:
-            space[name] = _hparam_spec(name, value, path, HPARAM_RULES[name])
+            space[name] = _hparam_spec(name, value, path, rules[name])
     return space
 
 
-def searchable() -> tuple[str, ...]:
+def searchable(rules: dict[str, Rule]) -> tuple[str, ...]:
     """Every name a search-space file may hold: training settings, the plan configuration's,
-    then hyper-parameters."""
-    return (*PARAM_NAMES, *PLAN_PARAMS, *HPARAM_RULES)
+    then the recipe's numeric hyper-parameters (`rules`)."""
+    return (*PARAM_NAMES, *PLAN_PARAMS, *rules)
 
 
 def names(space: dict[str, dict[str, Any]]) -> list[str]:
-    """The space's parameters in canonical order (settings first, then hyper-parameters)."""
-    return [n for n in searchable() if n in space]
+    """The space's parameters in canonical order (settings first, then hyper-parameters by
+    name)."""
+    fixed = (*PARAM_NAMES, *PLAN_PARAMS)
+    return [n for n in fixed if n in space] + sorted(n for n in space if n not in fixed)
 
 
 def hparams_of(params: dict[str, Any]) -> dict[str, Any]:
     """The model hyper-parameters among a trial's parameters."""
-    return {k: v for k, v in params.items() if k in HPARAM_RULES}
+    return {k: v for k, v in params.items() if k not in (*PARAM_NAMES, *PLAN_PARAMS)}
 
 
 def patch_size_of(params: dict[str, Any]) -> tuple[int, ...] | None:
