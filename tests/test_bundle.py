@@ -123,6 +123,6 @@ def test_a_version_1_package_still_predicts(tmp_path, tiny_unet_run):
     main(["export", str(tiny_unet_run), "--package", str(package)])
     old = with_format_version(package, tmp_path / "old.amoseg.zip", 1)
     assert [b.recipe for b in read_bundles(old)] == ["unet"]
-    future = with_format_version(package, tmp_path / "future.amoseg.zip", 3)
+    future = with_format_version(package, tmp_path / "future.amoseg.zip", 4)  # 3: nnU-Net
     with pytest.raises(AmosegError, match="newer than this amoseg reads"):
         read_bundles(future)

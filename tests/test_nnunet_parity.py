@@ -129,3 +129,27 @@ def test_same_labels_and_probabilities_as_nnunet(
     # the AMOS view of the same run: this dataset's labels are AMOS's own, so it is the same
     amos = backend.scan_labels(np.asanyarray(image.dataobj), image.affine)
     assert float((amos == theirs).mean()) >= 0.999
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_package_of_an_nnunet_made_folder_predicts_its_labels(nnunet_models, one_torch_thread):
+    """`amoseg export MODEL_DIR --package`: a folder nnU-Net's own trainer saved (numpy
+    scalars, init_args, optimiser state) predicts the same labels from the package."""
+    from amoseg.inference.package import export_package
+    from amoseg.inference.segmenter import Segmenter, SegmentOptions
+
+    package = nnunet_models["work"] / "2d.amoseg.zip"
+    card = export_package([nnunet_models["2d"]], package)
+    assert card["members"] == 1 and card["sources"][0]["folds"] == {
+        "0": "fold_0/checkpoint_final.pth", "1": "fold_1/checkpoint_final.pth"}  # fmt: skip
+    image = nib.load(nnunet_models["scan"])
+    data = np.asanyarray(image.dataobj)
+    segmenters = [
+        Segmenter.open(m, SegmentOptions(device="cpu", tta=False))
+        for m in (nnunet_models["2d"], package)
+    ]
+    got = [s.labels(data, image.affine) for s in segmenters]
+    np.testing.assert_array_equal(got[1], got[0])
+    # the mirroring axes travel too (`--tta` mirrors the package as it mirrors the folder)
+    assert segmenters[1].backends[0].mirror_axes == segmenters[0].backends[0].mirror_axes == (0, 1)

@@ -12,7 +12,11 @@ def register(app: typer.Typer) -> None:
 
 
 def compare(
-    run_dirs: list[Path] = typer.Argument(..., help="Evaluated run folders."),
+    run_dirs: list[Path] = typer.Argument(
+        ...,
+        help="Evaluated run folders, nnU-Net v2 model folders (evaluated with `amoseg "
+        "evaluate MODEL_DIR`) or the -o folders of evaluated ensembles and packages.",
+    ),
     out: Path = typer.Option(..., "-o", "--out", help="Folder for comparison.{md,csv,png}."),
     split: str = typer.Option("test", "--split", help="Which eval_<split> to read."),
     overwrite: bool = typer.Option(
@@ -20,7 +24,8 @@ def compare(
     ),
 ) -> None:
     """Write comparison.md, comparison.csv and a bar chart (native Dice and NSD per model, or
-    mIoU and Dice when no run was scored on the scans' own grids)."""
+    mIoU and Dice when no run was scored on the scans' own grids). Organs a model does not
+    cover (an nnU-Net model's classes mapped onto AMOS) show as not covered, never as 0."""
     from rich.console import Console
 
     from amoseg.outputs import check_new_outputs

@@ -122,7 +122,8 @@ class ModelBundle:
 class NnunetBundle:
     """An nnU-Net v2 trained model folder (dataset.json, plans.json, fold_*/checkpoint_*.pth):
     one more kind of bundle. It brings its own preprocessing, sliding window and mirroring
-    axes (`amoseg.nnunet_models`), and covers the AMOS organs its class names map onto."""
+    axes (`amoseg.nnunet_models`), and covers the AMOS organs its class names map onto. A
+    package member of kind nnunet is the same, its files read into memory (`packed`)."""
 
     source: Path
     member: str | None = None
@@ -135,16 +136,21 @@ class NnunetBundle:
     mirror_axes: tuple[int, ...] = ()
     recipe: str = "nnunet"
     configuration_name: str = "nnunet"
+    #: a package member's JSON files and checkpoints (`nnunet_member.PackedNnunet`)
+    packed: Any = None
 
     @property
     def name(self) -> str:
-        return str(self.source)
+        return str(self.source if self.member is None else f"{self.source}!{self.member}")
 
     def preprocessor(self) -> None:
         return None
 
     def open_backend(self, options: Any, mirror: bool) -> Any:
         from amoseg.nnunet_models import open_nnunet_model
+
+        if self.packed is not None:
+            return self.packed.open_backend(options, mirror)
 
         return open_nnunet_model(
             self.source, device=options.device, precision=options.precision,

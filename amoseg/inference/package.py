@@ -8,12 +8,18 @@ Layout (format version 2; version 1 lacks postprocessing.json and reads the same
     members/<i>/config.json          the run's recipe, parameters, configuration, settings
     members/<i>/postprocessing.json  the clean-up `amoseg cv` chose (when the run has one)
 
-A member holds what a run folder holds (`amoseg.inference.bundle`): both are read into the
-same `ModelBundle`. Several members (e.g. cross-validation folds, or 2D and 3D runs) make an
-ensemble. A package is read straight from the zip into memory: no member is ever written to
-disk, so a crafted member name (`../x`, `/etc/x`) cannot place a file anywhere; such names are
-refused all the same, as are oversized entries, repeated members and malformed JSON, before
-any model is built.
+Format version 3 adds one member kind: an nnU-Net v2 model folder (`config.json` says
+`"kind": "nnunet"`; its dataset.json, plans.json and fold checkpoints beside it, see
+`amoseg.inference.nnunet_member`). A package is written with the lowest version that
+describes it: amoseg's own runs as version 2 (what older amoseg reads), nnU-Net folders as 3
+(an older amoseg then says "newer than this amoseg reads" rather than misreading it).
+
+A member holds what a run folder (or nnU-Net model folder) holds (`amoseg.inference.bundle`):
+both are read into the same kind of bundle. Several members (e.g. cross-validation folds, or
+2D and 3D runs) make an ensemble. A package is read straight from the zip into memory: no
+member is ever written to disk, so a crafted member name (`../x`, `/etc/x`) cannot place a
+file anywhere; such names are refused all the same, as are oversized entries, repeated
+members and malformed JSON, before any model is built.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ from amoseg.labels import CLASS_NAMES
 PACKAGE_FORMAT = "amoseg-model-package"
 #: bump when an older amoseg could no longer read what this one writes.
 PACKAGE_FORMAT_VERSION = 2
+#: packages with an nnU-Net member (kind "nnunet"); the newest format this amoseg reads
+NNUNET_FORMAT_VERSION = 3
+READABLE_FORMAT_VERSION = 3
 PACKAGE_SUFFIX = ".amoseg.zip"
 MANIFEST = "amoseg-package.json"
 MEMBER_FILES = ("checkpoint.pt", "config.json", POSTPROCESSING_FILE)
@@ -51,7 +60,9 @@ MAX_JSON_BYTES = 4 << 20
 MAX_MEMBERS = 64
 #: what to do about a package that is malformed or damaged
 REEXPORT = "only use packages written by `amoseg export`; export it again"
-_MEMBER_NAME = re.compile(r"^members/\d{1,3}/[a-z_]+\.(pt|json)$")
+_MEMBER_NAME = re.compile(
+    r"^members/\d{1,3}/([a-z_]+\.(pt|json)|fold_(\d{1,3}|all)/checkpoint_(final|best)\.pth)$"
+)
 
 
 def is_package(path: str | Path) -> bool:
@@ -96,31 +107,44 @@ def export_package(
     *,
     licence: str | None = None,
     citation: str | None = None,
+    folds: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Write the models `model_paths` name (runs, folders of fold runs) as one package
-    (several: an ensemble) → its card. `licence` / `citation` go onto the card."""
-    import torch
+    """Write the models `model_paths` name (runs, folders of fold runs, or nnU-Net v2 model
+    folders) as one package (several: an ensemble) → its card. `licence` / `citation` go onto
+    the card; `folds` picks an nnU-Net folder's folds (default: all it predicts with)."""
+    from amoseg.nnunet_models import is_nnunet_model_dir
 
     target = Path(target)
     if not target.name.lower().endswith(PACKAGE_SUFFIX):
         raise AmosegError(f"a model package file name ends in {PACKAGE_SUFFIX}", target)
-    bundles: list[ModelBundle] = []
     for path in model_paths:
         if Path(path).is_file():
             raise AmosegError(
-                "a package member must be a run folder", path, "pass the OUT folder of train"
+                "a package member must be a run folder or an nnU-Net model folder",
+                path,
+                "pass the OUT folder of train, or the nnU-Net folder with plans.json",
             )
-        bundles.extend(read_bundles(path))
-    members = []
-    for bundle in bundles:
-        payload = {k: bundle.checkpoint[k] for k in INFERENCE_KEYS if k in bundle.checkpoint}
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        members.append((bundle, _portable_config(bundle.config), buffer.getvalue()))
-    card = model_card(bundles, licence=licence, citation=citation)
+    nnunet = [is_nnunet_model_dir(p) for p in model_paths]
+    if any(nnunet):
+        if not all(nnunet):
+            which = model_paths[nnunet.index(False)]
+            raise AmosegError(
+                "a package holds either amoseg runs or nnU-Net model folders, not both",
+                which,
+                "export each kind on its own; `amoseg predict` ensembles the two packages",
+            )
+        members, card, version = _nnunet_members(model_paths, licence, citation, folds)
+    else:
+        if folds is not None:
+            raise AmosegError(
+                "--folds picks folds of an nnU-Net model folder",
+                model_paths[0],
+                "pass amoseg's fold runs as separate folders instead",
+            )
+        members, card, version = _amoseg_members(model_paths, licence, citation)
     manifest = {
         "format": PACKAGE_FORMAT,
-        "format_version": PACKAGE_FORMAT_VERSION,
+        "format_version": version,
         "amoseg_version": _version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": card["model"],
@@ -130,16 +154,53 @@ def export_package(
         zf.writestr(MANIFEST, _json_text(manifest), zipfile.ZIP_DEFLATED)
         zf.writestr("model_card.json", _json_text(card), zipfile.ZIP_DEFLATED)
         zf.writestr("model_card.md", model_card_markdown(card), zipfile.ZIP_DEFLATED)
-        for i, (bundle, config, weights) in enumerate(members):
-            zf.writestr(f"members/{i}/checkpoint.pt", weights, zipfile.ZIP_STORED)
-            zf.writestr(f"members/{i}/config.json", _json_text(config), zipfile.ZIP_DEFLATED)
-            if bundle.postprocessing is not None:
-                zf.writestr(
-                    f"members/{i}/{POSTPROCESSING_FILE}",
-                    _json_text(bundle.postprocessing),
-                    zipfile.ZIP_DEFLATED,
+        for i, entries in enumerate(members):
+            for name, data in entries.items():
+                packed = (
+                    zipfile.ZIP_STORED if name.endswith((".pt", ".pth")) else zipfile.ZIP_DEFLATED
                 )
+                zf.writestr(f"members/{i}/{name}", data, packed)
     return card
+
+
+Members = list[dict[str, "bytes | str"]]
+
+
+def _amoseg_members(
+    model_paths: list[Path], licence: str | None, citation: str | None
+) -> tuple[Members, dict[str, Any], int]:
+    """amoseg's own runs: inference weights, portable config, saved clean-up (format 2)."""
+    import torch
+
+    bundles: list[ModelBundle] = []
+    for path in model_paths:
+        bundles.extend(read_bundles(path))
+    members: Members = []
+    for bundle in bundles:
+        payload = {k: bundle.checkpoint[k] for k in INFERENCE_KEYS if k in bundle.checkpoint}
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        entries: dict[str, bytes | str] = {
+            "checkpoint.pt": buffer.getvalue(),
+            "config.json": _json_text(_portable_config(bundle.config)),
+        }
+        if bundle.postprocessing is not None:
+            entries[POSTPROCESSING_FILE] = _json_text(bundle.postprocessing)
+        members.append(entries)
+    card = model_card(bundles, licence=licence, citation=citation)
+    return members, card, PACKAGE_FORMAT_VERSION
+
+
+def _nnunet_members(
+    model_paths: list[Path], licence: str | None, citation: str | None, folds: list[str] | None
+) -> tuple[Members, dict[str, Any], int]:
+    """nnU-Net model folders: one member each, with its folds (format 3)."""
+    from amoseg.inference.nnunet_member import export_member, member_config, nnunet_card
+
+    exports = [export_member(Path(p), folds) for p in model_paths]
+    members: Members = [{**e.entries, "config.json": _json_text(member_config(e))} for e in exports]
+    card = nnunet_card(exports, licence=licence, citation=citation, version=_version())
+    return members, card, NNUNET_FORMAT_VERSION
 
 
 def _json_text(value: Any) -> str:
@@ -260,6 +321,10 @@ def model_card(
 
 def model_card_markdown(card: dict[str, Any]) -> str:
     """The card as a short markdown page (what a colleague reads before using the model)."""
+    if card.get("kind") == "nnunet":
+        from amoseg.inference.nnunet_member import nnunet_card_markdown
+
+        return nnunet_card_markdown(card)
     data = card["training_data"]
     lines = [
         f"# amoseg model: {card['model']}",
@@ -346,20 +411,30 @@ def read_package(path: str | Path) -> Package:
                     )
             checkpoints, configs, post = [], [], []
             for member in _member_list(manifest, path):
-                ckpt_info = infos.get(f"{member}/checkpoint.pt")
-                if ckpt_info is None:
-                    raise AmosegError(f"model package lacks {member}/checkpoint.pt", path, REEXPORT)
-                if ckpt_info.file_size > MAX_MEMBER_BYTES:
+                config_info = infos.get(f"{member}/config.json")
+                config = _read_json_member(zf, config_info, path) if config_info else {}
+                if not isinstance(config, dict):
                     raise AmosegError(
-                        f"{member}/checkpoint.pt is implausibly large", path, REEXPORT
+                        f"model package's {member}/config.json is not an object", path, REEXPORT
                     )
-                checkpoints.append(_load_weights(zf.read(ckpt_info), path, member))
-                config = infos.get(f"{member}/config.json")
-                configs.append(_read_json_member(zf, config, path) if config else {})
-                if not isinstance(configs[-1], dict):
+                configs.append(config)
+                kind = config.get("kind", "amoseg")
+                if kind == "nnunet":
+                    checkpoints.append(_read_nnunet_member(zf, infos, member, config, path))
+                    post.append(None)
+                    continue
+                if kind != "amoseg":
                     raise AmosegError(
-                        f"model package's {member}/config.json is not an object", path
+                        f"model package's {member} is of a kind this amoseg does not read "
+                        f"({str(kind)[:20]!r})",
+                        path,
+                        "upgrade amoseg to use it",
                     )
+                checkpoints.append(
+                    _load_weights(
+                        _read_weights(zf, infos, member, "checkpoint.pt", path), path, member
+                    )
+                )
                 choice = infos.get(f"{member}/{POSTPROCESSING_FILE}")
                 organs = (
                     check_postprocessing(_read_json_member(zf, choice, path), path)
@@ -380,6 +455,48 @@ def read_package(path: str | Path) -> Package:
     if not checkpoints:
         raise AmosegError("model package holds no models", path, REEXPORT)
     return Package(path, manifest, card, checkpoints, configs, post)
+
+
+def _read_weights(
+    zf: zipfile.ZipFile, infos: dict[str, zipfile.ZipInfo], member: str, name: str, path: Path
+) -> bytes:
+    """A member's weights entry, its declared size checked before it is read."""
+    info = infos.get(f"{member}/{name}")
+    if info is None:
+        raise AmosegError(f"model package lacks {member}/{name}", path, REEXPORT)
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise AmosegError(f"{member}/{name} is implausibly large", path, REEXPORT)
+    return zf.read(info)
+
+
+def _read_nnunet_member(
+    zf: zipfile.ZipFile,
+    infos: dict[str, zipfile.ZipInfo],
+    member: str,
+    config: dict[str, Any],
+    path: Path,
+) -> dict[str, Any]:
+    """An nnU-Net member: its dataset.json and plans.json (JSON, capped) and each listed
+    fold's checkpoint (size-checked, weights only), as a `PackedNnunet`."""
+    from amoseg.inference.nnunet_member import check_fold_entries, load_fold, packed_member
+
+    folds = check_fold_entries(config, member, path)
+    files = {}
+    for name in ("dataset.json", "plans.json"):
+        info = infos.get(f"{member}/{name}")
+        if info is None:
+            raise AmosegError(f"model package lacks {member}/{name}", path, REEXPORT)
+        files[name] = _read_json_member(zf, info, path)
+        if not isinstance(files[name], dict):
+            raise AmosegError(f"model package's {member}/{name} is not an object", path, REEXPORT)
+    weights = {
+        fold: load_fold(_read_weights(zf, infos, member, entry, path), f"{path}!{member}/{entry}")
+        for fold, entry in folds.items()
+    }
+    packed = packed_member(
+        path, member, config, files["dataset.json"], files["plans.json"], weights
+    )
+    return {"kind": "nnunet", "packed": packed}
 
 
 def _member_list(manifest: dict[str, Any], path: Path) -> list[str]:
@@ -419,10 +536,10 @@ def _check_format(manifest: Any, path: Path) -> None:
     version = manifest.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise AmosegError("model package has no format version", path, REEXPORT)
-    if version > PACKAGE_FORMAT_VERSION:
+    if version > READABLE_FORMAT_VERSION:
         raise AmosegError(
             f"model package format {version} is newer than this amoseg reads "
-            f"(up to {PACKAGE_FORMAT_VERSION}; written by amoseg "
+            f"(up to {READABLE_FORMAT_VERSION}; written by amoseg "
             f"{str(manifest.get('amoseg_version', '?'))[:20]})",
             path,
             "upgrade amoseg to use it",
@@ -459,19 +576,30 @@ def _load_weights(data: bytes, path: Path, member: str) -> dict[str, Any]:
     return load_checkpoint(io.BytesIO(data), name=Path(f"{path}!{member}/checkpoint.pt"))
 
 
-def package_bundles(path: str | Path) -> list[ModelBundle]:
-    """One `ModelBundle` per member of the package at `path`."""
+def package_bundles(path: str | Path) -> list[Any]:
+    """One bundle per member of the package at `path` (a `ModelBundle` for amoseg's own
+    runs, an `NnunetBundle` for nnU-Net model folders)."""
+    from amoseg.inference.bundle import NnunetBundle
+
     package = read_package(path)
-    return [
-        ModelBundle(
-            source=package.path,
-            member=f"members/{i}",
-            checkpoint=ckpt,
-            config=config,
-            card=package.card,
-            postprocessing=post,
+    bundles: list[Any] = []
+    for i, (ckpt, config, post) in enumerate(
+        zip(package.checkpoints, package.configs, package.postprocessing, strict=True)
+    ):
+        member = f"members/{i}"
+        if config.get("kind") == "nnunet":
+            bundles.append(
+                NnunetBundle(package.path, member, card=package.card, packed=ckpt["packed"])
+            )
+            continue
+        bundles.append(
+            ModelBundle(
+                source=package.path,
+                member=member,
+                checkpoint=ckpt,
+                config=config,
+                card=package.card,
+                postprocessing=post,
+            )
         )
-        for i, (ckpt, config, post) in enumerate(
-            zip(package.checkpoints, package.configs, package.postprocessing, strict=True)
-        )
-    ]
+    return bundles
