@@ -1,12 +1,16 @@
 """Model packages: one `.amoseg.zip` file that carries trained models to another machine.
 
-Layout (format version 2; version 1 lacks postprocessing.json and reads the same)::
+Layout (format version 2; version 1 lacks postprocessing.json and reads the same; an amoseg
+from before cascades refuses a cascade member's previous/ entries with one line)::
 
     amoseg-package.json              format name and version, amoseg version, member list
     model_card.json / .md            training data, native test metrics, licence, citation
     members/<i>/checkpoint.pt        inference weights only (no optimiser, no store paths)
     members/<i>/config.json          the run's recipe, parameters, configuration, settings
     members/<i>/postprocessing.json  the clean-up `amoseg cv` chose (when the run has one)
+    members/<i>/previous/<j>/checkpoint.pt, config.json
+                                     a cascade member's previous stage (its run folder's
+                                     previous/ fold runs), run before it on every scan
 
 A member holds what a run folder holds (`amoseg.inference.bundle`): both are read into the
 same `ModelBundle`. Several members (e.g. cross-validation folds, or 2D and 3D runs) make an
@@ -51,7 +55,7 @@ MAX_JSON_BYTES = 4 << 20
 MAX_MEMBERS = 64
 #: what to do about a package that is malformed or damaged
 REEXPORT = "only use packages written by `amoseg export`; export it again"
-_MEMBER_NAME = re.compile(r"^members/\d{1,3}/[a-z_]+\.(pt|json)$")
+_MEMBER_NAME = re.compile(r"^members/\d{1,3}/(previous/\d{1,3}/)?[a-z_]+\.(pt|json)$")
 
 
 def is_package(path: str | Path) -> bool:
@@ -85,6 +89,8 @@ class Package:
     checkpoints: list[dict[str, Any]]
     configs: list[dict[str, Any]]
     postprocessing: list[dict[str, Any] | None]
+    #: per member: its previous stage's (checkpoint, config) pairs (empty: a single stage)
+    previous: list[list[tuple[dict[str, Any], dict[str, Any]]]] | None = None
 
 
 # ---------------------------------------------------------------------------- writing
@@ -111,12 +117,19 @@ def export_package(
                 "a package member must be a run folder", path, "pass the OUT folder of train"
             )
         bundles.extend(read_bundles(path))
-    members = []
-    for bundle in bundles:
+
+    def weights(bundle: ModelBundle) -> bytes:
         payload = {k: bundle.checkpoint[k] for k in INFERENCE_KEYS if k in bundle.checkpoint}
         buffer = io.BytesIO()
         torch.save(payload, buffer)
-        members.append((bundle, _portable_config(bundle.config), buffer.getvalue()))
+        return buffer.getvalue()
+
+    members = []
+    stages: list[list[tuple[dict[str, Any], bytes]]] = []
+    for bundle in bundles:
+        members.append((bundle, _portable_config(bundle.config), weights(bundle)))
+        # a cascade member travels with its previous stage (the run's previous/ fold runs)
+        stages.append([(_portable_config(b.config), weights(b)) for b in bundle.previous_bundles()])
     card = model_card(bundles, licence=licence, citation=citation)
     manifest = {
         "format": PACKAGE_FORMAT,
@@ -139,6 +152,10 @@ def export_package(
                     _json_text(bundle.postprocessing),
                     zipfile.ZIP_DEFLATED,
                 )
+            for j, (prev_config, prev_weights) in enumerate(stages[i]):
+                where = f"members/{i}/previous/{j}"
+                zf.writestr(f"{where}/checkpoint.pt", prev_weights, zipfile.ZIP_STORED)
+                zf.writestr(f"{where}/config.json", _json_text(prev_config), zipfile.ZIP_DEFLATED)
     return card
 
 
@@ -158,6 +175,15 @@ def _portable_config(config: dict[str, Any]) -> dict[str, Any]:
     path = store.pop("path", None)
     if path:
         store["name"] = Path(path).name
+    previous = store.get("previous_stage")
+    if isinstance(previous, dict):  # a cascade: its previous stage without local paths
+        folds = previous.get("folds") or {}
+        store["previous_stage"] = {
+            **{k: previous.get(k) for k in ("configuration", "organs", "rule")},
+            "folds": {
+                k: {"checkpoint_sha256": v.get("checkpoint_sha256")} for k, v in folds.items()
+            },
+        }
     settings = {k: v for k, v in config.get("settings", {}).items() if "dir" not in k}
     return {**config, "store": store, "settings": settings}
 
@@ -344,8 +370,9 @@ def read_package(path: str | Path) -> Package:
                     raise AmosegError(
                         "model package's model_card.json is not an object", path, REEXPORT
                     )
-            checkpoints, configs, post = [], [], []
+            checkpoints, configs, post, previous = [], [], [], []
             for member in _member_list(manifest, path):
+                previous.append(_previous_stage(zf, infos, member, path))
                 ckpt_info = infos.get(f"{member}/checkpoint.pt")
                 if ckpt_info is None:
                     raise AmosegError(f"model package lacks {member}/checkpoint.pt", path, REEXPORT)
@@ -379,7 +406,29 @@ def read_package(path: str | Path) -> Package:
         ) from exc
     if not checkpoints:
         raise AmosegError("model package holds no models", path, REEXPORT)
-    return Package(path, manifest, card, checkpoints, configs, post)
+    return Package(path, manifest, card, checkpoints, configs, post, previous)
+
+
+def _previous_stage(
+    zf: zipfile.ZipFile, infos: dict[str, zipfile.ZipInfo], member: str, path: Path
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """A cascade member's previous-stage (checkpoint, config) pairs, numbered from 0."""
+    out = []
+    for j in range(MAX_MEMBERS + 1):
+        ckpt = infos.get(f"{member}/previous/{j}/checkpoint.pt")
+        config = infos.get(f"{member}/previous/{j}/config.json")
+        if ckpt is None and config is None:
+            break
+        if ckpt is None or config is None or j == MAX_MEMBERS:
+            raise AmosegError(f"model package's {member}/previous/ is incomplete", path, REEXPORT)
+        if ckpt.file_size > MAX_MEMBER_BYTES:
+            raise AmosegError(f"{member}/previous/{j}/checkpoint.pt is implausibly large", path)
+        text = _read_json_member(zf, config, path)
+        if not isinstance(text, dict):
+            raise AmosegError(f"model package's {member}/previous/{j}/config.json is not an "
+                              "object", path, REEXPORT)  # fmt: skip
+        out.append((_load_weights(zf.read(ckpt), path, f"{member}/previous/{j}"), text))
+    return out
 
 
 def _member_list(manifest: dict[str, Any], path: Path) -> list[str]:
@@ -462,6 +511,7 @@ def _load_weights(data: bytes, path: Path, member: str) -> dict[str, Any]:
 def package_bundles(path: str | Path) -> list[ModelBundle]:
     """One `ModelBundle` per member of the package at `path`."""
     package = read_package(path)
+    previous = package.previous or [[] for _ in package.checkpoints]
     return [
         ModelBundle(
             source=package.path,
@@ -470,8 +520,13 @@ def package_bundles(path: str | Path) -> list[ModelBundle]:
             config=config,
             card=package.card,
             postprocessing=post,
+            previous=tuple(
+                ModelBundle(package.path, f"members/{i}/previous/{j}", c, cfg, package.card)
+                for j, (c, cfg) in enumerate(stage)
+            )
+            or None,
         )
-        for i, (ckpt, config, post) in enumerate(
-            zip(package.checkpoints, package.configs, package.postprocessing, strict=True)
+        for i, (ckpt, config, post, stage) in enumerate(
+            zip(package.checkpoints, package.configs, package.postprocessing, previous, strict=True)
         )
     ]

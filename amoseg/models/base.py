@@ -54,6 +54,12 @@ class SegmentationModel(ABC):
     #: that never flips (mirroring it at test time averages in wrong-side organs).
     mirror_axes: ClassVar[tuple[int, ...]] = ()
 
+    @property
+    def input_channels(self) -> int:
+        """Channels of the module's input: the slice and its `context` neighbours on each
+        side (a cascade stage adds the previous stage's label map)."""
+        return 1 + 2 * int(self.context)
+
     @classmethod
     def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
         """Hyper-parameters under their current names (older runs and scripts may use a

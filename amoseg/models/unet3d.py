@@ -33,6 +33,12 @@ from torch import nn
 
 from amoseg.errors import AmosegError
 from amoseg.labels import NUM_CLASSES
+from amoseg.models.cascade_input import (
+    CASCADE_INPUTS,
+    CASCADE_ORGANS,
+    ImageChannelNorm,
+    OneHotInput,
+)
 from amoseg.models.registry import register_model
 from amoseg.models.torch_model import TorchModel, warmup_cosine
 from amoseg.models.unet import UNetModern
@@ -114,6 +120,9 @@ class UNet3d(TorchModel):
         "warmup": 0.05,
         "overlap": 0.5,
         "lr_axis": 1,
+        # the network's input channels: 1 (the image), or 1 + 15 for a cascade stage (the
+        # image and the previous stage's organs one-hot; from the store's configuration)
+        "in_channels": 1,
     }
     optimizer_name = "adamw"
     fast_gpu = True
@@ -139,7 +148,14 @@ class UNet3d(TorchModel):
 
     @classmethod
     def trained_mirror_axes(cls, hparams: dict[str, Any]) -> tuple[int, ...]:
-        return cls.mirror_axes if hparams.get("augment", True) else ()
+        if not hparams.get("augment", True):
+            return ()
+        if int(hparams.get("in_channels", 1)) > 1:
+            # a cascade's label channel would need its paired organs swapped under a
+            # left–right flip: test-time mirroring keeps to the other axes
+            lr = int(hparams.get("lr_axis", cls.HPARAMS["lr_axis"]))
+            return tuple(a for a in cls.mirror_axes if a != lr)
+        return cls.mirror_axes
 
     # ---- the network --------------------------------------------------------------------
     @property
@@ -156,17 +172,34 @@ class UNet3d(TorchModel):
     def size_multiple(self) -> int:  # type: ignore[override]
         return 2 ** (int(self.hparams["stages"]) - 1)
 
+    @property
+    def cascade(self) -> bool:
+        """A cascade stage: the input adds the previous stage's organs, one-hot."""
+        return int(self.hparams.get("in_channels", 1)) > 1
+
+    @property
+    def input_channels(self) -> int:  # type: ignore[override]
+        """What the module takes: the image, plus the previous stage's label map (expanded
+        to one-hot organ channels inside, `amoseg.models.cascade_input`)."""
+        return CASCADE_INPUTS if self.cascade else 1
+
     def build_core(self, in_channels: int) -> nn.Module:
         stages = int(self.hparams["stages"])
-        return build_resunet(
-            in_channels, int(self.hparams["base"]), stages, stage_strides(self.patch, stages)
+        channels = int(self.hparams.get("in_channels", 1))
+        net = build_resunet(
+            channels, int(self.hparams["base"]), stages, stage_strides(self.patch, stages)
         )
+        return OneHotInput(net, channels - 1) if self.cascade else net
 
-    build_norm = UNetModern.build_norm
+    def build_norm(self) -> nn.Module:
+        norm = UNetModern.build_norm(self)
+        return ImageChannelNorm(norm) if self.cascade else norm
 
     @classmethod
     def store_hparams(cls, store: Any, hparams: dict[str, Any]) -> dict[str, Any]:
         out = UNetModern.store_hparams(store, hparams)
+        if store.configuration.previous_stage is not None:
+            out["in_channels"] = 1 + CASCADE_ORGANS  # the store's previous-stage labels
         if not hparams.get("patch_size") and not hparams.get("patch"):
             stages = int(hparams.get("stages", cls.HPARAMS["stages"]))
             target = cls.DEFAULT_PATCH
@@ -211,7 +244,15 @@ class UNet3d(TorchModel):
             return x, y
         from amoseg.ops.augment3d import augment_patches
 
-        return augment_patches(x, y, gen, lr_dim=int(self.hparams["lr_axis"]))
+        lr_dim = int(self.hparams["lr_axis"])
+        if not self.cascade:
+            return augment_patches(x, y, gen, lr_dim=lr_dim)
+        # the previous stage's labels move with the image and the target (nearest, paired
+        # organs swapped when mirrored left–right); intensity augmentation is the image's only
+        image, y, previous = augment_patches(
+            x[:, :1], y, gen, lr_dim=lr_dim, extra=x[:, 1].round().long()
+        )
+        return torch.cat([image, previous[:, None].to(image.dtype)], dim=1), y
 
     def lr_lambda(self, total_steps: int) -> Callable[[int], float]:
         return warmup_cosine(total_steps, warmup=float(self.hparams["warmup"]))
