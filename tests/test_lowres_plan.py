@@ -118,7 +118,7 @@ def test_cli_plans_prints_and_prepares_an_edited_lowres(tmp_path, capsys):
     meta = json.loads((store / "cases" / "amos_0001" / "meta.json").read_text())
     assert meta["configuration"] == "3d_lowres"
     assert np.load(store / "cases" / "amos_0001" / "label.npy").shape[0] == 8  # 48 mm z at 6 mm
-    # the cascade is planned but cannot be prepared yet: one line, exit 2
+    # the cascade is planned but needs its previous stage (--previous): one line, exit 2
     capsys.readouterr()
     args[2] = str(tmp_path / "cascade")
     code = run_cli([*args, "--configuration", "3d_cascade_fullres"])

@@ -26,8 +26,19 @@ def prepare(
         "seed",
         "--configuration",
         help="Plan configuration: seed (S×S slices), 2d (in-plane median spacing), 3d "
-        "(3D median spacing) or 3d_lowres (nnU-Net's low-resolution stage, when planned); "
-        "planned on the fly unless --plan is given.",
+        "(3D median spacing), 3d_lowres (nnU-Net's low-resolution stage, when planned) or "
+        "3d_cascade_fullres (3d plus the 3d_lowres prediction; needs --previous); planned on "
+        "the fly unless --plan is given.",
+    ),
+    previous: Path | None = typer.Option(
+        None,
+        "--previous",
+        help="3d_cascade_fullres: folder of the 3d_lowres store's fold runs (amoseg train "
+        "unet3d --fold K --out PREV/fold_K, every fold). Each case's previous-stage input is "
+        "predicted by the fold run that held it out; test cases by all folds.",
+    ),
+    device: str = typer.Option(
+        "auto", "--device", help="With --previous: where the previous stage predicts."
     ),
     plan_file: Path | None = typer.Option(
         None, "--plan", help="plan.json from `amoseg plan` (its configurations are used)."
@@ -55,7 +66,8 @@ def prepare(
 
     Examples: `amoseg prepare /data/amos22 store --size 640` (the report's S×S slices);
     `amoseg prepare /data/amos22 store-2d --configuration 2d` (planned on the fly), or
-    `--plan plan.json --configuration 3d` with a plan from `amoseg plan`.
+    `--plan plan.json --configuration 3d` with a plan from `amoseg plan`; a cascade:
+    `--configuration 3d_cascade_fullres --previous PREV` (docs/training.md).
     """
     from rich.console import Console
 
@@ -67,6 +79,11 @@ def prepare(
         from amoseg.planning.plan import load_plan
 
         check_plan_networks(load_plan(plan_file), plan_file)
+    stage = None
+    if previous is not None:  # checked (configuration, store, every fold) before any work
+        from amoseg.inference.cascade import LowresFolds
+
+        stage = LowresFolds(previous, device=device)
     summary = prepare_dataset(
         amos_root,
         out,
@@ -81,6 +98,7 @@ def prepare(
         skip_bad=skip_bad,
         progress=not quiet,
         overwrite=overwrite,
+        previous=stage,
     )
     console = Console(soft_wrap=True)
     err = Console(stderr=True, soft_wrap=True)

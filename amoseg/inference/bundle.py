@@ -7,6 +7,9 @@ hold the same three things, read here by one function (`read_bundles`):
                          spacing, patch, normalisation, network) and modality
     checkpoint           the weights (run: checkpoint_best.pt; package: checkpoint.pt)
     postprocessing.json  the clean-up `amoseg cv` chose from the validation folds (optional)
+    previous/            a cascade stage only (`3d_cascade_fullres`): the bundles of its
+                         previous stage (the `3d_lowres` fold runs, copied by `train`), run
+                         first on every scan (`amoseg.inference.cascade`)
 
 Everything a segmenter decides comes from the bundle: the preprocessing (the plan's
 `Preprocessor`, or S×S slices for `seed`), the recipe's inferer, the axes along which the
@@ -39,6 +42,9 @@ class ModelBundle:
     card: dict[str, Any] = field(default_factory=dict)
     #: the saved clean-up choice ({"lcc_organs": [...]}) or None when none was saved
     postprocessing: dict[str, Any] | None = None
+    #: a cascade stage's previous-stage bundles, as read (a package's members); None: read
+    #: from the run folder's previous/ when the configuration is a cascade stage
+    previous: tuple[ModelBundle, ...] | None = None
 
     @property
     def name(self) -> str:
@@ -74,6 +80,32 @@ class ModelBundle:
         if config is None:
             return None
         return config.preprocessor("mr" if self.store.get("modality") == "mr" else "ct")
+
+    @property
+    def previous_stage(self) -> str | None:
+        """The configuration whose prediction this stage's input adds (a cascade), or None."""
+        plan = self.store.get("plan")
+        return plan.get("previous_stage") if isinstance(plan, dict) else None
+
+    def previous_bundles(self) -> tuple[ModelBundle, ...]:
+        """A cascade stage's previous-stage bundles (none for a single stage): as given, or
+        the run folder's previous/ (one line when it is missing)."""
+        if self.previous_stage is None:
+            return ()
+        if self.previous is not None:
+            return self.previous
+        from amoseg.store.cascade import PREVIOUS_DIR
+
+        folder = Path(self.source) / PREVIOUS_DIR
+        runs = member_runs(folder) if self.member is None else []
+        if not runs:
+            raise AmosegError(
+                f"this {self.configuration_name} model has no {self.previous_stage} stage "
+                f"beside it ({PREVIOUS_DIR}/ is missing or empty)",
+                folder,
+                "train the cascade with `amoseg train`, which copies its previous stage there",
+            )
+        return tuple(run_bundle(run) for run in runs)
 
     @property
     def mirror_axes(self) -> tuple[int, ...]:
@@ -115,7 +147,22 @@ class ModelBundle:
         if not options.crop:
             backend.body_threshold = None
         backend.preprocessor = self.preprocessor()
-        return backend
+        previous = self.previous_bundles()
+        if not previous:
+            return backend
+        # a cascade: the previous stage first, then this one on [image, its labels]
+        from amoseg.inference.cascade import CascadeBackend
+        from amoseg.ops.tta import MirroredBackend
+
+        full = (
+            MirroredBackend(backend, self.mirror_axes) if mirror and self.mirror_axes else backend
+        )
+        first = [b.open_backend(options, mirror) for b in previous]
+        first = [
+            MirroredBackend(f, b.mirror_axes) if mirror and b.mirror_axes else f
+            for f, b in zip(first, previous, strict=True)
+        ]
+        return CascadeBackend(full, first, backend.preprocessor, options.batch_size)
 
 
 @dataclass(frozen=True)

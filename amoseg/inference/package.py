@@ -7,12 +7,16 @@ Layout (format version 2; version 1 lacks postprocessing.json and reads the same
     members/<i>/checkpoint.pt        inference weights only (no optimiser, no store paths)
     members/<i>/config.json          the run's recipe, parameters, configuration, settings
     members/<i>/postprocessing.json  the clean-up `amoseg cv` chose (when the run has one)
+    members/<i>/previous/<j>/checkpoint.pt, config.json
+                                     a cascade member's previous stage (its run folder's
+                                     previous/ fold runs), run before it on every scan
 
-Format version 3 adds one member kind: an nnU-Net v2 model folder (`config.json` says
+Format version 3 adds one member kind, an nnU-Net v2 model folder (`config.json` says
 `"kind": "nnunet"`; its dataset.json, plans.json and fold checkpoints beside it, see
-`amoseg.inference.nnunet_member`). A package is written with the lowest version that
-describes it: amoseg's own runs as version 2 (what older amoseg reads), nnU-Net folders as 3
-(an older amoseg then says "newer than this amoseg reads" rather than misreading it).
+`amoseg.inference.nnunet_member`), and a cascade member's previous/ stage. A package is
+written with the lowest version that describes it: amoseg's own single-stage runs as version
+2 (what older amoseg reads), nnU-Net folders and cascades as 3 (an older amoseg then says
+"newer than this amoseg reads" rather than misreading it).
 
 A member holds what a run folder (or nnU-Net model folder) holds (`amoseg.inference.bundle`):
 both are read into the same kind of bundle. Several members (e.g. cross-validation folds, or
@@ -43,7 +47,7 @@ from amoseg.labels import CLASS_NAMES
 PACKAGE_FORMAT = "amoseg-model-package"
 #: bump when an older amoseg could no longer read what this one writes.
 PACKAGE_FORMAT_VERSION = 2
-#: packages with an nnU-Net member (kind "nnunet"); the newest format this amoseg reads
+#: packages with an nnU-Net member (kind "nnunet") or a cascade; the newest this amoseg reads
 NNUNET_FORMAT_VERSION = 3
 READABLE_FORMAT_VERSION = 3
 PACKAGE_SUFFIX = ".amoseg.zip"
@@ -61,7 +65,8 @@ MAX_MEMBERS = 64
 #: what to do about a package that is malformed or damaged
 REEXPORT = "only use packages written by `amoseg export`; export it again"
 _MEMBER_NAME = re.compile(
-    r"^members/\d{1,3}/([a-z_]+\.(pt|json)|fold_(\d{1,3}|all)/checkpoint_(final|best)\.pth)$"
+    r"^members/\d{1,3}/((previous/\d{1,3}/)?[a-z_]+\.(pt|json)"
+    r"|fold_(\d{1,3}|all)/checkpoint_(final|best)\.pth)$"
 )
 
 
@@ -96,6 +101,8 @@ class Package:
     checkpoints: list[dict[str, Any]]
     configs: list[dict[str, Any]]
     postprocessing: list[dict[str, Any] | None]
+    #: per member: its previous stage's (checkpoint, config) pairs (empty: a single stage)
+    previous: list[list[tuple[dict[str, Any], dict[str, Any]]]] | None = None
 
 
 # ---------------------------------------------------------------------------- writing
@@ -170,25 +177,36 @@ def _amoseg_members(
     model_paths: list[Path], licence: str | None, citation: str | None
 ) -> tuple[Members, dict[str, Any], int]:
     """amoseg's own runs: inference weights, portable config, saved clean-up (format 2)."""
-    import torch
 
     bundles: list[ModelBundle] = []
     for path in model_paths:
         bundles.extend(read_bundles(path))
     members: Members = []
     for bundle in bundles:
-        payload = {k: bundle.checkpoint[k] for k in INFERENCE_KEYS if k in bundle.checkpoint}
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
         entries: dict[str, bytes | str] = {
-            "checkpoint.pt": buffer.getvalue(),
+            "checkpoint.pt": _weights(bundle),
             "config.json": _json_text(_portable_config(bundle.config)),
         }
         if bundle.postprocessing is not None:
             entries[POSTPROCESSING_FILE] = _json_text(bundle.postprocessing)
+        # a cascade member travels with its previous stage (the run's previous/ fold runs)
+        for j, stage in enumerate(bundle.previous_bundles()):
+            entries[f"previous/{j}/checkpoint.pt"] = _weights(stage)
+            entries[f"previous/{j}/config.json"] = _json_text(_portable_config(stage.config))
         members.append(entries)
     card = model_card(bundles, licence=licence, citation=citation)
-    return members, card, PACKAGE_FORMAT_VERSION
+    cascade = any(b.previous_bundles() for b in bundles)
+    return members, card, NNUNET_FORMAT_VERSION if cascade else PACKAGE_FORMAT_VERSION
+
+
+def _weights(bundle: ModelBundle) -> bytes:
+    """A bundle's inference weights (no optimiser state), as a torch file."""
+    import torch
+
+    payload = {k: bundle.checkpoint[k] for k in INFERENCE_KEYS if k in bundle.checkpoint}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
 
 
 def _nnunet_members(
@@ -219,6 +237,15 @@ def _portable_config(config: dict[str, Any]) -> dict[str, Any]:
     path = store.pop("path", None)
     if path:
         store["name"] = Path(path).name
+    previous = store.get("previous_stage")
+    if isinstance(previous, dict):  # a cascade: its previous stage without local paths
+        folds = previous.get("folds") or {}
+        store["previous_stage"] = {
+            **{k: previous.get(k) for k in ("configuration", "organs", "rule")},
+            "folds": {
+                k: {"checkpoint_sha256": v.get("checkpoint_sha256")} for k, v in folds.items()
+            },
+        }
     settings = {k: v for k, v in config.get("settings", {}).items() if "dir" not in k}
     return {**config, "store": store, "settings": settings}
 
@@ -409,8 +436,9 @@ def read_package(path: str | Path) -> Package:
                     raise AmosegError(
                         "model package's model_card.json is not an object", path, REEXPORT
                     )
-            checkpoints, configs, post = [], [], []
+            checkpoints, configs, post, previous = [], [], [], []
             for member in _member_list(manifest, path):
+                previous.append(_previous_stage(zf, infos, member, path))
                 config_info = infos.get(f"{member}/config.json")
                 config = _read_json_member(zf, config_info, path) if config_info else {}
                 if not isinstance(config, dict):
@@ -454,7 +482,29 @@ def read_package(path: str | Path) -> Package:
         ) from exc
     if not checkpoints:
         raise AmosegError("model package holds no models", path, REEXPORT)
-    return Package(path, manifest, card, checkpoints, configs, post)
+    return Package(path, manifest, card, checkpoints, configs, post, previous)
+
+
+def _previous_stage(
+    zf: zipfile.ZipFile, infos: dict[str, zipfile.ZipInfo], member: str, path: Path
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """A cascade member's previous-stage (checkpoint, config) pairs, numbered from 0."""
+    out = []
+    for j in range(MAX_MEMBERS + 1):
+        ckpt = infos.get(f"{member}/previous/{j}/checkpoint.pt")
+        config = infos.get(f"{member}/previous/{j}/config.json")
+        if ckpt is None and config is None:
+            break
+        if ckpt is None or config is None or j == MAX_MEMBERS:
+            raise AmosegError(f"model package's {member}/previous/ is incomplete", path, REEXPORT)
+        if ckpt.file_size > MAX_MEMBER_BYTES:
+            raise AmosegError(f"{member}/previous/{j}/checkpoint.pt is implausibly large", path)
+        text = _read_json_member(zf, config, path)
+        if not isinstance(text, dict):
+            raise AmosegError(f"model package's {member}/previous/{j}/config.json is not an "
+                              "object", path, REEXPORT)  # fmt: skip
+        out.append((_load_weights(zf.read(ckpt), path, f"{member}/previous/{j}"), text))
+    return out
 
 
 def _read_weights(
@@ -583,8 +633,9 @@ def package_bundles(path: str | Path) -> list[Any]:
 
     package = read_package(path)
     bundles: list[Any] = []
-    for i, (ckpt, config, post) in enumerate(
-        zip(package.checkpoints, package.configs, package.postprocessing, strict=True)
+    previous = package.previous or [[] for _ in package.checkpoints]
+    for i, (ckpt, config, post, stage) in enumerate(
+        zip(package.checkpoints, package.configs, package.postprocessing, previous, strict=True)
     ):
         member = f"members/{i}"
         if config.get("kind") == "nnunet":
@@ -600,6 +651,11 @@ def package_bundles(path: str | Path) -> list[Any]:
                 config=config,
                 card=package.card,
                 postprocessing=post,
+                previous=tuple(
+                    ModelBundle(package.path, f"{member}/previous/{j}", c, cfg, package.card)
+                    for j, (c, cfg) in enumerate(stage)
+                )
+                or None,
             )
         )
     return bundles

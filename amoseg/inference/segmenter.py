@@ -2,6 +2,9 @@
 
     preprocess → inferer → invert → (average over bundles: ensembles) → post-process
 
+A cascade bundle (`3d_cascade_fullres`) is one backend that runs its two stages in turn
+(`amoseg.inference.cascade.CascadeBackend`), so everything below treats it as one model.
+
 `Segmenter.open(paths, SegmentOptions(...))` reads every bundle the paths name (runs, folders
 of fold runs, packages), opens one scoring backend per bundle and settles every default once,
 from the bundles, so the CLI, the API and evaluate cannot disagree:
@@ -26,6 +29,7 @@ import torch
 from amoseg.errors import AmosegError
 from amoseg.inference.backends import PRECISIONS, resolve_device
 from amoseg.inference.bundle import ModelBundle, read_bundles
+from amoseg.inference.cascade import CascadeBackend
 from amoseg.inference.pipeline import StageTimes
 from amoseg.ops.tta import MirroredBackend
 
@@ -74,6 +78,12 @@ def onnx_backend(bundle: ModelBundle, options: SegmentOptions) -> Any:
     from amoseg.inference.backends import OnnxBackend
     from amoseg.inference.export import run_onnx_path
 
+    if bundle.previous_stage is not None:
+        raise AmosegError(
+            "--backend onnx runs one network; a cascade stage runs its two stages in torch",
+            bundle.source,
+            "drop --backend onnx",
+        )
     if options.onnx_path is None and bundle.member is not None:
         raise AmosegError(
             "--backend onnx with a model package needs --onnx FILE",
@@ -109,8 +119,8 @@ class Segmenter:
             backends = [b.open_backend(options, self.mirror) for b in self.bundles]
         self.backends = [
             MirroredBackend(backend, bundle.mirror_axes)
-            if self.mirror and bundle.mirror_axes
-            else backend
+            if self.mirror and bundle.mirror_axes and not isinstance(backend, CascadeBackend)
+            else backend  # a cascade mirrors each of its stages itself
             for backend, bundle in zip(backends, self.bundles, strict=True)
         ]
         #: per bundle: mirrored at test time (by the segmenter, or by nnU-Net's own window)

@@ -57,6 +57,12 @@ class SegmentationModel(ABC):
     #: that never flips (mirroring it at test time averages in wrong-side organs).
     mirror_axes: ClassVar[tuple[int, ...]] = ()
 
+    @property
+    def input_channels(self) -> int:
+        """Channels of the module's input: the slice and its `context` neighbours on each
+        side (a cascade stage adds the previous stage's label map)."""
+        return 1 + 2 * int(self.context)
+
     @classmethod
     def check_params(cls, hparams: dict[str, Any]) -> hp.Params:
         """`hparams` (renamed ones upgraded) checked against the recipe's `Params`."""

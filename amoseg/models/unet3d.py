@@ -35,6 +35,12 @@ from torch import nn
 from amoseg import hparams as hp
 from amoseg.errors import AmosegError
 from amoseg.labels import NUM_CLASSES
+from amoseg.models.cascade_input import (
+    CASCADE_INPUTS,
+    CASCADE_ORGANS,
+    ImageChannelNorm,
+    OneHotInput,
+)
 from amoseg.models.registry import register_model
 from amoseg.models.torch_model import TorchModel, warmup_cosine
 from amoseg.models.unet import ModernParams, UNetModern
@@ -113,6 +119,17 @@ class UNet3d(TorchModel):
         foreground: float = hp.number(1 / 3, float, 0.0, 1.0)
         overlap: float = hp.number(0.5, float, 0.0, 0.95)  # sliding-window tile overlap
         lr_axis: int = hp.number(1, int, 0, 2)  # the array axis of the patient's left–right
+        #: the network's input channels: 1 (the image), or 1 + 15 for a cascade stage (the
+        #: image and the previous stage's organs one-hot; from the store's configuration)
+        in_channels: int = hp.number(1, int, 1, 1 + CASCADE_ORGANS)
+
+        def validate(self) -> None:
+            super().validate()
+            if self.in_channels not in (1, 1 + CASCADE_ORGANS):
+                raise AmosegError(
+                    f"hparams in_channels must be 1 or {1 + CASCADE_ORGANS} (a cascade stage), "
+                    f"got {self.in_channels}"
+                )
 
     optimizer_name = "adamw"
     fast_gpu = True
@@ -135,7 +152,14 @@ class UNet3d(TorchModel):
 
     @classmethod
     def trained_mirror_axes(cls, hparams: dict[str, Any]) -> tuple[int, ...]:
-        return cls.mirror_axes if hparams.get("augment", True) else ()
+        if not hparams.get("augment", True):
+            return ()
+        if int(hparams.get("in_channels", 1)) > 1:
+            # a cascade's label channel would need its paired organs swapped under a
+            # left–right flip: test-time mirroring keeps to the other axes
+            lr = int(hparams.get("lr_axis", cls.HPARAMS["lr_axis"]))
+            return tuple(a for a in cls.mirror_axes if a != lr)
+        return cls.mirror_axes
 
     # ---- the network --------------------------------------------------------------------
     @property
@@ -152,17 +176,32 @@ class UNet3d(TorchModel):
     def size_multiple(self) -> int:  # type: ignore[override]
         return 2 ** (self.params.stages - 1)
 
+    @property
+    def cascade(self) -> bool:
+        """A cascade stage: the input adds the previous stage's organs, one-hot."""
+        return self.params.in_channels > 1
+
+    @property
+    def input_channels(self) -> int:  # type: ignore[override]
+        """What the module takes: the image, plus the previous stage's label map (expanded
+        to one-hot organ channels inside, `amoseg.models.cascade_input`)."""
+        return CASCADE_INPUTS if self.cascade else 1
+
     def build_core(self, in_channels: int) -> nn.Module:
         stages = self.params.stages
-        return build_resunet(
-            in_channels, self.params.base, stages, stage_strides(self.patch, stages)
-        )
+        channels = self.params.in_channels
+        net = build_resunet(channels, self.params.base, stages, stage_strides(self.patch, stages))
+        return OneHotInput(net, channels - 1) if self.cascade else net
 
-    build_norm = UNetModern.build_norm
+    def build_norm(self) -> nn.Module:
+        norm = UNetModern.build_norm(self)
+        return ImageChannelNorm(norm) if self.cascade else norm
 
     @classmethod
     def store_hparams(cls, store: Any, hparams: dict[str, Any]) -> dict[str, Any]:
         out = UNetModern.store_hparams(store, hparams)
+        if store.configuration.previous_stage is not None:
+            out["in_channels"] = 1 + CASCADE_ORGANS  # the store's previous-stage labels
         if not hparams.get("patch_size") and not hparams.get("patch"):
             stages = int(hparams.get("stages") or cls.Params.defaults()["stages"])
             target = cls.DEFAULT_PATCH
@@ -206,7 +245,15 @@ class UNet3d(TorchModel):
             return x, y
         from amoseg.ops.augment3d import augment_patches
 
-        return augment_patches(x, y, gen, lr_dim=self.params.lr_axis)
+        lr_dim = self.params.lr_axis
+        if not self.cascade:
+            return augment_patches(x, y, gen, lr_dim=lr_dim)
+        # the previous stage's labels move with the image and the target (nearest, paired
+        # organs swapped when mirrored left–right); intensity augmentation is the image's only
+        image, y, previous = augment_patches(
+            x[:, :1], y, gen, lr_dim=lr_dim, extra=x[:, 1].round().long()
+        )
+        return torch.cat([image, previous[:, None].to(image.dtype)], dim=1), y
 
     def lr_lambda(self, total_steps: int) -> Callable[[int], float]:
         return warmup_cosine(total_steps, warmup=self.params.warmup)

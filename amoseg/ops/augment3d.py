@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -65,10 +66,14 @@ def augment_patches(
     gen: torch.Generator,
     lr_dim: int,
     cfg: Augment3dConfig = Augment3dConfig(),
-) -> tuple[torch.Tensor, torch.Tensor]:
+    *,
+    extra: torch.Tensor | None = None,
+) -> Any:
     """x (B, C, D, H, W) normalised float, y (B, D, H, W) int64 → augmented copies.
 
-    `lr_dim` is the patient's left–right axis among the spatial axes (0, 1 or 2).
+    `lr_dim` is the patient's left–right axis among the spatial axes (0, 1 or 2). `extra`
+    (B, D, H, W) int64: a second label map (a cascade's previous-stage labels) moved exactly
+    as `y` (nearest, paired organs swapped when mirrored); then (x, y, extra) is returned.
     """
     b, dev = x.shape[0], x.device
     x = x.float()
@@ -89,6 +94,12 @@ def augment_patches(
     y = F.grid_sample(
         y[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False
     )[:, 0].long()
+    if extra is not None:
+        extra = F.grid_sample(
+            extra[:, None].float(), grid, mode="nearest", padding_mode="zeros",
+            align_corners=False,
+        )[:, 0].long()  # fmt: skip
+    es = list(extra.unbind(0)) if extra is not None else []
     # --- mirroring, per sample and axis; the left-right axis swaps paired labels
     flips = (torch.rand(b, 3, generator=gen, device=dev) < cfg.p_mirror).tolist()
     xs, ys = list(x.unbind(0)), list(y.unbind(0))
@@ -97,6 +108,8 @@ def augment_patches(
         if axes:
             xs[i] = xs[i].flip([a + 1 for a in axes])
             ys[i] = mirror_labels(ys[i], axes, lr_dim)
+            if es:
+                es[i] = mirror_labels(es[i], axes, lr_dim)
     # --- low-resolution simulation: down-sample (nearest), back up (trilinear)
     factors = _uniform(b, *cfg.lowres, gen, dev)
     lowres = (torch.rand(b, generator=gen, device=dev) < cfg.p_lowres).tolist()
@@ -117,4 +130,6 @@ def augment_patches(
     x = ((x - lo) / span).pow(gamma.view(view)) * span + lo
     sigma = _uniform(b, 0, cfg.noise_std, gen, dev).view(view)
     x = x + sigma * torch.randn(x.shape, generator=gen, device=dev)
+    if extra is not None:
+        return x, y, torch.stack(es)
     return x, y

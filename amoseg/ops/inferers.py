@@ -154,14 +154,16 @@ class SlidingWindowInferer(_VolumeInferer):
         # MONAI's in-place blending could not otherwise accumulate
         with torch.inference_mode():
             scores = self._blend(volume, predictor)
-        frame = (int(volume.shape[1]), int(volume.shape[2]))
+        frame = (int(volume.shape[-2]), int(volume.shape[-1]))
         yield Slab(0, torch.as_tensor(scores)[0].transpose(0, 1), None, frame)
 
     def _blend(self, volume: torch.Tensor, predictor: Predictor) -> Any:
         from monai.inferers import sliding_window_inference
 
+        # (Z, H, W), or (C, Z, H, W) for several input channels (a cascade's image + labels)
+        batch = volume.float()[None] if volume.ndim == 4 else volume.float()[None, None]
         return sliding_window_inference(
-            volume.float()[None, None],
+            batch,
             roi_size=self.patch_size,
             sw_batch_size=self.batch_size,
             predictor=predictor,
@@ -180,7 +182,8 @@ def label_volume(inferer: Inferer, volume: Any, predictor: Predictor) -> torch.T
 def model_volume_labels(model: Any, inferer: Inferer, volume: torch.Tensor) -> torch.Tensor:
     """A model's (Z, H, W) uint8 labels for one whole volume through `inferer`; a model
     that z-scores per image gets the volume's own [mean, std] (`image_stats`)."""
-    stats = image_stats(volume) if model.needs_stats else None
+    image = volume[0] if volume.ndim == 4 else volume  # (C, Z, H, W): channel 0 is the image
+    stats = image_stats(image) if model.needs_stats else None
     return label_volume(inferer, volume, model.predictor(stats))
 
 

@@ -111,7 +111,7 @@ def evaluate_model(
             image = store.image(case)  # memory-mapped (N, S, S) int16
             truth = np.array(store.label(case))  # a writable copy: torch refuses read-only
             start = time.perf_counter()
-            pred = model_labels(model, image, batch_size)
+            pred = model_labels(model, store.model_input(case), batch_size)
             seconds += time.perf_counter() - start
             if pred.shape != truth.shape:
                 raise RuntimeError(f"model returned {pred.shape} for a {truth.shape} volume")

@@ -36,6 +36,7 @@ from amoseg.errors import AmosegError
 from amoseg.labels import CLASS_NAMES, NUM_CLASSES
 from amoseg.planning.plan import Configuration, Plan
 from amoseg.preprocessing.orient import canonical_spacing
+from amoseg.store.cascade import PREVIOUS_FILE, PreviousStage, check_cases, record_digest
 from amoseg.store.slice_store import SPLITS, STORE_VERSION, case_done, case_writer, image_dtype
 from amoseg.store.splits import check_fractions, cv_folds, split_cases
 from amoseg.store.store import source_identity, store_lock
@@ -44,14 +45,20 @@ KEEP_CHOICES = ("organ", "all")
 MODALITY_CHOICES = ("ct", "mr", "all")
 PENDING_FILE = "store.pending.json"
 # Settings that must match for a rerun to reuse an existing store.
-SETTING_KEYS = ("configuration", "plan", "size", "keep", "modality", "seed", "split")
+SETTING_KEYS = ("configuration", "plan", "size", "keep", "modality", "seed", "split", "previous")
 RESIZE_CHUNK = 16  # slices resized at once: bounds the float32 working set
 MAX_SIZE = 4096
 
 
-def prepare_case(case: AmosCase, out: str | Path, config: Configuration) -> dict[str, Any]:
+def prepare_case(
+    case: AmosCase,
+    out: str | Path,
+    config: Configuration,
+    previous: PreviousStage | None = None,
+) -> dict[str, Any]:
     """Read, check, orient, crop, resample (and for `keep organ`, filter) and store one case;
-    returns its meta.json."""
+    returns its meta.json. A cascade configuration's `previous` stage predicts the case and
+    its labels are stored beside the image (`amoseg.store.cascade`)."""
     import torch
 
     pre = config.preprocessor(case.modality)
@@ -111,8 +118,37 @@ def prepare_case(case: AmosCase, out: str | Path, config: Configuration) -> dict
             writer.append(img.numpy().astype(dtype), labels)
         meta["class_pixels"] = [int(c) for c in counts]
         meta["preprocess"] = _with_stats(record, total, total_sq, n_values).to_dict()
+        if previous is not None:
+            meta["previous_stage"] = _store_previous(
+                previous, case, pre, record, affine, original_shape, writer.folder
+            )
         writer.finish(meta)
     return {"case_id": case.case_id, "n_slices": n_planes, **meta}
+
+
+def _store_previous(
+    previous: PreviousStage,
+    case: AmosCase,
+    pre: Any,
+    record: Any,
+    affine: np.ndarray,
+    original_shape: list[int],
+    folder: Path,
+) -> dict[str, Any]:
+    """The previous stage's labels of one case, on this store's grid (as the ground truth is
+    resampled: nearest), written to the case's (temporary) folder; returns their provenance."""
+    labels, source = previous.labels(case.case_id, case.image)
+    if list(labels.shape) != original_shape:
+        raise AmosegError(
+            f"the previous stage predicted {list(labels.shape)} voxels for a {original_shape} scan",
+            case.image,
+            "check the previous stage's runs (amoseg predict PREV on this scan)",
+        )
+    canon = pre.canonical(np.ascontiguousarray(labels, dtype=np.uint8), affine)
+    planes = [s.numpy() for s in pre.slabs(canon, record, label=True, chunk=RESIZE_CHUNK)]
+    stacked = np.concatenate(planes) if planes else np.zeros((0, *record.shape[:2]), np.uint8)
+    np.save(folder / PREVIOUS_FILE, np.ascontiguousarray(stacked, dtype=np.uint8))
+    return {**source, "record_sha256": record_digest(previous.record())}
 
 
 def config_digest(config: Configuration) -> str:
@@ -147,13 +183,16 @@ def prepare_dataset(
     skip_bad: bool = False,
     progress: bool = True,
     overwrite: bool = False,
+    previous: PreviousStage | None = None,
 ) -> dict[str, Any]:
     """Build (or finish) a store in `out` from the AMOS22 folder `root`; returns the summary
     (also written to OUT/summary.json).
 
     `configuration` names a plan configuration: `seed` (S×S slices of `size`, `keep` applies)
     needs no plan; `2d`/`3d` come from `plan` (a plan.json path or a Plan), or are planned on
-    the fly from the selected cases when no plan is given (written to OUT/plan.json).
+    the fly from the selected cases when no plan is given (written to OUT/plan.json). A
+    cascade stage (`3d_cascade_fullres`) needs its `previous` stage (the fold runs of its
+    `3d_lowres` store, `amoseg.inference.cascade.LowresFolds`), whose splits it takes.
     """
     started = time.perf_counter()
     root, out = Path(root), Path(out)
@@ -176,6 +215,10 @@ def prepare_dataset(
         )
     selected_ids = {c.case_id for c in selected}
     splits = {name: [c for c in ids if c in selected_ids] for name, ids in splits.items()}
+    if previous is not None:  # the previous stage's own splits and folds (no leakage)
+        theirs = previous.splits()
+        check_cases(theirs, selected_ids, root)
+        splits = {name: list(theirs.get(name, [])) for name in SPLITS}
 
     if out.exists() and not out.is_dir():
         raise AmosegError("output path exists and is not a folder", out)
@@ -200,6 +243,7 @@ def prepare_dataset(
                 skip_bad=skip_bad,
                 progress=progress,
                 overwrite=overwrite,
+                previous=previous,
             )
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
@@ -213,6 +257,7 @@ def _configuration(
     keep: str,
     cases: list[AmosCase],
     progress: bool,
+    previous: PreviousStage | None = None,
 ) -> tuple[Configuration, Plan | None]:
     """The configuration to prepare, and the plan it came from when one was made here."""
     from dataclasses import replace
@@ -223,10 +268,10 @@ def _configuration(
 
     if plan is not None:
         loaded = plan if isinstance(plan, Plan) else load_plan(plan)
-        config = _single_stage(loaded.configuration(name))
+        config = _check_stage(loaded.configuration(name), previous)
         return (replace(config, keep=keep) if config.name == "seed" else config), None
     if name == "seed":
-        return seed_configuration(size, keep=keep), None
+        return _check_stage(seed_configuration(size, keep=keep), previous), None
     if name not in ("2d", "3d", "3d_lowres", "3d_cascade_fullres"):
         raise AmosegError(
             f"unknown configuration {name!r}", hint="use seed, 2d, 3d or 3d_lowres, or pass --plan"
@@ -238,17 +283,30 @@ def _configuration(
             "the 3d patch covers < 25 % of the median image",
             hint="use 3d, or write a plan with `amoseg plan` and add the configuration by hand",
         )
-    return _single_stage(made.configuration(name)), made
+    return _check_stage(made.configuration(name), previous), made
 
 
-def _single_stage(config: Configuration) -> Configuration:
-    """Refuse a cascade stage: its input needs the previous stage's predictions, which
-    `prepare` and `train` do not make yet (docs/plan.md)."""
-    if config.previous_stage is not None:
+def _check_stage(config: Configuration, previous: PreviousStage | None) -> Configuration:
+    """A cascade stage needs its previous stage's fold runs; a single stage takes none."""
+    if config.previous_stage is None:
+        if previous is not None:
+            raise AmosegError(
+                f"--previous is for a cascade configuration; {config.name!r} is a single stage",
+                hint="use --configuration 3d_cascade_fullres, or drop --previous",
+            )
+        return config
+    if previous is None:
         raise AmosegError(
-            f"configuration {config.name!r} is a cascade stage (after "
-            f"{config.previous_stage!r}), which amoseg cannot prepare or train yet",
-            hint=f"prepare {config.previous_stage!r} or '3d' instead",
+            f"configuration {config.name!r} is a cascade stage: its input adds the "
+            f"{config.previous_stage!r} stage's predictions",
+            hint=f"train {config.previous_stage!r} on every fold (amoseg train unet3d --fold K "
+            f"--out PREV/fold_K), then pass --previous PREV",
+        )
+    if previous.configuration != config.previous_stage:
+        raise AmosegError(
+            f"the previous stage's runs were trained on {previous.configuration!r}, but "
+            f"{config.name!r} follows {config.previous_stage!r}",
+            hint=f"pass the fold runs of a {config.previous_stage!r} store as --previous",
         )
     return config
 
@@ -272,8 +330,9 @@ def _prepare_locked(
     skip_bad: bool,
     progress: bool,
     overwrite: bool,
+    previous: PreviousStage | None = None,
 ) -> dict[str, Any]:
-    config, made = _configuration(configuration, plan, size, keep, selected, progress)
+    config, made = _configuration(configuration, plan, size, keep, selected, progress, previous)
     settings = {
         "version": STORE_VERSION,
         "configuration": config.name,
@@ -286,20 +345,21 @@ def _prepare_locked(
         "source": str(root.resolve()),
         "num_classes": NUM_CLASSES,
         "synthetic": dataset_is_synthetic(root),  # amoseg phantoms, not patients
+        **({} if previous is None else {"previous": previous.record()}),
     }
-    previous = _existing_settings(out)
+    existing = _existing_settings(out)
     differing = (
-        [] if previous is None else [k for k in SETTING_KEYS if _differs(previous, settings, k)]
+        [] if existing is None else [k for k in SETTING_KEYS if _differs(existing, settings, k)]
     )
     changed = bool(differing)
     if changed and not overwrite:
         diff = (
             ", ".join(
-                f"{k} {previous.get(k)!r} → {settings[k]!r}"  # type: ignore[union-attr]
+                f"{k} {existing.get(k)!r} → {settings.get(k)!r}"  # type: ignore[union-attr]
                 for k in differing
-                if k != "plan"
+                if k not in ("plan", "previous")
             )
-            or "another plan configuration"
+            or "another plan configuration or previous stage"
         )
         raise AmosegError(
             f"output folder holds a store built with other settings ({diff})",
@@ -308,7 +368,8 @@ def _prepare_locked(
         )
 
     owned = set(_read_splits(out)) | {c.case_id for c in selected}
-    todo = [c for c in selected if not _case_current(out, c, config)]
+    digest = None if previous is None else record_digest(previous.record())
+    todo = [c for c in selected if not _case_current(out, c, config, digest)]
     skipped: dict[str, str] = {}
     for case in todo:  # header-only pre-flight: most bad inputs fail before any write
         try:
@@ -325,7 +386,7 @@ def _prepare_locked(
 
         save_plan(made, out / "plan.json")  # the plan made on the fly, for the record
     reused = len(selected) - len(todo) - len(skipped)
-    for case_id, reason in _run_cases(todo, out, config, workers, skip_bad, progress):
+    for case_id, reason in _run_cases(todo, out, config, workers, skip_bad, progress, previous):
         skipped[case_id] = reason
 
     done = [c for c in selected if c.case_id not in skipped]
@@ -338,9 +399,15 @@ def _prepare_locked(
     }
     # five folds over the labelled training cases (train + val), beside the held-out test
     training = [c for c in done if c.case_id not in set(final_splits["test"])]
-    final_splits["folds"] = cv_folds(
-        [c.case_id for c in training], [c.modality for c in training], seed=seed
-    )
+    if previous is not None:  # the previous stage's folds: each case held out as it was there
+        final_splits["folds"] = [
+            {name: [c for c in fold.get(name, []) if c not in skipped] for name in ("train", "val")}
+            for fold in previous.splits().get("folds", [])
+        ]
+    else:
+        final_splits["folds"] = cv_folds(
+            [c.case_id for c in training], [c.modality for c in training], seed=seed
+        )
     if overwrite:
         _remove_stale_cases(out, {c.case_id for c in done}, owned)
     summary = summarize(out, final_splits)
@@ -395,7 +462,7 @@ def _differs(previous: dict[str, Any], settings: dict[str, Any], key: str) -> bo
     old = previous.get(key)
     if old is None and key in ("configuration", "plan") and settings["configuration"] == "seed":
         return False  # stores from before plans existed are all seed stores
-    return old != settings[key]
+    return old != settings.get(key)
 
 
 def _read_splits(out: Path) -> list[str]:
@@ -408,14 +475,19 @@ def _read_splits(out: Path) -> list[str]:
     return [str(c) for name in SPLITS for c in data.get(name, []) if isinstance(c, str)]
 
 
-def _case_current(out: Path, case: AmosCase, config: Configuration) -> bool:
-    """A finished case built with this configuration from the same source files (path, size,
+def _case_current(
+    out: Path, case: AmosCase, config: Configuration, previous: str | None = None
+) -> bool:
+    """A finished case built with this configuration (and, for a cascade, the same previous
+    stage: `previous` is its record's digest) from the same source files (path, size,
     modification time): a changed or replaced source file makes the case stale."""
     if not case_done(out, case.case_id):
         return False
     try:
         meta = read_json(out / "cases" / case.case_id / "meta.json", "case meta.json")
     except AmosegError:
+        return False
+    if previous is not None and (meta.get("previous_stage") or {}).get("record_sha256") != previous:
         return False
     if meta.get("plan_sha256", None) not in (None, config_digest(config)):
         return False
@@ -483,11 +555,11 @@ def _init_worker(parent: int) -> None:
 
 
 def _prepare_or_error(
-    case: AmosCase, out: Path, config: Configuration
+    case: AmosCase, out: Path, config: Configuration, previous: PreviousStage | None = None
 ) -> tuple[str, tuple[str, str | None, str | None] | None]:
     """Run in a worker: user errors travel back as (what, path, hint), bugs as exceptions."""
     try:
-        prepare_case(case, out, config)
+        prepare_case(case, out, config, previous)
     except AmosegError as exc:
         return case.case_id, (exc.what, None if exc.path is None else str(exc.path), exc.hint)
     return case.case_id, None
@@ -500,6 +572,7 @@ def _run_cases(
     workers: int,
     skip_bad: bool,
     progress: bool,
+    previous: PreviousStage | None = None,
 ) -> Iterator[tuple[str, str]]:
     """Prepare cases (in parallel when workers > 1); yields (case_id, reason) for skipped ones.
 
@@ -515,7 +588,7 @@ def _run_cases(
     finished = 0
     with bar:
         task = bar.add_task(todo[0].case_id, total=len(todo))
-        results = _results(todo, out, config, workers)
+        results = _results(todo, out, config, workers, previous)
         try:
             for case_id, error in results:
                 bar.update(task, advance=1, description=case_id)
@@ -539,7 +612,11 @@ def _is_output_error(error: tuple[str, str | None, str | None], out: Path) -> bo
 
 
 def _results(
-    todo: list[AmosCase], out: Path, config: Configuration, workers: int
+    todo: list[AmosCase],
+    out: Path,
+    config: Configuration,
+    workers: int,
+    previous: PreviousStage | None = None,
 ) -> Generator[tuple[str, tuple[str, str | None, str | None] | None], None, None]:
     if workers == 1 or len(todo) == 1:
         import torch
@@ -550,7 +627,7 @@ def _results(
         torch.set_num_threads(1)
         try:
             for case in todo:
-                yield _prepare_or_error(case, out, config)
+                yield _prepare_or_error(case, out, config, previous)
         finally:
             torch.set_num_threads(threads)
         return
@@ -562,7 +639,9 @@ def _results(
         initargs=(os.getpid(),),
     )
     try:
-        pending: set[Future] = {pool.submit(_prepare_or_error, c, out, config) for c in todo}
+        pending: set[Future] = {
+            pool.submit(_prepare_or_error, c, out, config, previous) for c in todo
+        }
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:

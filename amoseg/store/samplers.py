@@ -72,6 +72,8 @@ class PatchDataset(Dataset):
         self.shapes = [tuple(store.label(c).shape) for c in self.case_ids]
         self.stats = [store.image_stats(c) for c in self.case_ids] if with_stats else None
         self.length = int(length) if length is not None else self.default_length()
+        #: a cascade store: the previous stage's labels ride along as a second channel
+        self.previous = getattr(store, "previous_stage", None) is not None
         self._foreground: dict[int, np.ndarray] = {}
 
     def default_length(self) -> int:
@@ -148,6 +150,9 @@ class PatchDataset(Dataset):
         else:
             x = _window(image, (z0, x0, y0), (pz, px, py))[None]
             y = _window(label, (z0, x0, y0), (pz, px, py), fill=0)
+            if self.previous:  # (2, Z, X, Y): image, previous-stage labels (as the image's dtype)
+                prev = _window(self.store.previous(case), (z0, x0, y0), (pz, px, py), fill=0)
+                x = np.concatenate([x, prev[None].astype(x.dtype)])
         sample = (
             torch.from_numpy(np.ascontiguousarray(x)),
             torch.from_numpy(np.ascontiguousarray(y)),

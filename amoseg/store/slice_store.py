@@ -9,6 +9,9 @@ Layout (one folder per case, written atomically so a crash never leaves a half c
                                       (size×size for the `seed` configuration)
     STORE/cases/<case_id>/label.npy   uint8 AMOS ids 0..15, same shape
     STORE/cases/<case_id>/meta.json   original shape/affine/spacing, kept slice indices, ...
+    STORE/cases/<case_id>/previous.npy  a cascade store only (`3d_cascade_fullres`): uint8
+                                      labels of the previous stage on this grid, same shape
+                                      (`amoseg.store.cascade`)
 
 Arrays are opened memory-mapped, so a training process touches only the slices it reads and
 its RAM does not grow with the number of cases.
@@ -259,6 +262,26 @@ class SliceStore:
     def label(self, case_id: str) -> np.ndarray:
         """(N, S, S) uint8, memory-mapped."""
         return _open_array(self.root / "cases" / case_id / "label.npy")
+
+    @property
+    def previous_stage(self) -> dict[str, Any] | None:
+        """A cascade store's record of its previous stage (`amoseg.store.cascade`), else None."""
+        previous = self.info.get("previous")
+        return previous if isinstance(previous, dict) else None
+
+    def previous(self, case_id: str) -> np.ndarray:
+        """A cascade store's (Z, X, Y) uint8 previous-stage labels, memory-mapped."""
+        from amoseg.store.cascade import PREVIOUS_FILE
+
+        return _open_array(self.root / "cases" / case_id / PREVIOUS_FILE)
+
+    def model_input(self, case_id: str) -> np.ndarray:
+        """What a model of this store takes for a whole case: the (Z, X, Y) image, or for a
+        cascade store (2, Z, X, Y) [image, previous-stage labels] as float32."""
+        if self.previous_stage is None:
+            return self.image(case_id)
+        image = np.asarray(self.image(case_id), dtype=np.float32)
+        return np.stack([image, np.asarray(self.previous(case_id), dtype=np.float32)])
 
     def n_slices(self, case_id: str) -> int:
         return int(self.meta(case_id)["n_slices"])

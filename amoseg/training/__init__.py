@@ -110,7 +110,7 @@ def configuration_defaults(store: Any, cls: type) -> tuple[dict[str, Any], dict[
 #: what a run folder holds that `train --overwrite` may remove (anything else is kept).
 RUN_FILES = ("config.json", "checkpoint_latest.pt", "checkpoint_best.pt", "log.csv",
              "summary.json", "model.onnx", "progress.png", "val_native.csv")  # fmt: skip
-RUN_FOLDERS = ("tensorboard", "eval_train", "eval_val", "eval_test")
+RUN_FOLDERS = ("tensorboard", "eval_train", "eval_val", "eval_test", "previous")
 
 
 def _visible_entries(folder: Path) -> list[Path]:
@@ -313,6 +313,8 @@ def train(
                 "synthetic": bool(store.info.get("synthetic", False)),
                 # split lists hash, configuration, size: resume/evaluate refuse another store
                 "identity": store.identity(),
+                # a cascade stage: the fold runs that made its inputs (copied to RUN/previous)
+                "previous_stage": store.previous_stage,
             },
         }
     )
@@ -330,6 +332,10 @@ def train(
     try:
         if ctx.is_main:
             write_json(out / "config.json", config)
+            if store.previous_stage is not None:  # the run carries both stages
+                from amoseg.store.cascade import copy_previous
+
+                copy_previous(store.previous_stage, out)
         distributed.barrier(ctx)
         torch.manual_seed(settings.seed)
         np.random.seed(settings.seed % 2**32)

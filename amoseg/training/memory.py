@@ -60,7 +60,7 @@ def estimate_training_memory(
     leaves = [m for m in net.modules() if not list(m.children())]
     hooks = [m.register_forward_hook(count) for m in leaves]
     try:
-        channels = 1 + 2 * model.context
+        channels = model.input_channels
         shape = spatial or (int(input_size or 0),) * 2
         x = torch.empty((batch_size, channels, *shape), device="meta")
         # a per-image z-score takes each image's [mean, std] beside the batch
