@@ -293,7 +293,7 @@ def made_model(out: Path, venv: Path, full: bool = False) -> tuple[Path, Path]:
     with `full`, nnU-Net's own 2d plan for 4 full-preset CT phantoms (512² slices), one fold."""
     from tests.nnunet_layout import to_nnunet
 
-    amos = synth(out / "amos", full)
+    amos, scans = phantoms(out, full)
     to_nnunet(amos, out / "nnUNet_raw" / "Dataset778_Bench")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
@@ -302,7 +302,14 @@ def made_model(out: Path, venv: Path, full: bool = False) -> tuple[Path, Path]:
                     str(out), "778", conf, folds, *(["--full-size"] if full else [])],
                    check=True, env=env, capture_output=True)  # fmt: skip
     model = out / "nnUNet_results" / "Dataset778_Bench" / f"nnUNetTrainer__nnUNetPlans__{conf}"
-    return model, test_scans(amos, out / "scans")
+    return model, scans
+
+
+def phantoms(out: Path, full: bool) -> tuple[Path, Path]:
+    """The phantoms both model sets are made from and the held-out scan, one set per preset."""
+    tag = "_full" if full else ""
+    amos = synth(out / f"amos{tag}", full)
+    return amos, test_scans(amos, out / f"scans{tag}")
 
 
 def synth(amos: Path, full: bool) -> Path:
@@ -336,7 +343,7 @@ def made_totalseg_model(
     lookup = (
         None if imports_torchvision(ts_venv) and imports_torchvision(nn_venv) else "nnUNetTrainer"
     )
-    amos = synth(out / "amos_full" if full else out / "amos", full)
+    amos, scans = phantoms(out, full)
     if not (folder / "fold_0" / "checkpoint_final.pth").exists():
         shutil.rmtree(work, ignore_errors=True)
         totalseg_model.write_raw_dataset(amos, work / "nnUNet_raw", totalseg_classes(ts_venv))
@@ -349,7 +356,6 @@ def made_totalseg_model(
              *(["--checkpoint-trainer", lookup] if lookup else [])],
             check=True, env=env, capture_output=True,
         )  # fmt: skip
-    scans = test_scans(amos, out / ("scans_full" if full else "scans"))
     return home, scans, lookup or totalseg_model.TRAINER
 
 
@@ -485,6 +491,13 @@ def pct(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.3f} %"
 
 
+def equal(row: dict[str, Any], ref: str) -> str:
+    """'99.500 % (98.000 %)': labels equal to `ref`'s, all voxels (organ voxels)."""
+    if row.get(f"labels_equal_{ref}") is None:
+        return ""
+    return f"{pct(row[f'labels_equal_{ref}'])} ({pct(row.get(f'labels_equal_{ref}_fg'))})"
+
+
 def ratio(value: float | None, unit: str) -> str:
     return "" if value is None else f"{value:.2f}{unit}"
 
@@ -508,8 +521,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['peak_rss_mib']:.0f} | {ratio(r.get('speed_vs_nnunet'), '×')} "
             f"| {ratio(r.get('speed_vs_totalseg'), '×')} | {ratio(r.get('ram_vs_nnunet'), '')} "
             f"| {ratio(r.get('ram_vs_totalseg'), '')} "
-            f"| {pct(r.get('labels_equal_nnunet'))} ({pct(r.get('labels_equal_nnunet_fg'))}) "
-            f"| {pct(r.get('labels_equal_totalseg'))} ({pct(r.get('labels_equal_totalseg_fg'))}) "
+            f"| {equal(r, 'nnunet')} | {equal(r, 'totalseg')} "
             f"| {'' if net is None else f'{net:.1f}'} "
             f"| {'' if outside is None else f'{outside:.1f}'} "
             f"| {r['load_before'][0]:.2f} → {r['load_after'][0]:.2f} |"
