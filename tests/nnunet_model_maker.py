@@ -5,8 +5,15 @@ networks so CPU tests stay fast, and save one checkpoint per fold through nnU-Ne
 trained run has them.
 
     python nnunet_model_maker.py WORK DATASET_ID CONF[,CONF] FOLDS [--full-size]
+        [--gpu-memory-target GB]
 
 `--full-size` keeps the networks nnU-Net planned (for benchmarks, not tests).
+`--gpu-memory-target GB` is passed to nnU-Net's planner (`-gpu_memory_target`): on tiny
+phantoms a small target (0.3) shrinks the 3d_fullres patch below a quarter of the median
+image, so nnU-Net's own rule plans 3d_lowres and 3d_cascade_fullres (nothing is hand-edited).
+CONF may then name 3d_lowres and 3d_cascade_fullres; the cascade is preprocessed as the
+3d_fullres it inherits from, and its network reads the image plus one channel per foreground
+label, as nnU-Net's trainer builds it.
 
 WORK holds nnUNet_raw/DatasetNNN_*; the model folders land under WORK/nnUNet_results.
 """
@@ -22,11 +29,23 @@ import sys
 from pathlib import Path
 
 
+def with_parents(plans: dict, configurations: list[str]) -> list[str]:
+    """The configurations and those they inherit from (3d_cascade_fullres → 3d_fullres)."""
+    names: list[str] = []
+    for name in configurations:
+        while name is not None and name not in names:
+            names.append(name)
+            name = plans["configurations"][name].get("inherits_from")
+    return names
+
+
 def shrink(plans: dict, configurations: list[str]) -> None:
     """A few features per stage and half the planned patch: the same architecture family,
     a network small enough for a CPU test, and several overlapping tiles per scan."""
-    for name in configurations:
+    for name in with_parents(plans, configurations):
         conf = plans["configurations"][name]
+        if "architecture" not in conf:  # inherits it (the cascade)
+            continue
         kwargs = conf["architecture"]["arch_kwargs"]
         kwargs["features_per_stage"] = [min(4 * 2**i, 32) for i in range(kwargs["n_stages"])]
         divisors = [1] * len(conf["patch_size"])
@@ -43,15 +62,19 @@ def main(
     configurations: list[str],
     folds: list[int],
     full_size: bool = False,
+    gpu_memory_target: float | None = None,
 ) -> None:
     env = dict(os.environ)
     for sub in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         env[sub] = str(work / sub)
         os.environ[sub] = env[sub]
     bin_dir = Path(sys.executable).parent
+    # the cascade has no data of its own: nnU-Net preprocesses it as 3d_fullres
+    prep = [c if c != "3d_cascade_fullres" else "3d_fullres" for c in configurations]
+    memory = [] if gpu_memory_target is None else ["-gpu_memory_target", str(gpu_memory_target)]
     subprocess.run(
         [str(bin_dir / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c",
-         *configurations, "-np", "1", "--verify_dataset_integrity"],
+         *dict.fromkeys(prep), "-np", "1", "--verify_dataset_integrity", *memory],
         env=env, check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     import numpy as np
@@ -61,6 +84,9 @@ def main(
     pre = next((work / "nnUNet_preprocessed").glob(f"Dataset{dataset_id:03d}_*"))
     plans_file = pre / "nnUNetPlans.json"
     plans = json.loads(plans_file.read_text())
+    missing = [c for c in configurations if c not in plans["configurations"]]
+    if missing:
+        sys.exit(f"nnU-Net did not plan {missing[0]} (try --gpu-memory-target 0.3)")
     if not full_size:
         shrink(plans, configurations)
     plans_file.write_text(json.dumps(plans, indent=2))
@@ -87,6 +113,10 @@ def main(
             shutil.copy(pre / "dataset_fingerprint.json", base / "dataset_fingerprint.json")
 
 
+def _option(args: list[str], name: str) -> float | None:
+    return float(args[args.index(name) + 1]) if name in args else None
+
+
 if __name__ == "__main__":
     main(
         Path(sys.argv[1]),
@@ -94,4 +124,5 @@ if __name__ == "__main__":
         sys.argv[3].split(","),
         [int(f) for f in sys.argv[4].split(",")],
         full_size="--full-size" in sys.argv[5:],
+        gpu_memory_target=_option(sys.argv[5:], "--gpu-memory-target"),
     )

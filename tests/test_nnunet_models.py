@@ -211,17 +211,6 @@ def test_evaluate_scores_an_nnunet_folder_on_native_grids(tmp_path, capsys):
     assert "native grid" in capsys.readouterr().out
 
 
-def test_cascade_folder_is_refused_in_one_line(tmp_path):
-    from amoseg.nnunet_models import open_nnunet_model
-
-    folder = make_model_folder(tmp_path, MRSEG[:3])
-    cascade = folder.with_name("nnUNetTrainer__nnUNetPlans__3d_cascade_fullres")
-    folder.rename(cascade)
-    with pytest.raises(AmosegError, match="3d_lowres stage") as info:
-        open_nnunet_model(cascade, device="cpu")
-    assert "\n" not in info.value.line()
-
-
 def test_models_lists_the_catalogue_with_organs_and_licences(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "AMOSEG_HOME": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "amoseg", "models"], capture_output=True,

@@ -3,6 +3,7 @@ probabilities or labels out on the scan's own grid.
 
 Unlike amoseg's slice backends, it brings its own pre- and post-processing (nnU-Net's,
 reproduced exactly), so the pipeline calls `scan_probabilities` / `scan_labels` directly.
+A 3d_cascade_fullres folder runs its 3d_lowres stage first and reads its labels as input.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from amoseg.devices import resolve_device
 from amoseg.errors import AmosegError
 from amoseg.labels import NUM_CLASSES
+from amoseg.nnunet_models.cascade import previous_stage_folder
 from amoseg.nnunet_models.checkpoint import load_checkpoint
 from amoseg.nnunet_models.folder import ModelFolder, read_model_folder
 from amoseg.nnunet_models.names import amos_mapping, covered_organs, model_classes
@@ -50,6 +52,7 @@ class NnunetBackend:
         step_size: float = 0.5,
         tta: bool = False,
         labels: dict[str, int | str] | None = None,
+        previous: NnunetBackend | None = None,
     ):
         if not 0 < step_size <= 1:
             raise AmosegError(f"step size {step_size} must be in (0, 1]", None, "nnU-Net uses 0.5")
@@ -63,9 +66,15 @@ class NnunetBackend:
         self.classes = model_classes(folder.dataset.get("labels", {}), folder.path / "dataset.json")
         self.amos = amos_mapping(self.classes, labels, folder.path / "dataset.json")
         self.covered: frozenset[int] = covered_organs(self.amos)
-        self._pre = Preprocessor(folder.plans, folder.configuration, plans_path)
+        #: the cascade's previous stage (3d_lowres), run first on every scan
+        self.previous = previous
+        if (previous is None) != (folder.configuration.get("previous_stage") is None):
+            raise ValueError("a cascade stage needs its previous stage's backend, others none")
+        self._pre = Preprocessor(folder.plans, folder.configuration, plans_path, len(self.classes))
         self.patch_size = [int(p) for p in folder.configuration["patch_size"]]
         channels = len(folder.dataset.get("channel_names", folder.dataset.get("modality", {})))
+        if previous is not None:  # nnU-Net's determine_num_input_channels
+            channels += len(self.classes) - 1
         self.nets: list[torch.nn.Module] = []
         mirror: Any = None
         for path in folder.checkpoints.values():
@@ -82,7 +91,11 @@ class NnunetBackend:
         return f"NnunetBackend({self.name!r}, folds={len(self.nets)}, device={self.device})"
 
     def _logits(self, data: np.ndarray, affine: np.ndarray) -> tuple[torch.Tensor, Record]:
-        image, record = self._pre.forward(data, affine)
+        before = None
+        if self.previous is not None:  # its segmentation, as nnU-Net writes it on the scan grid
+            before = self.previous.scan_outputs(data, affine, "model", probabilities=False)[0]
+        image, record = self._pre.forward(data, affine, before)
+        del before
         x = torch.from_numpy(image).to(self.device)
         # one tile at a time on the CPU, as nnU-Net runs them: batching changes the float32
         # sums of the convolutions by an ulp, and that can flip a float16 logit sum
@@ -158,14 +171,28 @@ def open_nnunet_model(
     tta: bool = False,
     folds: list[str] | None = None,
     labels: dict[str, int | str] | None = None,
+    previous_stage: str | Path | None = None,
 ) -> NnunetBackend:
     """An nnU-Net v2 trained model folder (all its folds, or `folds`) on `device`. A folder
     installed by `amoseg fetch-model` is checked against its recorded sha256s first and
-    brings its class names (the catalogue's)."""
+    brings its class names (the catalogue's). A 3d_cascade_fullres folder brings its
+    3d_lowres stage: `previous_stage`, or nnU-Net's sibling folder beside it (same folds,
+    same options)."""
     from amoseg.nnunet_models.fetch import verify_manifest
 
     record = verify_manifest(Path(path))
     if record is not None and labels is None:
         labels = record.get("labels") or None
     folder = read_model_folder(path, folds)
-    return NnunetBackend(folder, resolve_device(device), precision, step_size, tta, labels)
+    dev = resolve_device(device)
+    previous = None
+    if folder.configuration.get("previous_stage") is not None:
+        prev_folder = previous_stage_folder(folder, previous_stage)
+        verify_manifest(prev_folder.path)
+        previous = NnunetBackend(prev_folder, dev, precision, step_size, tta, labels)
+    elif previous_stage is not None:
+        raise AmosegError(
+            f"{folder.configuration_name} is no cascade stage; it takes no previous stage",
+            folder.path,
+        )
+    return NnunetBackend(folder, dev, precision, step_size, tta, labels, previous)

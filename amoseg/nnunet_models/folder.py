@@ -3,6 +3,8 @@ fold_*/checkpoint_final.pth (checkpoint_best.pth where a fold has no final one).
 
 Layout (what `nnUNetv2_train` writes and TotalSegmentator / MRSegmentator ship):
     <Trainer>__<Plans>__<configuration>/{dataset.json, plans.json, fold_0/checkpoint_final.pth}
+A cascade (`3d_cascade_fullres`, whose configuration names its `previous_stage`) has its
+3d_lowres stage beside it: <Trainer>__<Plans>__3d_lowres (`amoseg.nnunet_models.cascade`).
 """
 
 from __future__ import annotations
@@ -86,9 +88,12 @@ class ModelFolder:
         return f"{self.plans.get('dataset_name', self.path.parent.name)} {self.configuration_name}"
 
 
-def read_model_folder(path: str | Path, folds: list[str] | None = None) -> ModelFolder:
+def read_model_folder(
+    path: str | Path, folds: list[str] | None = None, configuration: str | None = None
+) -> ModelFolder:
     """The folder's JSON files and chosen folds (all found, or `folds`); one clear line for
-    anything missing or unsupported."""
+    anything missing or unsupported. `configuration`: the one a folder not named by nnU-Net
+    holds (its plans may have several)."""
     p = Path(path)
     for name in ("dataset.json", "plans.json"):
         if not (p / name).is_file():
@@ -105,13 +110,8 @@ def read_model_folder(path: str | Path, folds: list[str] | None = None) -> Model
             raise AmosegError(f"nnU-Net model folder has no fold {missing[0]}", p)
         found = {f: found[f] for f in folds}
     parts = p.name.split("__")
-    conf_name = parts[-1] if len(parts) == 3 else _only_configuration(plans, p)
-    if conf_name == "3d_cascade_fullres":
-        raise AmosegError(
-            "3d_cascade_fullres needs its 3d_lowres stage, which amoseg does not run yet",
-            p,
-            "use the 3d_fullres or 3d_lowres model folder",
-        )
+    named = parts[-1] if len(parts) == 3 else configuration
+    conf_name = named or _only_configuration(plans, p)
     conf = resolve_configuration(plans, conf_name, p)
     if "regions_class_order" in dataset or any(
         isinstance(v, list | tuple) for v in dataset.get("labels", {}).values()

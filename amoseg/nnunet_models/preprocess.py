@@ -1,7 +1,8 @@
 """nnU-Net 2.8.1's prediction-time preprocessing (DefaultPreprocessor.run_case_npy), exactly:
 the file's voxel grid in SimpleITK's (z, y, x) order, `transpose_forward`, crop to the filled
 non-zero mask, the configuration's intensity normalisation, resampling to its spacing; plus the
-record needed to put predictions back on the scan's grid.
+record needed to put predictions back on the scan's grid. A cascade stage also takes the
+previous stage's labels and appends them as one-hot channels (`amoseg.nnunet_models.cascade`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from amoseg.errors import AmosegError
+from amoseg.nnunet_models.cascade import OUTSIDE, label_channels, resample_segmentation
 from amoseg.nnunet_models.resample import new_shape_for, resample_image
 
 RESAMPLING = "resample_data_or_seg_to_shape"
@@ -50,21 +52,34 @@ def nonzero_box(mask: np.ndarray) -> tuple[tuple[int, int], ...]:
 class Preprocessor:
     """One configuration's preprocessing, read from plans.json and dataset.json."""
 
-    def __init__(self, plans: dict[str, Any], conf: dict[str, Any], plans_path: Path):
+    def __init__(
+        self,
+        plans: dict[str, Any],
+        conf: dict[str, Any],
+        plans_path: Path,
+        n_classes: int | None = None,
+    ):
+        #: a cascade stage: the model's class count (its input adds K-1 label channels)
+        self.n_classes = n_classes if conf.get("previous_stage") is not None else None
         self.transpose_forward = [int(a) for a in plans.get("transpose_forward", [0, 1, 2])]
         self.spacing = [float(s) for s in conf["spacing"]]
         self.schemes = list(conf["normalization_schemes"])
         self.use_mask = [bool(m) for m in conf.get("use_mask_for_norm", [False])]
         self.intensities = plans.get("foreground_intensity_properties_per_channel", {})
-        for key in ("resampling_fn_data", "resampling_fn_probabilities"):
+        keys = ["resampling_fn_data", "resampling_fn_probabilities"]
+        keys += ["resampling_fn_seg"] if self.n_classes is not None else []
+        for key in keys:
             if conf.get(key, RESAMPLING) != RESAMPLING:
                 raise AmosegError(f"{key} {conf[key]} is not supported", plans_path)
         self.data_kwargs = dict(conf.get("resampling_fn_data_kwargs", {}))
         self.prob_kwargs = dict(conf.get("resampling_fn_probabilities_kwargs", {}))
-        for kwargs in (self.data_kwargs, self.prob_kwargs):
+        self.seg_kwargs = dict(conf.get("resampling_fn_seg_kwargs", {}))
+        for kwargs in (self.data_kwargs, self.prob_kwargs, self.seg_kwargs):
             kwargs.pop("is_seg", None)
         if self.prob_kwargs.get("order", 1) != 1:
             raise AmosegError("only order-1 probability resampling is supported", plans_path)
+        if self.n_classes is not None and self.seg_kwargs.get("order_z", 0) != 0:
+            raise AmosegError("only order_z 0 segmentation resampling is supported", plans_path)
         unknown = [s for s in self.schemes if s not in NORMALISATIONS]
         if unknown:
             raise AmosegError(f"normalisation {unknown[0]} is not supported", plans_path)
@@ -74,8 +89,13 @@ class Preprocessor:
                 plans_path,
             )
 
-    def forward(self, data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, Record]:
-        """(X, Y, Z) nibabel voxels → ((1, *model grid) float32, record)."""
+    def forward(
+        self, data: np.ndarray, affine: np.ndarray, previous: np.ndarray | None = None
+    ) -> tuple[np.ndarray, Record]:
+        """(X, Y, Z) nibabel voxels → ((1, *model grid) float32, record); a cascade stage
+        takes the previous stage's (X, Y, Z) labels and returns (K, *model grid)."""
+        if (previous is None) != (self.n_classes is None):
+            raise ValueError("a cascade stage needs the previous stage's labels, others none")
         zooms = np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0))
         # SimpleITK reads a NIfTI file as (z, y, x): nnU-Net axis j is nibabel axis 2 - t[j]
         axes = tuple(2 - t for t in self.transpose_forward)
@@ -89,9 +109,18 @@ class Preprocessor:
         mask = mask[crop]
         target = self.spacing if len(self.spacing) == 3 else [spacing[0], *self.spacing]
         new_shape = new_shape_for(image.shape[1:], spacing, target)
-        image[0] = self._normalise(image[0], mask)
+        seg = None
+        if previous is not None:
+            seg = np.asarray(previous).transpose(axes)[crop].astype(np.float64)
+            seg[(seg == 0) & ~mask] = OUTSIDE
+            norm_mask = seg >= 0  # what nnU-Net's normalisation reads as its mask
+        image[0] = self._normalise(image[0], mask if seg is None else norm_mask)
         image = resample_image(image, new_shape, spacing, target, **self.data_kwargs)
-        return image, Record(axes, shape_before, box, mask.shape, spacing, tuple(target))
+        record = Record(axes, shape_before, box, mask.shape, spacing, tuple(target))
+        if seg is not None and self.n_classes is not None:
+            seg = resample_segmentation(seg, new_shape, spacing, target, **self.seg_kwargs)
+            image = np.concatenate([image, label_channels(seg, self.n_classes)])
+        return image, record
 
     def _normalise(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         scheme, props = self.schemes[0], self.intensities.get("0", {})
