@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -35,6 +36,8 @@ from amoseg.inference.segmenter import Segmenter, SegmentOptions
 from amoseg.labels import CLASS_NAMES
 from tests.nnunet_tiny_folder import make_model_folder
 from tests.test_evaluate import fake_training  # noqa: F401 (fixture)
+from tests.test_nnunet_cascade import make_cascade
+from tests.test_nnunet_cascade import scan as cascade_scan
 from tests.test_nnunet_models import MRSEG, TOTALSEG_TOTAL, scan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -208,8 +211,8 @@ def test_crafted_nnunet_members_are_refused_in_one_line(nnunet_package, tmp_path
         "unknown kind": ({"members/0/config.json": member_config(nnunet_package, kind="onnx")},
                          "upgrade amoseg"),
         "no plans": ({"members/0/plans.json": None}, "lacks members/0/plans.json"),
-        "cascade": ({"members/0/config.json": member_config(
-            nnunet_package, configuration="3d_cascade_fullres")}, "3d_cascade_fullres"),
+        "no such configuration": ({"members/0/config.json": member_config(
+            nnunet_package, configuration="3d_cascade_fullres")}, "no configuration"),
         "bad json": ({"members/0/dataset.json": b"{nope"}, "not valid JSON"),
         "odd entry": ({"members/0/fold_0/evil.py": b"x"}, "unexpected entry"),
     }  # fmt: skip
@@ -219,6 +222,107 @@ def test_crafted_nnunet_members_are_refused_in_one_line(nnunet_package, tmp_path
             read_bundles(crafted)
         line = info.value.line()
         assert words in line and "\n" not in line, (what, line)
+
+
+# --- a 3d_cascade_fullres folder with its 3d_lowres stage -----------------------------------
+
+
+def test_cascade_package_carries_its_lowres_stage_and_predicts_the_folders_labels(tmp_path):
+    lowres, cascade = make_cascade(tmp_path, folds=(0, 1))
+    package = tmp_path / "c.amoseg.zip"
+    main(["export", str(cascade), "--package", str(package)])
+    with zipfile.ZipFile(package) as zf:
+        assert "runs its 3d_lowres stage first" in zf.read("model_card.md").decode()
+        names = set(zf.namelist())
+        config = json.loads(zf.read("members/0/config.json"))
+        assert zf.read("members/0/previous/plans.json") == (lowres / "plans.json").read_bytes()
+        slim = torch.load(io.BytesIO(zf.read("members/0/previous/fold_1/checkpoint_final.pth")))
+    assert {n for n in names if "/previous/" in n} == {
+        "members/0/previous/dataset.json", "members/0/previous/plans.json",
+        "members/0/previous/fold_0/checkpoint_final.pth",
+        "members/0/previous/fold_1/checkpoint_final.pth",
+    }  # fmt: skip
+    assert config["configuration"] == "3d_cascade_fullres"
+    assert config["previous"]["configuration"] == "3d_lowres"
+    low = torch.load(lowres / "fold_1" / "checkpoint_final.pth", weights_only=False)
+    for key, value in low["network_weights"].items():  # the low-res stage's, not the cascade's
+        assert torch.equal(slim["network_weights"][key], value), key
+    assert "optimizer_state" not in slim
+
+    image = cascade_scan(tmp_path / "ct.nii.gz")
+    for name, model in (("folder", cascade), ("package", package)):
+        main(["predict", str(model), str(image), "-o", str(tmp_path / name), "--device", "cpu"])
+    folder_seg, package_seg = (
+        np.asanyarray(nib.load(tmp_path / n / "ct_seg.nii.gz").dataobj)
+        for n in ("folder", "package")
+    )
+    assert len(np.unique(folder_seg)) > 1
+    np.testing.assert_array_equal(package_seg, folder_seg)
+    model = amoseg.load(package, device="cpu")
+    assert model.backend.previous is not None
+    np.testing.assert_array_equal(np.asarray(model.segment(image).label.dataobj), folder_seg)
+
+    # --folds: the cascade's folds, and the same of its 3d_lowres stage
+    one = export_package([cascade], tmp_path / "one.amoseg.zip", folds=["1"])
+    assert one["sources"][0]["previous"]["folds"] == {"1": "previous/fold_1/checkpoint_final.pth"}
+    assert (
+        "members/0/previous/fold_0/checkpoint_final.pth"
+        not in zipfile.ZipFile(tmp_path / "one.amoseg.zip").namelist()
+    )
+
+
+def test_a_cascade_without_its_lowres_stage_is_not_exported(tmp_path, capsys):
+    lowres, cascade = make_cascade(tmp_path)
+    shutil.rmtree(lowres)
+    target = tmp_path / "c.amoseg.zip"
+    err = cli_error(["export", str(cascade), "--package", str(target)], capsys)
+    assert "exported with its 3d_lowres stage" in err and str(lowres) in err, err
+    assert not target.exists() and not list(tmp_path.glob("*.tmp*"))
+
+
+@pytest.fixture(scope="module")
+def cascade_package(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cascadepkg")
+    _, cascade = make_cascade(root, folds=(0, 1))
+    export_package([cascade], root / "c.amoseg.zip")
+    return root / "c.amoseg.zip"
+
+
+def test_crafted_cascade_members_are_refused_in_one_line(cascade_package, tmp_path):
+    with zipfile.ZipFile(cascade_package) as zf:
+        prev = json.loads(zf.read("members/0/config.json"))["previous"]
+        dataset = json.loads(zf.read("members/0/dataset.json"))
+        single = json.loads(zf.read("members/0/plans.json"))
+    other_labels = {**dataset, "labels": {"background": 0, "liver": 1, "spleen": 2,
+                                          "pancreas": 3}}  # fmt: skip
+    del single["configurations"]["3d_cascade_fullres"]["previous_stage"]
+    cases = {
+        "no previous": ({"members/0/config.json": member_config(cascade_package, previous=None)},
+                        "without its 3d_lowres stage"),
+        "other folds": ({"members/0/config.json": member_config(cascade_package, previous={
+            **prev, "folds": {"0": prev["folds"]["0"]}})}, "other folds than the cascade"),
+        "traversal": ({"members/0/config.json": member_config(cascade_package, previous={
+            **prev, "folds": {"0": "fold_0/checkpoint_final.pth",
+                              "1": "previous/../fold_1/checkpoint_final.pth"}})},
+                      "bad fold entry"),
+        "wrong stage": ({"members/0/config.json": member_config(cascade_package, previous={
+            **prev, "configuration": "3d_fullres"})}, "not the 3d_lowres"),
+        "no stage plans": ({"members/0/previous/plans.json": None},
+                           "lacks members/0/previous/plans.json"),
+        "other labels": ({"members/0/previous/dataset.json": json.dumps(other_labels).encode()},
+                         "other labels than the cascade"),
+        "single stage": ({"members/0/plans.json": json.dumps(single).encode()},
+                         "no cascade stage but carries"),
+        "odd entry": ({"members/0/previous/fold_0/x.pth": b"x"}, "unexpected entry"),
+    }  # fmt: skip
+    for what, (change, words) in cases.items():
+        crafted = rewrite(cascade_package, tmp_path / f"{what}.amoseg.zip", change)
+        with pytest.raises(AmosegError) as info:
+            read_bundles(crafted)
+        line = info.value.line()
+        assert words in line and "\n" not in line, (what, line)
+    [bundle] = read_bundles(cascade_package)
+    assert bundle.packed.previous.configuration == "3d_lowres"
 
 
 def test_format_3_reads_and_a_newer_one_is_refused(nnunet_package, tmp_path):

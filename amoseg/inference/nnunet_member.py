@@ -8,6 +8,10 @@ package is predicting from the folder::
     members/<i>/dataset.json, plans.json         the folder's own, unchanged
     members/<i>/fold_<f>/checkpoint_final.pth    network weights and mirroring axes only
                                                  (checkpoint_best.pth where the fold had no final)
+    members/<i>/previous/dataset.json, plans.json, fold_<f>/checkpoint_final.pth
+                                                 a 3d_cascade_fullres member's 3d_lowres stage
+                                                 (the sibling folder nnU-Net writes; the same
+                                                 folds), run first on every scan
 
 Read like amoseg's own members: from the zip into memory, every entry's size checked, JSON
 capped, checkpoints loaded with `weights_only` and the numpy allowlist of
@@ -65,32 +69,13 @@ def _catalogue_entry(record: dict[str, Any] | None, folder: Any) -> Any:
     return None
 
 
-def export_member(path: Path, folds: list[str] | None = None) -> NnunetExport:
-    """Read the model folder at `path` (its `folds`, or all it predicts with) as nnU-Net's
-    reader in amoseg reads it, and make its package entries."""
+def _fold_entries(folder: Any, prefix: str = "") -> tuple[dict[str, bytes], dict[str, str]]:
+    """The folder's chosen folds as slim checkpoints → (entries, fold → entry name)."""
     import torch
 
     from amoseg.nnunet_models.checkpoint import load_checkpoint
-    from amoseg.nnunet_models.fetch import verify_manifest
-    from amoseg.nnunet_models.folder import read_model_folder
-    from amoseg.nnunet_models.names import amos_mapping, covered_organs, model_classes
 
-    record = verify_manifest(Path(path))  # an installed model: unchanged since it was fetched
-    folder = read_model_folder(path, folds)
-    if folder.configuration_name == "3d_cascade_fullres":
-        raise AmosegError(
-            "a 3d_cascade_fullres model cannot be exported yet (it needs its 3d_lowres stage)",
-            folder.path,
-            "export the 3d_fullres or 3d_lowres model folder",
-        )
-    classes = model_classes(folder.dataset.get("labels", {}), folder.path / "dataset.json")
-    override = (record or {}).get("labels") or None
-    amos = amos_mapping(classes, override, folder.path / "dataset.json")
-    entries = {
-        "dataset.json": (folder.path / "dataset.json").read_bytes(),
-        "plans.json": (folder.path / "plans.json").read_bytes(),
-    }
-    fold_entries = {}
+    entries, fold_entries = {}, {}
     for fold, ckpt_path in folder.checkpoints.items():
         checkpoint = load_checkpoint(ckpt_path)
         slim = {k: checkpoint[k] for k in NNUNET_KEYS if k in checkpoint}
@@ -99,9 +84,57 @@ def export_member(path: Path, folds: list[str] | None = None) -> NnunetExport:
             slim["init_args"] = {k: init[k] for k in ("configuration", "fold") if k in init}
         buffer = io.BytesIO()
         torch.save(slim, buffer)
-        name = f"fold_{fold}/{ckpt_path.name}"
+        name = f"{prefix}fold_{fold}/{Path(ckpt_path).name}"
         entries[name] = buffer.getvalue()
         fold_entries[fold] = name
+    return entries, fold_entries
+
+
+def _previous_folder(folder: Any) -> Any:
+    """A cascade's 3d_lowres stage: nnU-Net's sibling folder (same folds), or one line."""
+    from amoseg.nnunet_models.cascade import previous_stage_folder, stage_folder_name
+
+    stage = str(folder.configuration["previous_stage"])
+    sibling = folder.path.parent / stage_folder_name(folder, stage)
+    if not sibling.is_dir():
+        raise AmosegError(
+            f"a {folder.configuration_name} model is exported with its {stage} stage; "
+            "no model folder",
+            sibling,
+            f"keep the {stage} model folder beside it, as nnU-Net writes them",
+        )
+    return previous_stage_folder(folder)
+
+
+def export_member(path: Path, folds: list[str] | None = None) -> NnunetExport:
+    """Read the model folder at `path` (its `folds`, or all it predicts with) as nnU-Net's
+    reader in amoseg reads it, and make its package entries (a cascade: with its 3d_lowres
+    stage's, under previous/)."""
+    from amoseg.nnunet_models.fetch import verify_manifest
+    from amoseg.nnunet_models.folder import read_model_folder
+    from amoseg.nnunet_models.names import amos_mapping, covered_organs, model_classes
+
+    record = verify_manifest(Path(path))  # an installed model: unchanged since it was fetched
+    folder = read_model_folder(path, folds)
+    classes = model_classes(folder.dataset.get("labels", {}), folder.path / "dataset.json")
+    override = (record or {}).get("labels") or None
+    amos = amos_mapping(classes, override, folder.path / "dataset.json")
+    entries = {
+        "dataset.json": (folder.path / "dataset.json").read_bytes(),
+        "plans.json": (folder.path / "plans.json").read_bytes(),
+    }
+    fold_data, fold_entries = _fold_entries(folder)
+    entries.update(fold_data)
+    previous = None
+    if folder.configuration.get("previous_stage") is not None:
+        prev = _previous_folder(folder)
+        verify_manifest(prev.path)
+        for name in ("dataset.json", "plans.json"):
+            entries[f"previous/{name}"] = (prev.path / name).read_bytes()
+        prev_data, prev_entries = _fold_entries(prev, "previous/")
+        entries.update(prev_data)
+        previous = {"folder": prev.path.name, "configuration": prev.configuration_name,
+                    "folds": prev_entries}  # fmt: skip
     catalogue = _catalogue_entry(record, folder)
     parts = folder.path.name.split("__")
     source = {
@@ -121,6 +154,7 @@ def export_member(path: Path, folds: list[str] | None = None) -> NnunetExport:
             for k in ("name", "description", "reference", "licence", "license", "numTraining")
             if k in folder.dataset
         },
+        **({} if previous is None else {"previous": previous}),
     }
     return NnunetExport(entries, source, catalogue.licence if catalogue else None,
                         covered_organs(amos))  # fmt: skip
@@ -129,9 +163,13 @@ def export_member(path: Path, folds: list[str] | None = None) -> NnunetExport:
 def member_config(export: NnunetExport) -> dict[str, Any]:
     """members/<i>/config.json of an nnU-Net member: what the reader needs to rebuild it."""
     s = export.source
-    return {"kind": NNUNET_KIND, "configuration": s["configuration"], "folds": s["folds"],
-            "labels": s["labels"], "source": {k: s[k] for k in ("name", "folder", "dataset_name",
-                                                                  "trainer", "plans")}}  # fmt: skip
+    config = {"kind": NNUNET_KIND, "configuration": s["configuration"], "folds": s["folds"],
+              "labels": s["labels"], "source": {k: s[k] for k in ("name", "folder",
+                                                                   "dataset_name", "trainer",
+                                                                   "plans")}}  # fmt: skip
+    if "previous" in s:  # a cascade: its 3d_lowres stage's configuration and folds
+        config["previous"] = {k: s["previous"][k] for k in ("configuration", "folds")}
+    return config
 
 
 def nnunet_card(
@@ -194,6 +232,10 @@ def nnunet_card_markdown(card: dict[str, Any]) -> str:
         folds = ", ".join(source["folds"])
         title = f" — {source['title']}" if source.get("title") else ""
         lines.append(f"- {source['name']}{title}: folder `{source['folder']}`, folds {folds}")
+        if source.get("previous"):
+            prev = source["previous"]
+            lines.append(f"  - runs its {prev['configuration']} stage first: folder "
+                         f"`{prev['folder']}`, folds {', '.join(prev['folds'])}")  # fmt: skip
         if source.get("url"):
             lines.append(f"  - published at {source['url']}")
         data = source.get("dataset") or {}
@@ -215,26 +257,24 @@ def nnunet_card_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def check_fold_entries(config: dict[str, Any], member: str, path: Path) -> dict[str, str]:
-    """An nnU-Net member's config: its fold → checkpoint entry map, checked (fold names and
-    entry names as the exporter writes them), and the configuration it can run."""
+def check_fold_entries(
+    config: dict[str, Any], member: str, path: Path, prefix: str = ""
+) -> dict[str, str]:
+    """An nnU-Net member's config (or its previous stage's, under `prefix` previous/): its
+    fold → checkpoint entry map, checked (fold names and entry names as the exporter writes
+    them), and the configuration it names."""
     folds = config.get("folds")
     if not isinstance(folds, dict) or not folds or len(folds) > 64:
         raise AmosegError(f"model package's {member}/config.json lists no folds", path, REEXPORT)
     for fold, entry in folds.items():
-        found = _FOLD_ENTRY.match(entry) if isinstance(entry, str) else None
+        ok = isinstance(entry, str) and entry.startswith(prefix)
+        found = _FOLD_ENTRY.match(entry.removeprefix(prefix)) if ok else None
         if found is None or found.group(1) != fold:
             raise AmosegError(
                 f"model package's {member}/config.json lists a bad fold entry {str(entry)[:60]!r}",
                 path,
                 REEXPORT,
             )
-    if config.get("configuration") == "3d_cascade_fullres":
-        raise AmosegError(
-            f"model package's {member} is a 3d_cascade_fullres model, which packages do not carry",
-            path,
-            REEXPORT,
-        )
     if not isinstance(config.get("configuration"), str):
         raise AmosegError(f"model package's {member} names no configuration", path, REEXPORT)
     labels = config.get("labels")
@@ -243,9 +283,65 @@ def check_fold_entries(config: dict[str, Any], member: str, path: Path) -> dict[
     return dict(folds)
 
 
+def check_previous_entries(
+    config: dict[str, Any], folds: dict[str, str], member: str, path: Path
+) -> dict[str, str] | None:
+    """A cascade member's previous-stage fold → entry map (None: a single stage), checked:
+    entries under previous/, the same folds as the cascade."""
+    previous = config.get("previous")
+    if previous is None:
+        return None
+    if not isinstance(previous, dict):
+        raise AmosegError(f"model package's {member} previous stage is not an object", path,
+                          REEXPORT)  # fmt: skip
+    prev_folds = check_fold_entries(previous, f"{member}/previous", path, "previous/")
+    if list(prev_folds) != list(folds):
+        raise AmosegError(
+            f"model package's {member} previous stage has other folds than the cascade",
+            path,
+            REEXPORT,
+        )
+    return prev_folds
+
+
+def check_stages(
+    config: dict[str, Any], files: dict[str, dict[str, Any]], member: str, path: Path
+) -> None:
+    """A member is a cascade exactly when it carries its previous stage, and that stage is
+    the one its configuration names, single-stage, with the same labels; else one line."""
+    from amoseg.nnunet_models.folder import resolve_configuration
+
+    where = Path(f"{path}!{member}")
+    name = str(config["configuration"])
+    stage = resolve_configuration(files["plans.json"], name, where).get("previous_stage")
+    previous = config.get("previous")
+    if stage is None and previous is None:
+        return
+    if stage is None:
+        raise AmosegError(f"model package's {member} ({name}) is no cascade stage but carries "
+                          "a previous stage", path, REEXPORT)  # fmt: skip
+    if previous is None:
+        raise AmosegError(f"model package's {member} is a {name} model without its {stage} "
+                          "stage", path, REEXPORT)  # fmt: skip
+    if previous["configuration"] != stage:
+        raise AmosegError(
+            f"model package's {member} previous stage is {str(previous['configuration'])[:30]!r}"
+            f", not the {stage} its {name} configuration names",
+            path,
+            REEXPORT,
+        )
+    prev_plans = files["previous/plans.json"]
+    if resolve_configuration(prev_plans, stage, where / "previous").get("previous_stage"):
+        raise AmosegError("a cascade of more than two stages is not supported", path, REEXPORT)
+    if files["previous/dataset.json"].get("labels") != files["dataset.json"].get("labels"):
+        raise AmosegError(f"model package's {member} {stage} stage has other labels than the "
+                          "cascade", path, REEXPORT)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class PackedNnunet:
-    """An nnU-Net member read into memory: its JSON files, configuration and checkpoints."""
+    """An nnU-Net member read into memory: its JSON files, configuration and checkpoints (a
+    cascade: and its previous stage's, as another `PackedNnunet`)."""
 
     name: str  # "m.amoseg.zip!members/0"
     dataset: dict[str, Any]
@@ -253,15 +349,13 @@ class PackedNnunet:
     configuration: str
     checkpoints: dict[str, Any]  # fold → PackedCheckpoint
     labels: dict[str, int | str] | None
+    previous: PackedNnunet | None = None
 
-    def open_backend(self, options: Any, mirror: bool) -> Any:
-        """The same `NnunetBackend` the folder opens, built from memory."""
-        from amoseg.devices import resolve_device
-        from amoseg.nnunet_models.backend import NnunetBackend
+    def _folder(self) -> Any:
         from amoseg.nnunet_models.folder import ModelFolder, resolve_configuration
 
         where = Path(self.name)
-        folder = ModelFolder(
+        return ModelFolder(
             path=where,
             dataset=self.dataset,
             plans=self.plans,
@@ -269,10 +363,19 @@ class PackedNnunet:
             configuration=resolve_configuration(self.plans, self.configuration, where),
             checkpoints=dict(self.checkpoints),
         )
-        return NnunetBackend(
-            folder, resolve_device(options.device), precision=options.precision,
-            step_size=options.step_size, tta=mirror, labels=self.labels,
-        )  # fmt: skip
+
+    def open_backend(self, options: Any, mirror: bool) -> Any:
+        """The same `NnunetBackend` the folder opens (a cascade: with its previous stage's,
+        the same options and labels, as `open_nnunet_model` builds it), built from memory."""
+        from amoseg.devices import resolve_device
+        from amoseg.nnunet_models.backend import NnunetBackend
+
+        device = resolve_device(options.device)
+        args = (device, options.precision, options.step_size, mirror, self.labels)
+        previous = None
+        if self.previous is not None:
+            previous = NnunetBackend(self.previous._folder(), *args)
+        return NnunetBackend(self._folder(), *args, previous)
 
 
 def load_fold(data: bytes, name: str) -> Any:
@@ -286,12 +389,21 @@ def packed_member(
     package: Path,
     member: str,
     config: dict[str, Any],
-    dataset: dict[str, Any],
-    plans: dict[str, Any],
+    files: dict[str, dict[str, Any]],
     checkpoints: dict[str, Any],
+    previous: dict[str, Any] | None = None,
 ) -> PackedNnunet:
+    """The member read: its files, checkpoints and (a cascade) its previous stage's."""
     labels = config.get("labels")
+    amos = {str(k): v for k, v in labels.items()} if isinstance(labels, dict) else None
+    stage = None
+    if previous is not None:
+        stage = PackedNnunet(
+            f"{package}!{member}/previous", files["previous/dataset.json"],
+            files["previous/plans.json"], str(config["previous"]["configuration"]), previous,
+            amos,
+        )  # fmt: skip
     return PackedNnunet(
-        f"{package}!{member}", dataset, plans, str(config["configuration"]), checkpoints,
-        {str(k): v for k, v in labels.items()} if isinstance(labels, dict) else None,
+        f"{package}!{member}", files["dataset.json"], files["plans.json"],
+        str(config["configuration"]), checkpoints, amos, stage,
     )  # fmt: skip

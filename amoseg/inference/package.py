@@ -13,10 +13,18 @@ Layout (format version 2; version 1 lacks postprocessing.json and reads the same
 
 Format version 3 adds one member kind, an nnU-Net v2 model folder (`config.json` says
 `"kind": "nnunet"`; its dataset.json, plans.json and fold checkpoints beside it, see
-`amoseg.inference.nnunet_member`), and a cascade member's previous/ stage. A package is
-written with the lowest version that describes it: amoseg's own single-stage runs as version
-2 (what older amoseg reads), nnU-Net folders and cascades as 3 (an older amoseg then says
-"newer than this amoseg reads" rather than misreading it).
+`amoseg.inference.nnunet_member`), and a cascade member's previous/ stage::
+
+    members/<i>/dataset.json, plans.json         an nnU-Net member: the folder's own
+    members/<i>/fold_<f>/checkpoint_final.pth    its folds' weights (or checkpoint_best.pth)
+    members/<i>/previous/dataset.json, plans.json, fold_<f>/checkpoint_final.pth
+                                     an nnU-Net 3d_cascade_fullres member's 3d_lowres stage
+                                     (the same folds; config.json's "previous" lists them)
+
+A package is written with
+the lowest version that describes it: amoseg's own single-stage runs as version 2 (what older
+amoseg reads), nnU-Net folders and cascades as 3 (an older amoseg then says "newer than this
+amoseg reads" rather than misreading it).
 
 A member holds what a run folder (or nnU-Net model folder) holds (`amoseg.inference.bundle`):
 both are read into the same kind of bundle. Several members (e.g. cross-validation folds, or
@@ -65,8 +73,8 @@ MAX_MEMBERS = 64
 #: what to do about a package that is malformed or damaged
 REEXPORT = "only use packages written by `amoseg export`; export it again"
 _MEMBER_NAME = re.compile(
-    r"^members/\d{1,3}/((previous/\d{1,3}/)?[a-z_]+\.(pt|json)"
-    r"|fold_(\d{1,3}|all)/checkpoint_(final|best)\.pth)$"
+    r"^members/\d{1,3}/((previous/\d{1,3}/)?[a-z_]+\.(pt|json)|previous/(dataset|plans)\.json"
+    r"|(previous/)?fold_(\d{1,3}|all)/checkpoint_(final|best)\.pth)$"
 )
 
 
@@ -438,7 +446,6 @@ def read_package(path: str | Path) -> Package:
                     )
             checkpoints, configs, post, previous = [], [], [], []
             for member in _member_list(manifest, path):
-                previous.append(_previous_stage(zf, infos, member, path))
                 config_info = infos.get(f"{member}/config.json")
                 config = _read_json_member(zf, config_info, path) if config_info else {}
                 if not isinstance(config, dict):
@@ -447,9 +454,10 @@ def read_package(path: str | Path) -> Package:
                     )
                 configs.append(config)
                 kind = config.get("kind", "amoseg")
-                if kind == "nnunet":
+                if kind == "nnunet":  # its previous stage (a cascade) is inside it
                     checkpoints.append(_read_nnunet_member(zf, infos, member, config, path))
                     post.append(None)
+                    previous.append([])
                     continue
                 if kind != "amoseg":
                     raise AmosegError(
@@ -458,6 +466,7 @@ def read_package(path: str | Path) -> Package:
                         path,
                         "upgrade amoseg to use it",
                     )
+                previous.append(_previous_stage(zf, infos, member, path))
                 checkpoints.append(
                     _load_weights(
                         _read_weights(zf, infos, member, "checkpoint.pt", path), path, member
@@ -527,25 +536,41 @@ def _read_nnunet_member(
     path: Path,
 ) -> dict[str, Any]:
     """An nnU-Net member: its dataset.json and plans.json (JSON, capped) and each listed
-    fold's checkpoint (size-checked, weights only), as a `PackedNnunet`."""
-    from amoseg.inference.nnunet_member import check_fold_entries, load_fold, packed_member
+    fold's checkpoint (size-checked, weights only), as a `PackedNnunet`; a cascade member the
+    same again for its 3d_lowres stage under previous/ (the same folds)."""
+    from amoseg.inference.nnunet_member import (
+        check_fold_entries,
+        check_previous_entries,
+        check_stages,
+        load_fold,
+        packed_member,
+    )
 
     folds = check_fold_entries(config, member, path)
+    prev_folds = check_previous_entries(config, folds, member, path)
+    names = ["dataset.json", "plans.json"]
+    if prev_folds is not None:
+        names += ["previous/dataset.json", "previous/plans.json"]
     files = {}
-    for name in ("dataset.json", "plans.json"):
+    for name in names:
         info = infos.get(f"{member}/{name}")
         if info is None:
             raise AmosegError(f"model package lacks {member}/{name}", path, REEXPORT)
         files[name] = _read_json_member(zf, info, path)
         if not isinstance(files[name], dict):
             raise AmosegError(f"model package's {member}/{name} is not an object", path, REEXPORT)
-    weights = {
-        fold: load_fold(_read_weights(zf, infos, member, entry, path), f"{path}!{member}/{entry}")
-        for fold, entry in folds.items()
-    }
-    packed = packed_member(
-        path, member, config, files["dataset.json"], files["plans.json"], weights
-    )
+    check_stages(config, files, member, path)
+
+    def weights(entries: dict[str, str]) -> dict[str, Any]:
+        return {
+            fold: load_fold(
+                _read_weights(zf, infos, member, entry, path), f"{path}!{member}/{entry}"
+            )
+            for fold, entry in entries.items()
+        }
+
+    previous = None if prev_folds is None else weights(prev_folds)
+    packed = packed_member(path, member, config, files, weights(folds), previous)
     return {"kind": "nnunet", "packed": packed}
 
 
