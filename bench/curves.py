@@ -12,9 +12,24 @@ Each snapshot predicts the test scans (`amoseg predict`, `nnUNetv2_predict -chk 
 without mirroring) and `amoseg score` scores them on the scans' own grids (Dice, NSD at 2 mm).
 
 Arms (--arms): `amoseg-2d` (`unet` on the planned `2d` store), `amoseg-3d_lowres` (`unet3d`
-on the `3d_lowres` store, when the plan has one, or with --lowres-spacing MM), `nnunet-2d`,
-`nnunet-3d_lowres` (when nnU-Net plans one) and `nnunet-3d_fullres`. `amoseg-3d_cascade_fullres`
-is listed as not available: amoseg cannot train the cascade yet.
+on the `3d_lowres` store, when the plan has one, or with --lowres-spacing MM, which also adds
+the cascade), `amoseg-3d_cascade_fullres` (below), `nnunet-2d`, `nnunet-3d_lowres` (when
+nnU-Net plans one) and `nnunet-3d_fullres`. nnU-Net's own cascade is not an arm: it needs the
+5-fold `3d_lowres` cross-validation's predictions, five full nnU-Net trainings.
+
+The cascade arm's clock counts both stages: the arm gets --budget-min in all. A share f
+(--cascade-lowres-share, default 1/3) goes to its low-resolution stage: `unet3d` trained on
+each of the k folds of the `3d_lowres` store that hold validation cases (`amoseg prepare`
+deals 5 folds; `prepare --previous` needs a run of each: k = 5 from 5 labelled cases on, 4 in
+the smoke run) for budget·f/k minutes each (`train --fold K --time-budget`). `prepare
+--configuration 3d_cascade_fullres --previous` then predicts every case with the fold that
+held it out (not on the clock, as no arm's preparation is; its seconds are recorded), and
+the full-resolution stage trains for what the folds left of the budget (budget minus their
+measured minutes, each within an epoch of its own budget; at least 5 % of the budget). The
+arm's clock is the folds' minutes plus the stage's own, so a mark m falls on the stage's
+clock at m minus the folds' minutes; marks within the folds' minutes have no cascade yet
+(no score). A snapshot holds both stages (the run's previous/) and `amoseg predict` runs
+both on the test scans.
 
 Data: `amoseg synth OUT/amos --cases N --preset P` (fixed seed) unless --root names an
 AMOS-format folder; `amoseg prepare` splits by scan with --test-cases scans held out (the same
@@ -23,9 +38,10 @@ CPU seconds (user + system of this process and its children: DataLoader and nnU-
 augmentation workers included) are recorded per arm.
 
 Resumable: every finished command leaves logs/<step>.json (bench/vs_nnunet.run_measured) and
-is not run again; an amoseg arm that was stopped continues from its checkpoint_latest.pt
-(`train --resume`, its clock and LR plan included); an nnU-Net arm that was stopped starts
-its training again. Writes OUT/curves.json and OUT/curves.png.
+is not run again; an amoseg arm that was stopped (a cascade fold run or stage included)
+continues from its checkpoint_latest.pt (`train --resume`, its clock and LR plan included);
+an nnU-Net arm that was stopped starts its training again.
+Writes OUT/curves.json and OUT/curves.png.
 """
 
 from __future__ import annotations
@@ -58,7 +74,11 @@ ARMS = (
     "nnunet-3d_lowres",
     "nnunet-3d_fullres",
 )
-MODEL_OF = {"2d": "unet", "3d_lowres": "unet3d"}
+MODEL_OF = {"2d": "unet", "3d_lowres": "unet3d", "3d_cascade_fullres": "unet3d"}
+#: the cascade arm's share of --budget-min for its 3d_lowres folds (--cascade-lowres-share)
+CASCADE_LOWRES_SHARE = 1 / 3
+#: the least of the budget its full-resolution stage gets, whatever the folds overran
+MIN_STAGE_SHARE = 0.05
 DEFAULT_MARKS = (5.0, 10.0, 20.0, 30.0, 60.0)
 
 
@@ -76,6 +96,7 @@ class Setup:
     threads: int
     workers: int
     lowres_spacing: float | None
+    cascade_share: float
     nnunet_iters: int
     smoke: bool
     hparams: dict
@@ -173,17 +194,27 @@ def make_data(setup: Setup, env: dict[str, str]) -> dict[str, Any]:
         f"split: {len(splits['train'])} train / {len(splits['val'])} val / "
         f"{len(splits['test'])} test; stores: {', '.join(stores)}"
     )
-    return {"stores": stores, "splits": splits, "raw": raw, "gt": gt, "test_dir": test_dir}
+    return {
+        "root": root,
+        "stores": stores,
+        "splits": splits,
+        "raw": raw,
+        "gt": gt,
+        "test_dir": test_dir,
+    }
 
 
 def force_lowres(plan_file: Path, spacing: float) -> None:
     """--lowres-spacing: set the 3d_lowres spacing (TotalSegmentator's fast models: 3 or 6 mm),
-    adding the stage as a copy of 3d where the rule planned none (small data)."""
+    adding the stage as a copy of 3d where the rule planned none (small data), and with it
+    the cascade (`3d_cascade_fullres`: 3d with `previous_stage` 3d_lowres, as the planner
+    adds it)."""
     data = read_json(plan_file)
     confs = data["configurations"]
     low = dict(confs.get("3d_lowres") or confs["3d"])
     low["spacing"] = [float(spacing)] * 3
     confs["3d_lowres"] = low
+    confs.setdefault("3d_cascade_fullres", {**confs["3d"], "previous_stage": "3d_lowres"})
     write_json(plan_file, data)
 
 
@@ -193,57 +224,20 @@ def force_lowres(plan_file: Path, spacing: float) -> None:
 def run_amoseg_arm(setup: Setup, data: dict, conf: str) -> dict[str, Any]:
     """`train --time-budget` in this process, a snapshot run folder per mark, then predict +
     score each snapshot."""
-    from amoseg.training import TrainSettings, train
-
     out = setup.out
-    run = out / "runs" / f"amoseg-{conf}"
-    marks_dir = out / "runs" / f"amoseg-{conf}-marks"
-    done_file = out / "logs" / f"train_amoseg_{conf}.json"
-    if not done_file.exists():
-        settings = TrainSettings(
-            time_budget=setup.budget_min,
-            device="cpu",
-            seed=setup.seed,
-            num_workers=setup.workers,
-            hparams=dict(setup.hparams),
-            progress=not setup.smoke,
-            val_native_end=False,
-        )
-        pending = [m for m in setup.marks if not (marks_dir / mark_tag(m)).exists()]
-
-        def snapshot(epoch: int, _metrics: dict) -> None:
-            clock = float(read_csv_last(run / "log.csv")["minutes"])
-            while pending and clock >= pending[0]:
-                keep_snapshot(run, marks_dir / mark_tag(pending.pop(0)), clock, epoch)
-
-        resume = (run / "checkpoint_latest.pt").exists()
-        vs.log(
-            f"amoseg {conf}: train {MODEL_OF[conf]} for {setup.budget_min:g} min"
-            + (" (resumed)" if resume else "")
-        )
-        cpu0, wall0 = cpu_seconds(), time.perf_counter()
-        summary = train(
-            MODEL_OF[conf],
-            data["stores"][conf],
-            run,
-            settings,
-            resume=resume,
-            overwrite=not resume and run.exists(),
-            on_epoch=snapshot,
-        )
-        for m in pending:  # the run ended before these marks' clock: its final state
-            keep_snapshot(
-                run, marks_dir / mark_tag(m), summary["train_seconds"] / 60, summary["epoch"]
-            )
-        write_json(
-            done_file,
-            {
-                "cpu_seconds": cpu_seconds() - cpu0,
-                "wall_seconds": time.perf_counter() - wall0,
-                "summary": summary,
-            },
-        )
-    record = read_json(done_file)
+    name = f"amoseg-{conf}"
+    marks_dir = out / "runs" / f"{name}-marks"
+    record = train_budgeted(
+        setup,
+        MODEL_OF[conf],
+        data["stores"][conf],
+        out / "runs" / name,
+        setup.budget_min,
+        done_file=out / "logs" / f"train_amoseg_{conf}.json",
+        marks_dir=marks_dir,
+        marks=[(mark_tag(m), m) for m in setup.marks],
+        what=f"amoseg {conf}: train {MODEL_OF[conf]}",
+    )
     arm = {
         "tool": "amoseg",
         "configuration": conf,
@@ -253,30 +247,244 @@ def run_amoseg_arm(setup: Setup, data: dict, conf: str) -> dict[str, Any]:
         "train_seconds": record["summary"]["train_seconds"],
         "marks": [],
     }
-    env = base_env(setup)
     for m in setup.marks:
-        folder = marks_dir / mark_tag(m)
-        pred = out / "predictions" / f"amoseg-{conf}-{mark_tag(m)}"
+        arm["marks"].append(score_snapshot(setup, data, conf, m, marks_dir / mark_tag(m)))
+    return arm
+
+
+def train_budgeted(
+    setup: Setup,
+    model: str,
+    store: Path,
+    run: Path,
+    minutes: float,
+    *,
+    done_file: Path,
+    what: str,
+    fold: int | None = None,
+    marks_dir: Path | None = None,
+    marks: list[tuple[str, float]] = (),  # type: ignore[assignment]
+    offset_min: float = 0.0,
+) -> dict[str, Any]:
+    """One `train --time-budget MINUTES` run in this process (continued from its
+    checkpoint_latest.pt when a stopped bench is resumed), unless `done_file` says it finished.
+
+    `marks`: (tag, minutes of this run's clock) — a snapshot run folder marks_dir/tag at the
+    first epoch whose clock reaches it (the run's final state for those it never reached);
+    `offset_min` is added to the clock recorded in each snapshot's mark.json (the cascade's
+    low-resolution folds). Returns the done record: cpu_seconds, wall_seconds, summary."""
+    from amoseg.training import TrainSettings, train
+
+    if not done_file.exists():
+        settings = TrainSettings(
+            time_budget=minutes,
+            device="cpu",
+            seed=setup.seed,
+            num_workers=setup.workers,
+            hparams=dict(setup.hparams),
+            progress=not setup.smoke,
+            val_native_end=False,
+            fold=fold,
+        )
+        pending = sorted(
+            (at, tag) for tag, at in marks if marks_dir and not (marks_dir / tag).exists()
+        )
+
+        def snapshot(epoch: int, _metrics: dict) -> None:
+            clock = float(read_csv_last(run / "log.csv")["minutes"])
+            while pending and clock >= pending[0][0]:
+                keep_snapshot(run, marks_dir / pending.pop(0)[1], clock, epoch, offset_min)
+
+        resume = (run / "checkpoint_latest.pt").exists()
+        vs.log(f"{what} for {minutes:.3g} min" + (" (resumed)" if resume else ""))
+        cpu0, wall0 = cpu_seconds(), time.perf_counter()
+        summary = train(
+            model,
+            store,
+            run,
+            settings,
+            resume=resume,
+            overwrite=not resume and run.exists(),
+            on_epoch=snapshot if pending else None,
+        )
+        for _, tag in pending:  # the run ended before these marks' clock: its final state
+            keep_snapshot(
+                run, marks_dir / tag, summary["train_seconds"] / 60, summary["epoch"], offset_min
+            )
+        write_json(
+            done_file,
+            {
+                "cpu_seconds": cpu_seconds() - cpu0,
+                "wall_seconds": time.perf_counter() - wall0,
+                "summary": summary,
+            },
+        )
+    return read_json(done_file)
+
+
+def score_snapshot(
+    setup: Setup, data: dict, conf: str, m: float, folder: Path | None
+) -> dict[str, Any]:
+    """Predict the test scans with a mark's snapshot (`amoseg predict`, every stage the run
+    folder holds) and score them; `folder` None: no snapshot exists at this mark."""
+    if folder is None:
+        return {"mark_min": m, "clock_min": None, "epoch": None, "mean_dice": None,
+                "mean_nsd": None, "per_organ_dice": None}  # fmt: skip
+    out = setup.out
+    pred = out / "predictions" / f"amoseg-{conf}-{mark_tag(m)}"
+    vs.run_measured(
+        vs.amoseg_cmd(
+            "predict",
+            str(folder),
+            str(data["test_dir"]),
+            "-o",
+            str(pred),
+            "--device",
+            "cpu",
+            "--no-tta",
+        ),
+        base_env(setup),
+        out / "logs" / f"predict_amoseg_{conf}_{mark_tag(m)}.log",
+        what=f"amoseg predict {conf} {m:g} min",
+        fresh=pred,
+    )
+    for extra in pred.glob("*_volumes.*"):  # keep only the label maps in the scored folder
+        extra.unlink()
+    at = read_json(folder / "mark.json")
+    return {"mark_min": m, **at, **scores(setup, pred, data, f"amoseg-{conf}", m)}
+
+
+# --- the amoseg cascade arm ------------------------------------------------------------------
+
+
+def lowres_folds(splits: dict[str, Any]) -> list[int]:
+    """The 3d_lowres store's folds that hold validation cases: `prepare --previous` needs a
+    run of each (every training case predicted by a fold run that never trained on it); a
+    fold with an empty `val` (fewer labelled cases than folds) needs none."""
+    return [k for k, fold in enumerate(splits.get("folds") or []) if fold.get("val")]
+
+
+def cascade_budgets(budget_min: float, share: float, n_folds: int) -> dict[str, float]:
+    """The planned split of the arm's `budget_min`: `share` of it to the low-resolution
+    folds, equally (`fold_min` each), the rest to the full-resolution stage (`stage_min`)."""
+    return {"fold_min": budget_min * share / n_folds, "stage_min": budget_min * (1 - share)}
+
+
+def stage_budget(budget_min: float, folds_min: float) -> float:
+    """The full-resolution stage's time budget: what the folds left of the arm's budget (each
+    ends within an epoch of its own budget, before or after it: the difference goes to or
+    comes out of the stage's share), but never under MIN_STAGE_SHARE of the budget (the
+    stage always trains)."""
+    return max(budget_min - folds_min, budget_min * MIN_STAGE_SHARE)
+
+
+def stage_marks(marks: tuple[float, ...], folds_min: float) -> list[tuple[str, float]]:
+    """(tag, minutes of the stage's own clock) of the arm's marks that fall after the
+    low-resolution folds: the arm's clock is the folds' minutes plus the stage's."""
+    return [(mark_tag(m), m - folds_min) for m in marks if m > folds_min]
+
+
+def run_cascade_arm(setup: Setup, data: dict) -> dict[str, Any]:
+    """amoseg's `3d_cascade_fullres`: `3d_lowres` fold runs (their share of the budget), the
+    cascade store prepared from them (`prepare --previous`), the full-resolution stage for the
+    rest of the budget, and a snapshot of it (both stages) at each mark."""
+    conf = "3d_cascade_fullres"
+    out = setup.out
+    low_store = data["stores"]["3d_lowres"]
+    folds = lowres_folds(read_json(low_store / "splits.json"))
+    plan = cascade_budgets(setup.budget_min, setup.cascade_share, len(folds))
+    prev = out / "runs" / f"amoseg-{conf}-lowres"
+    cpu = 0.0
+    fold_rows = []
+    for k in folds:
+        record = train_budgeted(
+            setup,
+            MODEL_OF["3d_lowres"],
+            low_store,
+            prev / f"fold_{k}",
+            plan["fold_min"],
+            fold=k,
+            done_file=out / "logs" / f"train_amoseg_{conf}_lowres_fold{k}.json",
+            what=f"amoseg {conf}: 3d_lowres fold {k} of {len(folds)}",
+        )
+        cpu += record["cpu_seconds"]
+        fold_rows.append(
+            {
+                "fold": k,
+                "budget_min": round(plan["fold_min"], 4),
+                "epochs": record["summary"]["epoch"],
+                "train_seconds": record["summary"]["train_seconds"],
+            }
+        )
+    folds_min = sum(r["train_seconds"] for r in fold_rows) / 60
+    store = out / f"store-{conf}"
+    cpu_file = out / "logs" / f"prepare_{conf}_cpu.json"
+    if not cpu_file.exists():
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         vs.run_measured(
             vs.amoseg_cmd(
-                "predict",
-                str(folder),
-                str(data["test_dir"]),
-                "-o",
-                str(pred),
+                "prepare",
+                str(data["root"]),
+                str(store),
+                "--plan",
+                str(out / "plan.json"),
+                "--configuration",
+                conf,
+                "--previous",
+                str(prev),
                 "--device",
                 "cpu",
-                "--no-tta",
+                "--quiet",
             ),
-            env,
-            out / "logs" / f"predict_amoseg_{conf}_{mark_tag(m)}.log",
-            what=f"amoseg predict {conf} {m:g} min",
-            fresh=pred,
+            base_env(setup),
+            out / "logs" / f"prepare_{conf}.log",
+            what=f"amoseg prepare {conf} --previous",
+            fresh=store,
         )
-        for extra in pred.glob("*_volumes.*"):  # keep only the label maps in the scored folder
-            extra.unlink()
-        at = read_json(folder / "mark.json")
-        arm["marks"].append({"mark_min": m, **at, **scores(setup, pred, data, f"amoseg-{conf}", m)})
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = (after.ru_utime + after.ru_stime) - (kids.ru_utime + kids.ru_stime)
+        write_json(cpu_file, {"cpu_seconds": used})
+    prepare_seconds = read_json(out / "logs" / f"prepare_{conf}.json")["seconds"]
+    cpu += read_json(cpu_file)["cpu_seconds"]
+    minutes = stage_budget(setup.budget_min, folds_min)
+    marks = stage_marks(setup.marks, folds_min)
+    marks_dir = out / "runs" / f"amoseg-{conf}-marks"
+    record = train_budgeted(
+        setup,
+        MODEL_OF[conf],
+        store,
+        out / "runs" / f"amoseg-{conf}",
+        minutes,
+        done_file=out / "logs" / f"train_amoseg_{conf}.json",
+        marks_dir=marks_dir,
+        marks=marks,
+        offset_min=folds_min,
+        what=f"amoseg {conf}: train {MODEL_OF[conf]} (full-resolution stage)",
+    )
+    cpu += record["cpu_seconds"]
+    stage_seconds = record["summary"]["train_seconds"]
+    arm = {
+        "tool": "amoseg",
+        "configuration": conf,
+        "model": MODEL_OF[conf],
+        "cpu_seconds": cpu,
+        "epochs": record["summary"]["epoch"],
+        "train_seconds": folds_min * 60 + stage_seconds,
+        "lowres_share": setup.cascade_share,
+        "lowres_folds": fold_rows,
+        "lowres_seconds": folds_min * 60,
+        "stage_budget_min": round(minutes, 4),
+        "stage_seconds": stage_seconds,
+        "prepare_seconds": prepare_seconds,
+        "marks": [],
+    }
+    reached = {tag for tag, _ in marks}
+    for m in setup.marks:
+        folder = marks_dir / mark_tag(m) if mark_tag(m) in reached else None
+        row = score_snapshot(setup, data, conf, m, folder)
+        if folder is None:
+            row["note"] = "the low-resolution folds were still training: no cascade yet"
+        arm["marks"].append(row)
     return arm
 
 
@@ -287,14 +495,23 @@ def read_csv_last(path: Path) -> dict[str, str]:
         return list(csv.DictReader(f))[-1]
 
 
-def keep_snapshot(run: Path, folder: Path, minutes: float, epoch: int) -> None:
-    """A run folder `amoseg predict` can load: the config and the latest weights as 'best'."""
+def keep_snapshot(
+    run: Path, folder: Path, minutes: float, epoch: int, offset_min: float = 0.0
+) -> None:
+    """A run folder `amoseg predict` can load: the config and the latest weights as 'best'
+    (and a cascade's previous/, its low-resolution stage); mark.json's clock is the arm's
+    (`offset_min` + this run's minutes)."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copyfile(run / "config.json", tmp / "config.json")
     shutil.copyfile(run / "checkpoint_latest.pt", tmp / "checkpoint_best.pt")
-    write_json(tmp / "mark.json", {"clock_min": round(minutes, 3), "epoch": epoch})
+    if (run / "previous").is_dir():
+        shutil.copytree(run / "previous", tmp / "previous")
+    at = {"clock_min": round(offset_min + minutes, 3), "epoch": epoch}
+    if offset_min:
+        at["stage_clock_min"] = round(minutes, 3)
+    write_json(tmp / "mark.json", at)
     tmp.rename(folder)
 
 
@@ -467,7 +684,7 @@ def plot(result: dict[str, Any], target: Path) -> None:
                 marker="o",
                 label=f"{arm['tool']} {arm['configuration']}",
             )
-    ax.set_xlabel("minutes of training (each tool's own clock)")
+    ax.set_xlabel("minutes of training (each arm's own clock; the cascade's counts its folds)")
     ax.set_ylabel("mean organ Dice on the test scans (%)")
     ax.set_title(f"{result['n_test']} test scans, {result['machine']}")
     ax.grid(alpha=0.3)
@@ -499,6 +716,12 @@ def parse(argv: list[str] | None) -> tuple[Setup, bool, bool]:
         type=float,
         default=None,
         help="set (or add) plan.json's 3d_lowres spacing in mm",
+    )
+    p.add_argument(
+        "--cascade-lowres-share",
+        type=float,
+        default=CASCADE_LOWRES_SHARE,
+        help="the cascade arm's share of --budget-min for its 3d_lowres folds (default 1/3)",
     )
     p.add_argument("--nnunet-iters", type=int, default=250)
     p.add_argument(
@@ -535,6 +758,8 @@ def parse(argv: list[str] | None) -> tuple[Setup, bool, bool]:
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
         p.error(f"unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS)}")
+    if not 0 < a.cascade_lowres_share < 1:
+        p.error("--cascade-lowres-share must be between 0 and 1 (exclusive)")
     if not 1 <= a.test_cases < a.cases - 1:
         p.error("--test-cases must leave at least 2 cases for training and validation")
     setup = Setup(
@@ -550,6 +775,7 @@ def parse(argv: list[str] | None) -> tuple[Setup, bool, bool]:
         a.threads,
         a.workers,
         a.lowres_spacing,
+        a.cascade_lowres_share,
         a.nnunet_iters,
         a.smoke,
         json.loads(a.hparams),
@@ -587,15 +813,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     nn_env = None
     for arm in setup.arms:
         tool, conf = arm.split("-", 1)
-        if tool == "amoseg" and conf not in data["stores"]:
-            why = (
-                "amoseg cannot train the cascade yet"
-                if conf == "3d_cascade_fullres"
-                else "the plan has no such configuration (pass --lowres-spacing MM)"
-            )
+        needs = "3d_lowres" if conf == "3d_cascade_fullres" else conf
+        if tool == "amoseg" and needs not in data["stores"]:
+            why = f"the plan has no {needs} configuration (pass --lowres-spacing MM)"
             result["arms"].append({"tool": tool, "configuration": conf, "skipped": why})
             continue
-        if tool == "amoseg":
+        if tool == "amoseg" and conf == "3d_cascade_fullres":
+            result["arms"].append(run_cascade_arm(setup, data))
+        elif tool == "amoseg":
             result["arms"].append(run_amoseg_arm(setup, data, conf))
         else:
             nn_env = nn_env or nnunet_setup(setup, data)
@@ -610,7 +835,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plot(result, out / "curves.png")
     for arm in result["arms"]:
         line = ", ".join(
-            f"{m['mark_min']:g} min {100 * (m['mean_dice'] or 0):.1f} %"
+            f"{m['mark_min']:g} min "
+            + ("-" if m["mean_dice"] is None else f"{100 * m['mean_dice']:.1f} %")
             for m in arm.get("marks", [])
         )
         vs.log(f"{arm['tool']} {arm['configuration']}: {line or arm.get('skipped')}")

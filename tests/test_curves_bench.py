@@ -3,6 +3,7 @@ takes minutes with nnU-Net; docs/benchmarks.md records it)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -33,3 +34,53 @@ def test_bad_arguments_exit_2(tmp_path, args):
     with pytest.raises(SystemExit) as info:
         curves.parse(["--out", str(tmp_path), "--budget-min", "60", *args])
     assert info.value.code == 2
+
+
+def test_cascade_clock_splits_the_budget_between_the_folds_and_the_stage():
+    # the 3d_lowres store's folds: the last one has no validation cases (4 labelled cases)
+    splits = {"folds": [{"train": ["b"], "val": ["a"]}, {"train": ["a"], "val": ["b"]},
+                        {"train": ["a", "b"], "val": []}]}  # fmt: skip
+    assert curves.lowres_folds(splits) == [0, 1]
+    assert curves.lowres_folds({"train": ["a"]}) == []
+    plan = curves.cascade_budgets(60.0, 1 / 3, 5)
+    assert plan["fold_min"] == pytest.approx(4.0) and plan["stage_min"] == pytest.approx(40.0)
+    # the folds took 21 min (each overran by 12 s): the stage gets the 39 left
+    assert curves.stage_budget(60.0, 21.0) == pytest.approx(39.0)
+    assert curves.stage_budget(0.2, 0.5) == pytest.approx(0.01)  # overran it all: 5 %
+    # the arm's marks on the stage's clock: those within the folds' 21 minutes have none
+    marks = curves.stage_marks((5.0, 10.0, 20.0, 30.0, 60.0), 21.0)
+    assert [t for t, _ in marks] == ["m30", "m60"]
+    assert [at for _, at in marks] == pytest.approx([9.0, 39.0])
+
+
+def test_cascade_snapshot_carries_the_previous_stage_and_the_arm_clock(tmp_path):
+    run = tmp_path / "run"
+    (run / "previous" / "fold_0").mkdir(parents=True)
+    (run / "previous" / "fold_0" / "checkpoint_best.pt").write_bytes(b"low")
+    (run / "config.json").write_text("{}")
+    (run / "checkpoint_latest.pt").write_bytes(b"latest")
+    curves.keep_snapshot(run, tmp_path / "m30", 9.25, 7, offset_min=21.0)
+    snap = tmp_path / "m30"
+    assert (snap / "checkpoint_best.pt").read_bytes() == b"latest"
+    assert (snap / "previous" / "fold_0" / "checkpoint_best.pt").read_bytes() == b"low"
+    assert json.loads((snap / "mark.json").read_text()) == {
+        "clock_min": 30.25, "epoch": 7, "stage_clock_min": 9.25}  # fmt: skip
+
+
+def test_lowres_spacing_adds_the_cascade_beside_3d_lowres(tmp_path):
+    plan = tmp_path / "plan.json"
+    three = {"dims": 3, "spacing": [0.8, 0.8, 2.0], "patch_size": [64, 64, 32]}
+    plan.write_text(json.dumps({"configurations": {"3d": three}}))
+    curves.force_lowres(plan, 6.0)
+    confs = json.loads(plan.read_text())["configurations"]
+    assert confs["3d_lowres"]["spacing"] == [6.0, 6.0, 6.0]
+    assert confs["3d_cascade_fullres"] == {**three, "previous_stage": "3d_lowres"}
+
+
+@pytest.mark.parametrize("share", ["0", "1", "1.5"])
+def test_cascade_share_must_leave_both_stages_time(tmp_path, share):
+    with pytest.raises(SystemExit) as info:
+        curves.parse(["--out", str(tmp_path), "--cascade-lowres-share", share])
+    assert info.value.code == 2
+    setup, _, _ = curves.parse(["--out", str(tmp_path), "--cascade-lowres-share", "0.25"])
+    assert setup.cascade_share == 0.25
