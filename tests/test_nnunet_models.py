@@ -251,3 +251,25 @@ def test_lowres_inherits_and_old_plans_format_builds_the_same_network(tmp_path):
     image = nib.load(scan(tmp_path / "ct.nii.gz"))
     labels = backend.scan_labels(np.asanyarray(image.dataobj), image.affine)
     assert labels.shape == image.shape and backend._pre.spacing == [8.0, 6.0, 6.0]
+
+
+def test_logit_resampling_chunks_change_memory_not_results(monkeypatch):
+    """The chunk size of the probability resampling is picked from a memory budget (one slice
+    at a time for a many-class model on a large grid); every chunking gives the same values."""
+    import amoseg.nnunet_models.resample as rs
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 7, 6, 6, generator=gen).to(torch.float16)
+    target, current, new = (13, 11, 9), (3.0, 1.0, 1.0), (1.5, 0.6, 0.7)
+
+    def whole(**kw):
+        parts = list(rs.resample_logits_chunks(logits, target, current, new, **kw))
+        return [s for s, _ in parts], torch.cat([c for _, c in parts], dim=1)
+
+    starts8, ref = whole(chunk=8)
+    assert starts8 == [0, 8] and ref.shape == (5, *target)
+    for chunk in (1, 3):
+        assert torch.equal(whole(chunk=chunk)[1], ref)
+    monkeypatch.setattr(rs, "CHUNK_BYTES", 5 * 5 * 11 * 9 * 8 * 2)  # two slices' worth
+    starts, values = whole()
+    assert starts == list(range(0, 13, 2)) and torch.equal(values, ref)

@@ -130,6 +130,11 @@ def _axis0_plan(n_in: int, n_out: int, linear: bool) -> tuple[np.ndarray, np.nda
     return lo, np.minimum(lo + 1, n_in - 1), pos - lo
 
 
+#: working memory of one chunk of `resample_logits_chunks` (the largest single allocation of
+#: prediction for a many-class model on a full-resolution grid)
+CHUNK_BYTES = 1 << 30
+
+
 def resample_logits_chunks(
     logits: torch.Tensor,
     new_shape: Sequence[int],
@@ -137,10 +142,13 @@ def resample_logits_chunks(
     new: Sequence[float],
     order_z: int = 0,
     force_separate_z: bool | None = None,
-    chunk: int = 8,
+    chunk: int | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """(K, *shape) logits → (start, (K, n, *new_shape[1:]) float32) chunks along axis 0 of
-    nnU-Net's order-1 resampling to `new_shape` (its `resampling_fn_probabilities`)."""
+    nnU-Net's order-1 resampling to `new_shape` (its `resampling_fn_probabilities`). Each
+    output slice depends only on its own source slices, so the chunk size (default: as many
+    slices as fit `CHUNK_BYTES` of working copies, at most 8) changes memory, not results:
+    a 117-class model on a 512² grid works one slice at a time."""
     shape = tuple(int(s) for s in logits.shape[1:])
     target = tuple(int(s) for s in new_shape)
     axis = separate_z_axis(force_separate_z, current, new) if shape != target else None
@@ -150,6 +158,11 @@ def resample_logits_chunks(
         raise ValueError(f"order_z {order_z} is not supported (0 or 1)")
     # float64 as nnU-Net computes (exact rounding to float16 after), where float64 is cheap
     work = torch.float64 if logits.device.type == "cpu" else torch.float32
+    if chunk is None:  # source slices, both interpolation ends and the blend: ≈ 5 copies
+        per_slice = (
+            5 * logits.shape[0] * target[1] * target[2] * (8 if work == torch.float64 else 4)
+        )
+        chunk = max(1, min(8, CHUNK_BYTES // max(per_slice, 1)))
     lo, hi, w = _axis0_plan(shape[0], target[0], linear=axis is None or order_z == 1)
     for start in range(0, target[0], chunk):
         stop = min(start + chunk, target[0])
