@@ -5,9 +5,10 @@
     python bench/curves.py --out /tmp/curves-smoke --smoke      # minutes: tiny data and budget
 
 Every arm trains once for --budget-min minutes of its own training clock (amoseg: `train
---time-budget`, epochs and their validation; nnU-Net: bench/nnunet_budget_trainer.py, its
-loop after the augmentation workers' warm-up) and leaves a snapshot at each mark of --marks
-(minutes; the first epoch whose clock reaches the mark, and the run's end for the last mark).
+--time-budget`, epochs and their validation, each epoch at most a tenth of the budget;
+nnU-Net: bench/nnunet_budget_trainer.py, its loop after the augmentation workers' warm-up)
+and leaves a snapshot at each mark of --marks (minutes; the first epoch whose clock reaches
+the mark, and the run's end for the last mark).
 Each snapshot predicts the test scans (`amoseg predict`, `nnUNetv2_predict -chk ...`, both
 without mirroring) and `amoseg score` scores them on the scans' own grids (Dice, NSD at 2 mm).
 
@@ -144,14 +145,15 @@ def make_data(setup: Setup, env: dict[str, str]) -> dict[str, Any]:
     test = setup.test_cases / setup.cases
     val = max(1 / setup.cases, 0.1)
     split = f"{1 - test - val:.4f},{val:.4f},{test:.4f}"
+    lowres = ["--lowres-spacing", f"{setup.lowres_spacing:g}"] if setup.lowres_spacing else []
     vs.run_measured(
-        vs.amoseg_cmd("plan", str(root), "-o", str(out / "plan.json"), "--quiet", "--overwrite"),
+        vs.amoseg_cmd(
+            "plan", str(root), "-o", str(out / "plan.json"), "--quiet", "--overwrite", *lowres
+        ),
         env,
         out / "logs" / "plan.log",
         what="amoseg plan",
     )
-    if setup.lowres_spacing:
-        force_lowres(out / "plan.json", setup.lowres_spacing)
     plan = read_json(out / "plan.json")["configurations"]
     stores = {}
     for conf in ("2d", "3d_lowres"):
@@ -202,20 +204,6 @@ def make_data(setup: Setup, env: dict[str, str]) -> dict[str, Any]:
         "gt": gt,
         "test_dir": test_dir,
     }
-
-
-def force_lowres(plan_file: Path, spacing: float) -> None:
-    """--lowres-spacing: set the 3d_lowres spacing (TotalSegmentator's fast models: 3 or 6 mm),
-    adding the stage as a copy of 3d where the rule planned none (small data), and with it
-    the cascade (`3d_cascade_fullres`: 3d with `previous_stage` 3d_lowres, as the planner
-    adds it)."""
-    data = read_json(plan_file)
-    confs = data["configurations"]
-    low = dict(confs.get("3d_lowres") or confs["3d"])
-    low["spacing"] = [float(spacing)] * 3
-    confs["3d_lowres"] = low
-    confs.setdefault("3d_cascade_fullres", {**confs["3d"], "previous_stage": "3d_lowres"})
-    write_json(plan_file, data)
 
 
 # --- amoseg arms -----------------------------------------------------------------------------
@@ -544,7 +532,8 @@ def nnunet_setup(setup: Setup, data: dict) -> dict[str, str]:
         AMOSEG_BENCH_EPOCHS="10",
         AMOSEG_BENCH_MARKS_S=",".join(f"{m * 60:g}" for m in setup.marks),
     )
-    confs = ("2d", "3d_fullres", "3d_lowres")
+    # only what its arms train: preprocessing a configuration costs minutes per case on a CPU
+    confs = [a.split("-", 1)[1] for a in setup.arms if a.startswith("nnunet-")]
     vs.run_measured(
         vs.nnunet_cmd(
             "nnUNetv2_plan_and_preprocess",
@@ -715,7 +704,8 @@ def parse(argv: list[str] | None) -> tuple[Setup, bool, bool]:
         "--lowres-spacing",
         type=float,
         default=None,
-        help="set (or add) plan.json's 3d_lowres spacing in mm",
+        help="plan 3d_lowres (and the cascade) at this spacing in mm (amoseg plan "
+        "--lowres-spacing) instead of nnU-Net's rule",
     )
     p.add_argument(
         "--cascade-lowres-share",

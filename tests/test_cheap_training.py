@@ -112,6 +112,46 @@ def test_time_budget_stops_within_an_epoch_with_the_lr_at_its_floor(seed_store, 
     assert config["settings"]["time_budget"] == minutes
 
 
+def test_a_budget_epoch_stops_at_its_share_of_the_budget(planned_store, tmp_path, monkeypatch):
+    """One epoch of a large store must not outlast the budget: the first epoch stops its
+    steps at BUDGET_EPOCH_SHARE of it (here: after one step), later epochs take as many,
+    validation checks its share of the shorter epoch, and a resumed run keeps the length."""
+    from amoseg.training import trainer, validation
+
+    steps: list[int] = []
+    real_run_epoch, real_resize = trainer.run_epoch, validation.PatchValidation.resize
+    sizes: list[int] = []
+
+    def counting(*args, **kwargs):
+        loss, n = real_run_epoch(*args, **kwargs)
+        steps.append(n)
+        return loss, n
+
+    def resize(self, per_epoch):
+        real_resize(self, per_epoch)
+        sizes.append(self.samples)
+
+    monkeypatch.setattr(trainer, "run_epoch", counting)
+    monkeypatch.setattr(validation.PatchValidation, "resize", resize)
+    monkeypatch.setattr(trainer, "BUDGET_EPOCH_SHARE", 1e-9)
+    s = settings(time_budget=0.05, batch_size=1)
+
+    def cut(epoch, metrics):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train("unet", planned_store, run, s, on_epoch=cut)
+    # validation was sized for the store's whole epoch (12 slices: 2), then for one sample
+    assert steps == [1, 1] and sizes == [2, 1], (steps, sizes)
+    assert torch.load(run / "checkpoint_latest.pt", weights_only=False)["epoch_samples"] == 1
+    steps.clear()
+    train("unet", planned_store, run, s, resume=True)
+    assert steps and set(steps) == {1}, steps  # resumed: the same short epochs
+    assert sizes[-1] == 1
+
+
 def test_time_budget_cli_contract(seed_store, tmp_path, capsys):
     def run(*args: str) -> int:
         with pytest.raises(SystemExit) as info:

@@ -67,16 +67,6 @@ def test_cascade_snapshot_carries_the_previous_stage_and_the_arm_clock(tmp_path)
         "clock_min": 30.25, "epoch": 7, "stage_clock_min": 9.25}  # fmt: skip
 
 
-def test_lowres_spacing_adds_the_cascade_beside_3d_lowres(tmp_path):
-    plan = tmp_path / "plan.json"
-    three = {"dims": 3, "spacing": [0.8, 0.8, 2.0], "patch_size": [64, 64, 32]}
-    plan.write_text(json.dumps({"configurations": {"3d": three}}))
-    curves.force_lowres(plan, 6.0)
-    confs = json.loads(plan.read_text())["configurations"]
-    assert confs["3d_lowres"]["spacing"] == [6.0, 6.0, 6.0]
-    assert confs["3d_cascade_fullres"] == {**three, "previous_stage": "3d_lowres"}
-
-
 @pytest.mark.parametrize("share", ["0", "1", "1.5"])
 def test_cascade_share_must_leave_both_stages_time(tmp_path, share):
     with pytest.raises(SystemExit) as info:

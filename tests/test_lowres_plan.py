@@ -146,3 +146,33 @@ def test_on_the_fly_lowres_without_a_planned_stage_is_one_line(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert code == 2 and "3d_lowres" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+def test_a_chosen_lowres_spacing_plans_its_own_patch():
+    # 400³ voxels at 1 mm; a 6 mm stage: median shape 400/6 = 66.7 voxels per axis, rounded up
+    # to the network's multiple (2^depth = 16): 80³ — not the rule's spacing, not 3d's patch
+    fp = fingerprint((1.0, 1.0, 1.0), (400, 400, 400))
+    plan = plan_dataset(fp, memory_gb=BIG_GB, lowres=(6.0, 6.0, 6.0))
+    low = plan.configuration("3d_lowres")
+    assert low.spacing == (6.0, 6.0, 6.0) and low.patch_size == (80, 80, 80)
+    assert plan.configuration("3d_cascade_fullres").previous_stage == "3d_lowres"
+    # a data set the rule plans no stage for gets the chosen one
+    small = plan_dataset(fingerprint((1.0, 1.0, 1.0), (240, 240, 240)), lowres=(3.0, 3.0, 3.0))
+    assert small.configuration("3d_lowres").patch_size == (80, 80, 80)  # 240/3 = 80
+
+
+def test_cli_lowres_spacing_option(tmp_path, capsys):
+    root = tmp_path / "amos"
+    write_listing(root, {"training": [write_ct(root, f"amos_{i:04d}") for i in (1, 2, 3)],
+                         "validation": []})  # fmt: skip
+    plan_file = tmp_path / "plan.json"
+    assert run_cli(["plan", str(root), "-o", str(plan_file), "--lowres-spacing", "6x6x4",
+                    "--quiet"]) == 0  # fmt: skip
+    assert load_plan(plan_file).configuration("3d_lowres").spacing == (6.0, 6.0, 4.0)
+    capsys.readouterr()
+    for bad in ("6x6", "six", "0", "0.5"):  # 0.5 mm is finer than the 1 mm 3d spacing
+        target = tmp_path / f"p{bad}.json"
+        code = run_cli(["plan", str(root), "-o", str(target), "--lowres-spacing", bad, "--quiet"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "lowres" in err.lower() and len(err.splitlines()) == 1, (bad, err)
+        assert not target.exists()

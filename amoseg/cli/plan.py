@@ -22,6 +22,14 @@ def plan(
         8.0, "--memory-gb", help="GPU memory budget (GiB) the batch and patch sizes fit."
     ),
     modality: str = typer.Option("all", "--modality", help="ct, mr or all: cases to plan from."),
+    lowres_spacing: str | None = typer.Option(
+        None,
+        "--lowres-spacing",
+        metavar="MM",
+        help="Plan 3d_lowres (and the cascade) at this spacing instead of nnU-Net's rule: one "
+        "value (isotropic) or XxYxZ mm, e.g. 6 or 3x3x3 (TotalSegmentator's fast models); "
+        "its patch is planned for it.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing plan file."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -36,6 +44,7 @@ def plan(
     from amoseg.errors import AmosegError
     from amoseg.planning import make_plan, save_plan
 
+    parse_spacing(lowres_spacing)  # a typo fails before minutes of fingerprinting
     if output.exists() and not overwrite:
         raise AmosegError("plan file exists", output, "pass --overwrite to replace it")
     import warnings
@@ -43,7 +52,12 @@ def plan(
     with warnings.catch_warnings(record=True) as caught:  # e.g. find_cases' modality note
         warnings.simplefilter("always")
         result = make_plan(
-            amos_root, size=size, memory_gb=memory_gb, modality=modality, progress=not quiet
+            amos_root,
+            size=size,
+            memory_gb=memory_gb,
+            modality=modality,
+            progress=not quiet,
+            lowres=parse_spacing(lowres_spacing),
         )
     for note in caught:
         typer.echo(f"warning: {' '.join(str(note.message).split())}", err=True)
@@ -64,3 +78,21 @@ def plan(
             highlight=False,
         )
     console.print(f"plan → {output}", highlight=False)
+
+
+def parse_spacing(text: str | None) -> tuple[float, float, float] | None:
+    """'6' → (6, 6, 6); '3x3x5' (or commas) → (3, 3, 5); None stays None."""
+    from amoseg.errors import AmosegError
+
+    if text is None:
+        return None
+    parts = text.replace(",", "x").lower().split("x")
+    try:
+        values = tuple(float(v) for v in parts)
+    except ValueError:
+        values = ()
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        raise AmosegError(f"--lowres-spacing takes MM or XxYxZ mm (e.g. 6 or 3x3x5), got {text!r}")
+    return values  # type: ignore[return-value]

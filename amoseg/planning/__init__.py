@@ -6,6 +6,7 @@ validates a (possibly hand-edited) plan.json. Field meanings: docs/plan.md.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from amoseg.planning.plan import Configuration, Plan, check_memory_gb, load_plan, save_plan
@@ -20,8 +21,10 @@ def make_plan(
     memory_gb: float = 8.0,
     modality: str = "all",
     progress: bool = True,
+    lowres: tuple[float, float, float] | None = None,
 ) -> Plan:
-    """Fingerprint every labelled case of `root` (of `modality`) and plan the dataset."""
+    """Fingerprint every labelled case of `root` (of `modality`) and plan the dataset
+    (`lowres`: the 3d_lowres spacing instead of nnU-Net's rule)."""
     from amoseg.data.datasets import find_cases
     from amoseg.errors import AmosegError
     from amoseg.planning.fingerprint import fingerprint_dataset
@@ -30,8 +33,14 @@ def make_plan(
     if not isinstance(size, int) or not 1 <= size <= 4096:
         raise AmosegError(f"--size must be 1..4096, got {size}")
     check_memory_gb(memory_gb)
+    if lowres is not None and not (
+        len(lowres) == 3 and all(math.isfinite(v) and 0.1 <= v <= 50 for v in lowres)
+    ):
+        raise AmosegError(f"--lowres-spacing must be 1 or 3 values of 0.1..50 mm, got {lowres}")
     cases = [c for c in find_cases(Path(root)) if modality in ("all", c.modality)]
     if not cases:
         raise AmosegError(f"no {modality.upper()} cases to plan from", root, "use --modality all")
     fp = fingerprint_dataset(cases, progress=progress)
-    return plan_dataset(fp, size=size, memory_gb=memory_gb, dataset=str(Path(root).resolve()))
+    return plan_dataset(
+        fp, size=size, memory_gb=memory_gb, dataset=str(Path(root).resolve()), lowres=lowres
+    )

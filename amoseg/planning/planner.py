@@ -27,6 +27,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from amoseg.errors import AmosegError
 from amoseg.planning.fingerprint import BODY_HU, Fingerprint
 from amoseg.planning.plan import Configuration, Network, Plan
 from amoseg.preprocessing import Normalisation
@@ -200,9 +201,12 @@ def plan_dataset(
     size: int = DEFAULT_SIZE,
     memory_gb: float = DEFAULT_MEMORY_GB,
     dataset: str = "",
+    lowres: tuple[float, float, float] | None = None,
 ) -> Plan:
     """The plan for a fingerprinted dataset (configurations seed, 2d, 3d, and 3d_lowres with
-    3d_cascade_fullres when nnU-Net's rule plans a low-resolution stage)."""
+    3d_cascade_fullres when nnU-Net's rule plans a low-resolution stage). `lowres`: the
+    3d_lowres spacing (x, y, z mm) instead of the rule's (e.g. TotalSegmentator's 3 or 6 mm
+    fast models), its patch planned for that spacing."""
     spacings = fp.spacings()
     median = tuple(float(v) for v in np.median(spacings, axis=0))
     configs: dict[str, Configuration] = {}
@@ -233,7 +237,15 @@ def plan_dataset(
     shape_3d = _resampled_shape(fp, target)
     patch_3d = plan_patch_3d(shape_3d, memory_gb)
     configs["3d"] = _configuration_3d("3d", target, patch_3d, norm, memory_gb)
-    lowres = lowres_spacing(target, shape_3d, memory_gb)
+    if lowres is None:
+        lowres = lowres_spacing(target, shape_3d, memory_gb)
+    elif any(lo < t for lo, t in zip(lowres, target, strict=True)):
+        raise AmosegError(
+            f"a 3d_lowres spacing of {'x'.join(f'{v:g}' for v in lowres)} mm is finer than "
+            f"the 3d configuration's {'x'.join(f'{v:.3g}' for v in target)} mm",
+            None,
+            "give a coarser --lowres-spacing (e.g. 3 or 6 mm)",
+        )
     if lowres is not None:
         shape_low = shape_3d * np.array(target) / np.array(lowres)
         configs["3d_lowres"] = _configuration_3d(

@@ -119,6 +119,12 @@ class EpochSampler(DistributedSampler):
         self.num_samples = math.ceil(self.per_epoch / world)
         self.total_size = self.num_samples * world
 
+    def limit(self, samples: int) -> None:
+        """Draw at most `samples` per epoch (all ranks) from now on (a time budget's epochs)."""
+        self.per_epoch = max(1, min(self.per_epoch, int(samples)))
+        self.num_samples = math.ceil(self.per_epoch / self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.dataset), generator=g)[: self.per_epoch].tolist()

@@ -55,6 +55,11 @@ LOG_FIELDS = ("epoch", "train_loss", "val_miou", "val_dice", "val_acc", "lr", "v
               "seconds", "val_pseudo_dice", "val_on", "minutes")  # fmt: skip
 #: the most epochs a time-budget run may take (the budget ends it long before)
 MAX_EPOCHS = 100_000
+#: under --time-budget an epoch lasts at most this share of the budget: the first epoch stops
+#: its steps there and later epochs take as many (nnU-Net's 250 iterations per epoch are the
+#: same idea). Without it one epoch of a large store can outlast the whole budget on a CPU,
+#: and the LR plan, the marks and "within one epoch of the budget" would mean nothing.
+BUDGET_EPOCH_SHARE = 0.1
 #: set to a folder to make every rank write a hash of its final weights there (DDP tests).
 DUMP_ENV = "AMOSEG_DUMP_WEIGHTS_HASH"
 
@@ -301,9 +306,11 @@ def run_epoch(
     scheduler: Any,
     gen: torch.Generator,
     on_step: Callable[[], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """The hot loop: (x int16, y uint8) batches → optimiser steps. Returns the summed loss
-    as a device tensor (read it once, after the loop) and the number of steps."""
+    as a device tensor (read it once, after the loop) and the number of steps. `stop`,
+    asked after each step, ends the epoch early (a time budget's first epoch)."""
     net, device, fast = model.net, model.device, model.use_bf16
     net.train()
     loss_sum = torch.zeros((), device=device)
@@ -327,6 +334,8 @@ def run_epoch(
         steps += 1
         if on_step is not None:
             on_step()
+        if stop is not None and stop():
+            break
     return loss_sum, steps
 
 
@@ -408,6 +417,10 @@ def fit_torch(
             if budget.minutes is not None:
                 plan.replan(int(ckpt.get("lr_plan_steps", plan.total)))
                 budget.done = bool(ckpt.get("budget_done", False))
+                if ckpt.get("epoch_samples"):  # the first epoch's length, kept
+                    steps_per_epoch = shorten_epochs(
+                        sampler, reporter, int(ckpt["epoch_samples"]), int(settings.batch_size)
+                    )
         except MISMATCH_ERRORS as exc:
             raise AmosegError(
                 f"checkpoint cannot be resumed ({type(exc).__name__}: "
@@ -450,9 +463,22 @@ def fit_torch(
             gen = torch.Generator(device=device)
             gen.manual_seed(settings.seed * 1_000_003 + epoch * 7919 + ctx.rank)
             lr = optimizer.param_groups[0]["lr"]
-            loss_sum, _ = run_epoch(
-                model, fwd, loader, optimizer, scheduler, gen, on_step=lambda: bar.advance(task)
-            )
+            stop = budget.first_epoch_stop(t0, ctx) if epoch == 1 else None
+            loss_sum, steps = run_epoch(
+                model, fwd, loader, optimizer, scheduler, gen,
+                on_step=lambda: bar.advance(task), stop=stop,
+            )  # fmt: skip
+            if steps < steps_per_epoch:  # the budget's share ended the first epoch early
+                steps_per_epoch = shorten_epochs(
+                    sampler, reporter, steps * int(settings.batch_size) * ctx.world,
+                    int(settings.batch_size),
+                )  # fmt: skip
+                if ctx.is_main:
+                    print(
+                        f"time budget: epochs of {steps_per_epoch} steps "
+                        f"({BUDGET_EPOCH_SHARE:.0%} of {budget.minutes:g} min)",
+                        flush=True,
+                    )
             distributed.all_reduce_sum(loss_sum, ctx)
             train_loss = float(loss_sum) / max(1, steps_per_epoch * ctx.world)  # one sync
             check_finite_loss(train_loss, epoch, run_dir)
@@ -473,7 +499,8 @@ def fit_torch(
                 seconds,
                 metrics,
                 {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "lr_plan_steps": plan.total, "budget_done": budget.done},
+                 "lr_plan_steps": plan.total, "budget_done": budget.done,
+                 "epoch_samples": sampler.per_epoch},
             )  # fmt: skip
             of = f"{epoch}" if budget.minutes is not None else f"{epoch}/{settings.epochs}"
             line = (
@@ -513,6 +540,15 @@ class LrPlan:
         return self.factor(step)
 
 
+def shorten_epochs(sampler: EpochSampler, reporter: Any, samples: int, batch_size: int) -> int:
+    """Every epoch from now on draws `samples` (all ranks), and the patch validation checks
+    its share of that shorter epoch. Returns the new steps per epoch (per rank)."""
+    sampler.limit(samples)
+    if getattr(reporter, "patch_val", None) is not None:
+        reporter.patch_val.resize(sampler.per_epoch)
+    return max(1, sampler.num_samples // batch_size)
+
+
 class Budget:
     """`--time-budget`: after each epoch, how many more fit in the minutes left, at the
     mean epoch time so far (the first epoch measures it). Rank 0 decides for all ranks."""
@@ -520,6 +556,22 @@ class Budget:
     def __init__(self, minutes: float | None):
         self.minutes = minutes
         self.done = False
+
+    def first_epoch_stop(self, t0: float, ctx: distributed.DistContext) -> Any:
+        """The first epoch's `stop`: true once it has used BUDGET_EPOCH_SHARE of the budget
+        (rank 0's clock decides for every rank, so all take the same steps); None without a
+        budget."""
+        if self.minutes is None:
+            return None
+        deadline = t0 + self.minutes * 60 * BUDGET_EPOCH_SHARE
+
+        def stop() -> bool:
+            flag = torch.tensor([float(time.perf_counter() >= deadline)], device=ctx.device)
+            if ctx.active:
+                torch.distributed.broadcast(flag, 0)
+            return bool(flag.item())
+
+        return stop
 
     def epochs_left(self, seconds: float, epochs: int, ctx: distributed.DistContext) -> int:
         assert self.minutes is not None

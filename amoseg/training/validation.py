@@ -88,19 +88,26 @@ class PatchValidation:
     """A fixed, seeded set of validation samples (this rank's share), scored each epoch."""
 
     def __init__(self, model: Any, store: Any, settings: Any, per_epoch: int, dist: Any):
-        from torch.utils.data import DataLoader, Subset
-
         from amoseg.training.data import training_dataset
 
         seed = int(settings.seed) + 1  # not the training draw
         dataset = model.train_dataset(store, seed, split="val") or training_dataset(
             store, model.context, seed, model.needs_stats, split="val"
         )
-        n = validation_count(per_epoch, settings.batch_size, len(dataset), settings.val_patches)
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-        mine = order[:n][dist.rank :: dist.world].tolist()  # epoch 0 of EpochPatches: fixed
+        self.dataset, self.settings, self.dist = dataset, settings, dist
+        self.order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+        self.resize(per_epoch)
+
+    def resize(self, per_epoch: int) -> None:
+        """Check the share of an epoch of `per_epoch` training samples (the first of the
+        same fixed, seeded order: a shorter epoch checks a prefix of the longer one's)."""
+        from torch.utils.data import DataLoader, Subset
+
+        s = self.settings
+        n = validation_count(per_epoch, s.batch_size, len(self.dataset), s.val_patches)
+        mine = self.order[:n][self.dist.rank :: self.dist.world].tolist()  # EpochPatches' epoch 0
         self.samples = n
-        self.loader = DataLoader(Subset(dataset, mine), batch_size=int(settings.batch_size))
+        self.loader = DataLoader(Subset(self.dataset, mine), batch_size=int(s.batch_size))
 
     @torch.no_grad()
     def run(self, model: Any) -> PseudoDice:
