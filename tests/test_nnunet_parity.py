@@ -11,58 +11,29 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.nnunet_layout import to_nnunet
+from tests.nnunet_made import REPO, VENV_NNUNET, cut_out_scan, make_nnunet_models, need_nnunet
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_NNUNET = REPO / ".venv-nnunet"
 DATASET = 777
 
 
 @pytest.fixture(scope="module")
 def nnunet_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """{'2d': model folder, '3d_fullres': model folder, 'scan': a test scan}; two folds each."""
-    python = VENV_NNUNET / "bin" / "python"
-    if not (VENV_NNUNET / "bin" / "nnUNetv2_predict_from_modelfolder").exists():
-        reason = f"nnU-Net's environment {VENV_NNUNET} is missing"
-        if os.environ.get("CI"):
-            pytest.fail(reason + " (.ci/run creates it)")
-        pytest.skip(reason + " (run `python bench/vs_nnunet.py --smoke` once to create it)")
+    need_nnunet("nnUNetv2_predict_from_modelfolder")
     work = tmp_path_factory.mktemp("nnunet_parity")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    subprocess.run(
-        [sys.executable, "-m", "amoseg", "synth", str(work / "amos"), "--cases", "4",
-         "--seed", "3"],
-        check=True, env=env, capture_output=True,
-    )  # fmt: skip
-    to_nnunet(work / "amos", work / "nnUNet_raw" / f"Dataset{DATASET}_Tiny")
-    env.pop("PYTHONPATH")
-    subprocess.run(
-        [str(python), str(REPO / "tests" / "nnunet_model_maker.py"), str(work), str(DATASET),
-         "2d,3d_fullres", "0,1"],
-        check=True, env=env, capture_output=True,
-    )  # fmt: skip
-    # a cut-out of a held-out scan with zero borders, so nnU-Net's crop to non-zero acts
-    source = nib.load(next((work / "amos" / "imagesTs").glob("*.nii.gz")))
-    data = np.asanyarray(source.dataobj)[20:100, 30:102, 10:40].copy()
-    data[:6] = 0
-    data[:, -5:] = 0
-    affine = source.affine.copy()
-    affine[:3, 3] = source.affine[:3, :3] @ [20, 30, 10] + source.affine[:3, 3]
-    (work / "in").mkdir()
-    nib.save(nib.Nifti1Image(data, affine), work / "in" / "case_0000.nii.gz")
+    results = make_nnunet_models(work, DATASET, "2d,3d_fullres", "0,1")
+    data, affine = cut_out_scan(work)
     # the same voxels stored with the file's axes permuted (slices first, the affine's columns
     # to match): nnU-Net then sees another (z, y, x) grid; the axis bookkeeping must follow
     (work / "perm").mkdir()
     permuted = nib.Nifti1Image(data.transpose(2, 0, 1).copy(), affine[:, [2, 0, 1, 3]])
     nib.save(permuted, work / "perm" / "case_0000.nii.gz")
-    results = work / "nnUNet_results" / f"Dataset{DATASET}_Tiny"
     return {
         "2d": results / "nnUNetTrainer__nnUNetPlans__2d",
         "3d_fullres": results / "nnUNetTrainer__nnUNetPlans__3d_fullres",

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_NNUNET = REPO / ".venv-nnunet"
+from tests.nnunet_made import REPO, need_nnunet
 
 
 def torch_threads() -> int:
@@ -29,12 +27,7 @@ def torch_threads() -> int:
 
 @pytest.fixture(scope="module")
 def nnunet_venv() -> Path:
-    if not (VENV_NNUNET / "bin" / "nnUNetv2_train").exists():
-        reason = f"nnU-Net's environment {VENV_NNUNET} is missing"
-        if os.environ.get("CI"):
-            pytest.fail(reason + " (.ci/run creates it; see its message)")
-        pytest.skip(reason + " (run `python bench/vs_nnunet.py --smoke` once to create it)")
-    return VENV_NNUNET
+    return need_nnunet("nnUNetv2_train")
 
 
 @pytest.mark.slow
