@@ -158,15 +158,18 @@ def load(
     tta: bool | None = None,
     postprocess: str | Sequence[int] = "auto",
     batch_size: int | None = None,
+    step_size: float = 0.5,
+    previous_stage: str | Path | None = None,
 ) -> Model:
     """A run folder (`amoseg train --out`), a folder of fold runs, a model package
-    (`amoseg export --package`), or a list of them (an ensemble). Options and defaults are
-    `amoseg predict`'s."""
+    (`amoseg export --package`), an nnU-Net v2 model folder, or a list of them (an ensemble).
+    Options and defaults are `amoseg predict`'s (`previous_stage`: its --previous-stage)."""
     from amoseg.inference.segmenter import Segmenter, SegmentOptions
 
     options = SegmentOptions(
         device=device, precision=precision, crop=crop, tta=tta, postprocess=postprocess,
-        batch_size=batch_size,
+        batch_size=batch_size, step_size=step_size,
+        previous_stage=None if previous_stage is None else Path(previous_stage),
     )  # fmt: skip
     paths = [model] if isinstance(model, str | Path) else list(model)
     return Model(Segmenter.open(paths, options), Path(paths[0]))

@@ -23,24 +23,12 @@ import pytest
 import torch
 
 from amoseg.errors import AmosegError
-from tests.nnunet_layout import to_nnunet
+from tests.nnunet_made import REPO, VENV_NNUNET, cut_out_scan, make_nnunet_models, need_nnunet
 from tests.nnunet_tiny_folder import ARCH_3D, make_model_folder
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_NNUNET = REPO / ".venv-nnunet"
 DATASET = 778
 LABELS = ["background", "liver", "spleen", "left_kidney"]
 FOLDER = "nnUNetTrainer__nnUNetPlans__{}"
-
-
-def need_nnunet() -> Path:
-    """nnU-Net's python, or skip (fail in CI) as tests/test_nnunet_parity.py does."""
-    if not (VENV_NNUNET / "bin" / "nnUNetv2_predict").exists():
-        reason = f"nnU-Net's environment {VENV_NNUNET} is missing"
-        if os.environ.get("CI"):
-            pytest.fail(reason + " (.ci/run creates it)")
-        pytest.skip(reason + " (run `python bench/vs_nnunet.py --smoke` once to create it)")
-    return VENV_NNUNET / "bin" / "python"
 
 
 def run_amoseg(*args: str) -> subprocess.CompletedProcess:
@@ -187,7 +175,7 @@ def test_segmentation_resampling_is_nnunets(tmp_path):
     nearest along z): the same labels as nnU-Net's resample_data_or_seg_to_shape."""
     from amoseg.nnunet_models.cascade import resample_segmentation
 
-    python = need_nnunet()
+    python = need_nnunet() / "bin" / "python"
     rng = np.random.default_rng(5)
     blocks = rng.integers(-1, 5, size=(5, 6, 7)).repeat(2, 0).repeat(2, 1).repeat(3, 2)
     segs = {"blocks": blocks, "noise": rng.integers(0, 4, size=(9, 11, 10))}
@@ -222,31 +210,13 @@ def test_segmentation_resampling_is_nnunets(tmp_path):
 def cascade_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """nnU-Net-made 3d_lowres + 3d_cascade_fullres folders (fold 0), a test scan and
     nnUNetv2_predict's predictions of it: low/case.nii.gz then casc/case.{nii.gz,npz}."""
-    python = need_nnunet()
+    need_nnunet()
     work = tmp_path_factory.mktemp("nnunet_cascade")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    subprocess.run(
-        [sys.executable, "-m", "amoseg", "synth", str(work / "amos"), "--cases", "4",
-         "--seed", "3"],
-        check=True, env=env, capture_output=True,
-    )  # fmt: skip
-    to_nnunet(work / "amos", work / "nnUNet_raw" / f"Dataset{DATASET}_Tiny")
-    env.pop("PYTHONPATH")
-    proc = subprocess.run(
-        [str(python), str(REPO / "tests" / "nnunet_model_maker.py"), str(work), str(DATASET),
-         "3d_lowres,3d_cascade_fullres", "0", "--gpu-memory-target", "0.3"],
-        env=env, capture_output=True, text=True,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    # a cut-out of a held-out scan with zero borders, so nnU-Net's crop to non-zero acts
-    source = nib.load(next((work / "amos" / "imagesTs").glob("*.nii.gz")))
-    data = np.asanyarray(source.dataobj)[20:100, 30:102, 10:40].copy()
-    data[:6] = 0
-    data[:, -5:] = 0
-    affine = source.affine.copy()
-    affine[:3, 3] = source.affine[:3, :3] @ [20, 30, 10] + source.affine[:3, 3]
-    (work / "in").mkdir()
-    nib.save(nib.Nifti1Image(data, affine), work / "in" / "case_0000.nii.gz")
+    results = make_nnunet_models(
+        work, DATASET, "3d_lowres,3d_cascade_fullres", "0", "--gpu-memory-target", "0.3"
+    )
+    cut_out_scan(work)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.update(nnUNet_def_n_proc="1", nnUNet_raw=str(work / "nnUNet_raw"),
                nnUNet_preprocessed=str(work / "nnUNet_preprocessed"),
                nnUNet_results=str(work / "nnUNet_results"))  # fmt: skip
@@ -266,7 +236,6 @@ def cascade_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             env=env, capture_output=True, text=True,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    results = work / "nnUNet_results" / f"Dataset{DATASET}_Tiny"
     return {"cascade": results / FOLDER.format("3d_cascade_fullres"),
             "scan": work / "in" / "case_0000.nii.gz", "work": work}  # fmt: skip
 

@@ -280,6 +280,49 @@ def test_a_cascade_without_its_lowres_stage_is_not_exported(tmp_path, capsys):
     assert not target.exists() and not list(tmp_path.glob("*.tmp*"))
 
 
+def test_a_lowres_stage_kept_elsewhere_is_named_with_previous_stage(tmp_path, capsys):
+    """--previous-stage DIR: predict, load and export find a cascade's 3d_lowres folder that
+    is not its sibling; the package carries it and predicts the same labels."""
+    lowres, cascade = make_cascade(tmp_path)
+    moved = tmp_path / "elsewhere" / "my_lowres"
+    moved.parent.mkdir()
+    lowres.rename(moved)
+    image = cascade_scan(tmp_path / "ct.nii.gz")
+    args = ["--device", "cpu", "--previous-stage", str(moved)]
+    main(["predict", str(cascade), str(image), "-o", str(tmp_path / "folder"), *args])
+    folder_seg = np.asanyarray(nib.load(tmp_path / "folder" / "ct_seg.nii.gz").dataobj)
+    api = amoseg.load(cascade, device="cpu", previous_stage=moved).segment(image)
+    api_seg = np.asanyarray(api.label.dataobj)
+    np.testing.assert_array_equal(api_seg, folder_seg)
+    package = tmp_path / "c.amoseg.zip"
+    main(["export", str(cascade), "--package", str(package), "--previous-stage", str(moved)])
+    with zipfile.ZipFile(package) as zf:
+        assert zf.read("members/0/previous/plans.json") == (moved / "plans.json").read_bytes()
+    main(["predict", str(package), str(image), "-o", str(tmp_path / "pkg"), "--device", "cpu"])
+    package_seg = np.asanyarray(nib.load(tmp_path / "pkg" / "ct_seg.nii.gz").dataobj)
+    np.testing.assert_array_equal(package_seg, folder_seg)
+    capsys.readouterr()
+
+    # without it the sibling is missing: the line names the option
+    err = cli_error(["predict", str(cascade), str(image), "-o", str(tmp_path / "x"),
+                     "--device", "cpu"], capsys)  # fmt: skip
+    assert "--previous-stage" in err and not (tmp_path / "x").exists()
+    # on a package, a folder that is no cascade, or with --onnx: one line, nothing written
+    single = make_model_folder(tmp_path / "single", MRSEG)
+    wrong = {
+        "package": ["predict", str(package), str(image), "-o", str(tmp_path / "y"), *args],
+        "no cascade": ["predict", str(single), str(image), "-o", str(tmp_path / "y"), *args],
+        "onnx": ["export", str(cascade), "--onnx", str(tmp_path / "y.onnx"),
+                 "--previous-stage", str(moved)],
+        "export no cascade": ["export", str(single), "--package", str(tmp_path / "y.amoseg.zip"),
+                              "--previous-stage", str(moved)],
+    }  # fmt: skip
+    for what, cmd in wrong.items():
+        err = cli_error(cmd, capsys)
+        assert "previous" in err.lower(), (what, err)
+    assert not list(tmp_path.glob("y*"))
+
+
 @pytest.fixture(scope="module")
 def cascade_package(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cascadepkg")

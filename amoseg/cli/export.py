@@ -41,6 +41,13 @@ def export(
         help="With --package and an nnU-Net model folder: the folds to carry, e.g. 0,1 "
         "(default: every fold the folder predicts with).",
     ),
+    previous_stage: Path | None = typer.Option(
+        None,
+        "--previous-stage",
+        metavar="DIR",
+        help="With --package and an nnU-Net 3d_cascade_fullres folder: its 3d_lowres model "
+        "folder, where it is not beside it (packed under previous/).",
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an existing ONNX file or package."
     ),
@@ -56,10 +63,11 @@ def export(
         raise AmosegError("pass exactly one of --onnx FILE or --package FILE.amoseg.zip")
     chosen = None if folds is None else [f.strip() for f in folds.split(",") if f.strip()]
     if package is not None:
-        _export_package(run_dirs, package, overwrite, licence, citation, chosen)
+        _export_package(run_dirs, package, overwrite, licence, citation, chosen, previous_stage)
         return
-    if chosen is not None:
-        raise AmosegError("--folds goes with --package", None, "drop --folds")
+    if chosen is not None or previous_stage is not None:
+        flag = "--folds" if chosen is not None else "--previous-stage"
+        raise AmosegError(f"{flag} goes with --package", None, f"drop {flag}")
     if len(run_dirs) != 1:
         raise AmosegError("--onnx exports one run", run_dirs[1], "pass a single run folder")
     _export_onnx(run_dirs[0], onnx, check, overwrite)  # type: ignore[arg-type]
@@ -72,12 +80,16 @@ def _export_package(
     licence: str | None,
     citation: str | None,
     folds: list[str] | None,
+    previous_stage: Path | None = None,
 ) -> None:
     from amoseg.inference.package import export_package
     from amoseg.outputs import check_new_outputs, input_files
 
     check_new_outputs([package], overwrite=overwrite, inputs=input_files(*run_dirs))
-    card = export_package(run_dirs, package, licence=licence, citation=citation, folds=folds)
+    card = export_package(
+        run_dirs, package, licence=licence, citation=citation, folds=folds,
+        previous_stage=previous_stage,
+    )  # fmt: skip
     size_mb = package.stat().st_size / 2**20
     synthetic = " (trained on synthetic data)" if card["training_data"].get("synthetic") else ""
     typer.echo(

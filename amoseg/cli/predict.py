@@ -93,6 +93,13 @@ def predict(
         help="Sliding-window tile step as a share of the tile, for nnU-Net model folders "
         "(nnU-Net's 0.5; TotalSegmentator uses 0.8 for speed). amoseg's own runs ignore it.",
     ),
+    previous_stage: Path | None = typer.Option(
+        None,
+        "--previous-stage",
+        metavar="DIR",
+        help="For an nnU-Net 3d_cascade_fullres model folder: its 3d_lowres model folder, "
+        "where it is not beside it (nnU-Net's layout, found without this option).",
+    ),
 ) -> None:
     """Write <name>_seg.nii.gz (uint8 AMOS ids, the input's exact geometry) and
     <name>_volumes.csv/.json (organ volumes in mL, mean HU) per scan into OUT.
@@ -120,7 +127,7 @@ def predict(
     options = SegmentOptions(
         device=device, precision=precision, crop=crop, tta=tta, postprocess=postprocess,
         batch_size=batch_size, backend=backend, onnx_path=onnx,  # type: ignore[arg-type]
-        step_size=step_size,
+        step_size=step_size, previous_stage=previous_stage,
     )  # fmt: skip
     options.check()  # a bad option fails before any model is loaded
     batch.set_threads(threads)

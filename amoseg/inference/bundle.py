@@ -201,7 +201,7 @@ class NnunetBundle:
 
         return open_nnunet_model(
             self.source, device=options.device, precision=options.precision,
-            step_size=options.step_size, tta=mirror,
+            step_size=options.step_size, tta=mirror, previous_stage=options.previous_stage,
         )  # fmt: skip
 
 

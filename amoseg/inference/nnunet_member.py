@@ -90,10 +90,13 @@ def _fold_entries(folder: Any, prefix: str = "") -> tuple[dict[str, bytes], dict
     return entries, fold_entries
 
 
-def _previous_folder(folder: Any) -> Any:
-    """A cascade's 3d_lowres stage: nnU-Net's sibling folder (same folds), or one line."""
+def _previous_folder(folder: Any, explicit: str | Path | None = None) -> Any:
+    """A cascade's 3d_lowres stage: `explicit`, or nnU-Net's sibling folder (same folds), or
+    one line."""
     from amoseg.nnunet_models.cascade import previous_stage_folder, stage_folder_name
 
+    if explicit is not None:
+        return previous_stage_folder(folder, explicit)
     stage = str(folder.configuration["previous_stage"])
     sibling = folder.path.parent / stage_folder_name(folder, stage)
     if not sibling.is_dir():
@@ -101,15 +104,18 @@ def _previous_folder(folder: Any) -> Any:
             f"a {folder.configuration_name} model is exported with its {stage} stage; "
             "no model folder",
             sibling,
-            f"keep the {stage} model folder beside it, as nnU-Net writes them",
+            f"keep the {stage} model folder beside it, as nnU-Net writes them, or name it "
+            "with --previous-stage",
         )
     return previous_stage_folder(folder)
 
 
-def export_member(path: Path, folds: list[str] | None = None) -> NnunetExport:
+def export_member(
+    path: Path, folds: list[str] | None = None, previous_stage: str | Path | None = None
+) -> NnunetExport:
     """Read the model folder at `path` (its `folds`, or all it predicts with) as nnU-Net's
     reader in amoseg reads it, and make its package entries (a cascade: with its 3d_lowres
-    stage's, under previous/)."""
+    stage's, `previous_stage` or its sibling, under previous/)."""
     from amoseg.nnunet_models.fetch import verify_manifest
     from amoseg.nnunet_models.folder import read_model_folder
     from amoseg.nnunet_models.names import amos_mapping, covered_organs, model_classes
@@ -127,7 +133,7 @@ def export_member(path: Path, folds: list[str] | None = None) -> NnunetExport:
     entries.update(fold_data)
     previous = None
     if folder.configuration.get("previous_stage") is not None:
-        prev = _previous_folder(folder)
+        prev = _previous_folder(folder, previous_stage)
         verify_manifest(prev.path)
         for name in ("dataset.json", "plans.json"):
             entries[f"previous/{name}"] = (prev.path / name).read_bytes()
@@ -135,6 +141,12 @@ def export_member(path: Path, folds: list[str] | None = None) -> NnunetExport:
         entries.update(prev_data)
         previous = {"folder": prev.path.name, "configuration": prev.configuration_name,
                     "folds": prev_entries}  # fmt: skip
+    elif previous_stage is not None:
+        raise AmosegError(
+            f"{folder.configuration_name} is no cascade stage; it takes no previous stage",
+            folder.path,
+            "drop --previous-stage",
+        )
     catalogue = _catalogue_entry(record, folder)
     parts = folder.path.name.split("__")
     source = {

@@ -123,10 +123,12 @@ def export_package(
     licence: str | None = None,
     citation: str | None = None,
     folds: list[str] | None = None,
+    previous_stage: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write the models `model_paths` name (runs, folders of fold runs, or nnU-Net v2 model
     folders) as one package (several: an ensemble) → its card. `licence` / `citation` go onto
-    the card; `folds` picks an nnU-Net folder's folds (default: all it predicts with)."""
+    the card; `folds` picks an nnU-Net folder's folds (default: all it predicts with);
+    `previous_stage`: the 3d_lowres folder of an nnU-Net cascade kept elsewhere than beside it."""
     from amoseg.nnunet_models import is_nnunet_model_dir
 
     target = Path(target)
@@ -148,8 +150,16 @@ def export_package(
                 which,
                 "export each kind on its own; `amoseg predict` ensembles the two packages",
             )
-        members, card, version = _nnunet_members(model_paths, licence, citation, folds)
+        members, card, version = _nnunet_members(
+            model_paths, licence, citation, folds, previous_stage
+        )
     else:
+        if previous_stage is not None:
+            raise AmosegError(
+                "--previous-stage names an nnU-Net cascade's 3d_lowres folder",
+                model_paths[0],
+                "amoseg's cascade runs carry their first stage (previous/); drop it",
+            )
         if folds is not None:
             raise AmosegError(
                 "--folds picks folds of an nnU-Net model folder",
@@ -218,12 +228,22 @@ def _weights(bundle: ModelBundle) -> bytes:
 
 
 def _nnunet_members(
-    model_paths: list[Path], licence: str | None, citation: str | None, folds: list[str] | None
+    model_paths: list[Path],
+    licence: str | None,
+    citation: str | None,
+    folds: list[str] | None,
+    previous_stage: str | Path | None = None,
 ) -> tuple[Members, dict[str, Any], int]:
     """nnU-Net model folders: one member each, with its folds (format 3)."""
     from amoseg.inference.nnunet_member import export_member, member_config, nnunet_card
 
-    exports = [export_member(Path(p), folds) for p in model_paths]
+    if previous_stage is not None and len(model_paths) != 1:
+        raise AmosegError(
+            "--previous-stage goes with one nnU-Net cascade folder",
+            model_paths[1],
+            "export each cascade on its own",
+        )
+    exports = [export_member(Path(p), folds, previous_stage) for p in model_paths]
     members: Members = [{**e.entries, "config.json": _json_text(member_config(e))} for e in exports]
     card = nnunet_card(exports, licence=licence, citation=citation, version=_version())
     return members, card, NNUNET_FORMAT_VERSION

@@ -28,7 +28,7 @@ import torch
 
 from amoseg.errors import AmosegError
 from amoseg.inference.backends import PRECISIONS, resolve_device
-from amoseg.inference.bundle import ModelBundle, read_bundles
+from amoseg.inference.bundle import ModelBundle, NnunetBundle, read_bundles
 from amoseg.inference.cascade import CascadeBackend
 from amoseg.inference.pipeline import StageTimes
 from amoseg.ops.tta import MirroredBackend
@@ -50,6 +50,8 @@ class SegmentOptions:
     backend: Literal["torch", "onnx"] = "torch"
     onnx_path: Path | None = None  # with backend onnx: this file instead of RUN/model.onnx
     step_size: float = 0.5  # sliding-window step (share of a tile) of nnU-Net model folders
+    #: an nnU-Net 3d_cascade_fullres folder's 3d_lowres folder, kept elsewhere than beside it
+    previous_stage: Path | None = None
 
     def check(self) -> None:
         """One line for a bad value, before any model is loaded."""
@@ -107,6 +109,15 @@ class Segmenter:
             raise AmosegError("no model to segment with", None, "pass at least one run")
         self.bundles = list(bundles)
         self.options = options
+        if options.previous_stage is not None:
+            folders = [b for b in self.bundles if isinstance(b, NnunetBundle) and not b.packed]
+            if len(folders) != 1:
+                raise AmosegError(
+                    "--previous-stage names the 3d_lowres folder of one nnU-Net "
+                    "3d_cascade_fullres model folder",
+                    options.previous_stage,
+                    "amoseg's runs and packages carry their first stage; drop it",
+                )
         self.device = resolve_device(options.device)
         self.mirror = self.device.type == "cuda" if options.tta is None else options.tta
         if options.backend == "onnx":

@@ -39,10 +39,10 @@ def previous_stage_folder(folder: ModelFolder, explicit: str | Path | None = Non
         path = folder.path.parent / stage_folder_name(folder, stage)
         hint = (
             f"keep the {stage} model folder beside it, as nnU-Net writes them, "
-            "or pass previous_stage= to open_nnunet_model"
+            "or name it (--previous-stage DIR; previous_stage= in Python)"
         )
     else:
-        path, hint = Path(explicit), f"check the path given as previous_stage= ({stage})"
+        path, hint = Path(explicit), f"check the path given as the previous stage ({stage})"
     if not path.is_dir():
         raise AmosegError(
             f"{folder.configuration_name} needs its {stage} stage; no model folder", path, hint
