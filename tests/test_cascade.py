@@ -229,3 +229,28 @@ def test_previous_labels_move_with_the_target_and_one_hot_drops_background():
     hot = one_hot_organs(torch.tensor([[0.0, 1.0, 15.0]]))
     assert hot.shape == (1, 15, 3)
     assert hot[0, :, 0].sum() == 0 and hot[0, 0, 1] == 1 and hot[0, 14, 2] == 1
+
+
+def test_only_training_patches_carry_perturbed_previous_labels(cascade):
+    """nnU-Net's cascade augmentation: training patches' previous-stage channel is perturbed
+    (sometimes), validation patches' never, and `previous_augment: false` turns it off."""
+    from amoseg.inference.bundle import read_bundles
+    from amoseg.store.slice_store import SliceStore
+
+    _root, _low, store_dir, run = cascade
+    store = SliceStore(store_dir)
+    model = read_bundles(run)[0].model("cpu")
+    plain = model.train_dataset(store, 0).patches
+    plain.previous_transform = None  # the same draws, unperturbed
+
+    def differ(dataset, n=40) -> int:
+        return sum(
+            not torch.equal(dataset[i][0][1], plain[i][0][1]) for i in range(n)
+        )  # fmt: skip
+
+    assert differ(model.train_dataset(store, 0).patches) > 0
+    val = model.train_dataset(store, 0, split="val").patches
+    assert val.previous_transform is None
+    off = type(model.params).from_dict({**model.hparams, "previous_augment": False}, "unet3d")
+    model.params = off
+    assert model.train_dataset(store, 0).patches.previous_transform is None

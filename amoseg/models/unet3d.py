@@ -122,6 +122,9 @@ class UNet3d(TorchModel):
         #: the network's input channels: 1 (the image), or 1 + 15 for a cascade stage (the
         #: image and the previous stage's organs one-hot; from the store's configuration)
         in_channels: int = hp.number(1, int, 1, 1 + CASCADE_ORGANS)
+        #: a cascade stage: perturb the previous stage's training labels as nnU-Net does
+        #: (morphology, dropped components: `amoseg.ops.previous_augment`)
+        previous_augment: bool = hp.flag(True)
 
         def validate(self) -> None:
             super().validate()
@@ -215,12 +218,16 @@ class UNet3d(TorchModel):
     def train_dataset(self, store: Any, seed: int, split: str = "train") -> Any:
         """3D patches of this model's size from any store's (Z, X, Y) volumes (a `3d` store
         or the stacks of a seed store), a third centred on an organ (`split` "val": the
-        validation patches)."""
+        validation patches). A cascade's training patches carry perturbed previous-stage
+        labels (nnU-Net's cascade augmentation); its validation patches the true ones."""
+        from amoseg.ops.previous_augment import perturb_previous
         from amoseg.store.samplers import EpochPatches, PatchDataset
 
+        perturb = split == "train" and self.params.augment and self.params.previous_augment
         patches = PatchDataset(
             store, split, self.patch_size, seed=seed,
             foreground_share=self.params.foreground, with_stats=self.needs_stats,
+            previous_transform=perturb_previous if perturb else None,
         )  # fmt: skip
         return EpochPatches(patches)
 

@@ -19,7 +19,7 @@ float32) until the device, where the plan's `Normalisation` maps them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,6 +56,7 @@ class PatchDataset(Dataset):
         length: int | None = None,
         seed: int = 0,
         with_stats: bool = False,
+        previous_transform: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     ):
         if len(patch_size) not in (2, 3):
             raise ValueError("patch_size is (x, y) or (x, y, z)")
@@ -74,6 +75,9 @@ class PatchDataset(Dataset):
         self.length = int(length) if length is not None else self.default_length()
         #: a cascade store: the previous stage's labels ride along as a second channel
         self.previous = getattr(store, "previous_stage", None) is not None
+        #: training a cascade: the recipe's perturbation of those labels (a module-level
+        #: function, so workers can take it: `amoseg.ops.previous_augment.perturb_previous`)
+        self.previous_transform = previous_transform if self.previous else None
         self._foreground: dict[int, np.ndarray] = {}
 
     def default_length(self) -> int:
@@ -152,6 +156,8 @@ class PatchDataset(Dataset):
             y = _window(label, (z0, x0, y0), (pz, px, py), fill=0)
             if self.previous:  # (2, Z, X, Y): image, previous-stage labels (as the image's dtype)
                 prev = _window(self.store.previous(case), (z0, x0, y0), (pz, px, py), fill=0)
+                if self.previous_transform is not None:
+                    prev = self.previous_transform(prev, rng)
                 x = np.concatenate([x, prev[None].astype(x.dtype)])
         sample = (
             torch.from_numpy(np.ascontiguousarray(x)),
