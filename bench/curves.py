@@ -101,6 +101,15 @@ class Setup:
     nnunet_iters: int
     smoke: bool
     hparams: dict
+    #: the marks scored in this run (None: all); the others wait for a later --resume without
+    #: --score-marks (predicting 8 full-size scans with a slow arm can take an hour a mark)
+    score_marks: tuple[float, ...] | None = None
+
+    def scored(self, mark: float, arm: str = "") -> bool:
+        """Whether to score `arm`'s `mark` in this run: every mark without --score-marks,
+        else the chosen ones and those already scored (their results are kept)."""
+        done = self.out / "scores" / f"{arm}-{mark_tag(mark)}.json"
+        return self.score_marks is None or mark in self.score_marks or done.exists()
 
 
 def cpu_seconds() -> float:
@@ -236,6 +245,9 @@ def run_amoseg_arm(setup: Setup, data: dict, conf: str) -> dict[str, Any]:
         "marks": [],
     }
     for m in setup.marks:
+        if not setup.scored(m, name):
+            arm["marks"].append(not_scored(m))
+            continue
         arm["marks"].append(score_snapshot(setup, data, conf, m, marks_dir / mark_tag(m)))
     return arm
 
@@ -468,6 +480,9 @@ def run_cascade_arm(setup: Setup, data: dict) -> dict[str, Any]:
     }
     reached = {tag for tag, _ in marks}
     for m in setup.marks:
+        if not setup.scored(m, f"amoseg-{conf}"):
+            arm["marks"].append(not_scored(m))
+            continue
         folder = marks_dir / mark_tag(m) if mark_tag(m) in reached else None
         row = score_snapshot(setup, data, conf, m, folder)
         if folder is None:
@@ -594,6 +609,9 @@ def run_nnunet_arm(setup: Setup, data: dict, env: dict[str, str], conf: str) -> 
     }
     hit = {float(h["mark_s"]): h for h in budget.get("marks", [])}
     for m in setup.marks:
+        if not setup.scored(m, f"nnunet-{conf}"):
+            arm["marks"].append(not_scored(m))
+            continue
         pred = out / "predictions" / f"nnunet-{conf}-{mark_tag(m)}"
         vs.run_measured(
             vs.nnunet_cmd(
@@ -632,6 +650,13 @@ def run_nnunet_arm(setup: Setup, data: dict, env: dict[str, str], conf: str) -> 
 
 
 # --- scoring and output ----------------------------------------------------------------------
+
+
+def not_scored(m: float) -> dict[str, Any]:
+    """A mark left for a later --resume (--score-marks): its snapshot is kept, not scored."""
+    return {"mark_min": m, "clock_min": None, "epoch": None, "mean_dice": None,
+            "mean_nsd": None, "per_organ_dice": None,
+            "note": "not scored yet (--score-marks): rerun with --resume"}  # fmt: skip
 
 
 def scores(setup: Setup, pred: Path, data: dict, arm: str, m: float) -> dict[str, Any]:
@@ -728,6 +753,11 @@ def parse(argv: list[str] | None) -> tuple[Setup, bool, bool]:
         action="store_true",
         help="6 demo phantoms, 2 test scans, 0.2 min, marks 0.1,0.2, 6 mm lowres",
     )
+    p.add_argument(
+        "--score-marks",
+        default=None,
+        help="score only these marks now, e.g. 20 (the rest on a later --resume without it)",
+    )
     p.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
@@ -744,6 +774,11 @@ def parse(argv: list[str] | None) -> tuple[Setup, bool, bool]:
         marks = (*(m for m in DEFAULT_MARKS if m < a.budget_min), a.budget_min)
     if not marks or marks[-1] > a.budget_min or marks[0] <= 0:
         p.error("--marks must be > 0 and within --budget-min")
+    score_marks = None
+    if a.score_marks:
+        score_marks = tuple(sorted(float(m) for m in a.score_marks.split(",")))
+        if not set(score_marks) <= set(marks):
+            p.error("--score-marks must be among the --marks")
     arms = tuple(x for x in a.arms.split(",") if x)
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
@@ -769,6 +804,7 @@ def parse(argv: list[str] | None) -> tuple[Setup, bool, bool]:
         a.nnunet_iters,
         a.smoke,
         json.loads(a.hparams),
+        score_marks,
     )
     return setup, a.resume, a.overwrite
 

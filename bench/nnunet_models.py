@@ -132,6 +132,17 @@ def measured(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
     }
 
 
+def tool_env(threads: int, out: Path) -> dict[str, str]:
+    """The environment every tool runs in: `threads` torch threads (OMP, MKL, nnU-Net's
+    processes) and nnU-Net's folders pointing into `out` unless set."""
+    n = str(threads)
+    env = {**os.environ, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n,
+           "nnUNet_def_n_proc": n, "PYTHONPATH": str(REPO)}  # fmt: skip
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        env.setdefault(key, str(out))
+    return env
+
+
 def amoseg_scan_seconds(stdout: str) -> list[float]:
     """The per-scan seconds `amoseg predict` prints (`<out>/<case>_seg.nii.gz  12.3 s`):
     loading, the model's whole pipeline and writing, without start-up and model loading."""
@@ -385,11 +396,7 @@ def bench_folder(
     )  # fmt: skip
     cases = case_names(scans)
     slug = re.sub(r"\W+", "_", label)  # for file names
-    threads = str(args.threads)
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-           "nnUNet_def_n_proc": threads, "PYTHONPATH": str(REPO)}  # fmt: skip
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        env.setdefault(key, str(out))
+    env = tool_env(args.threads, out)
     rows: list[dict[str, Any]] = []
 
     def run(tool: str, arm: str, cmd: list[str], dest: Path, tool_env=env, **extra) -> None:

@@ -74,3 +74,15 @@ def test_cascade_share_must_leave_both_stages_time(tmp_path, share):
     assert info.value.code == 2
     setup, _, _ = curves.parse(["--out", str(tmp_path), "--cascade-lowres-share", "0.25"])
     assert setup.cascade_share == 0.25
+
+
+def test_score_marks_are_among_the_marks_and_leave_the_rest_for_later(tmp_path):
+    setup, _, _ = curves.parse(["--out", str(tmp_path), "--budget-min", "20", "--marks",
+                                "5,10,20", "--score-marks", "20"])  # fmt: skip
+    assert setup.score_marks == (20.0,) and setup.scored(20.0) and not setup.scored(5.0)
+    assert curves.not_scored(5.0)["mean_dice"] is None
+    with pytest.raises(SystemExit) as info:
+        curves.parse(["--out", str(tmp_path), "--marks", "5,10", "--score-marks", "30"])
+    assert info.value.code == 2
+    everything, _, _ = curves.parse(["--out", str(tmp_path)])
+    assert everything.score_marks is None and everything.scored(60.0)
