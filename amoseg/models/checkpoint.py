@@ -58,8 +58,9 @@ def check_model_size(cls: type, ckpt: dict[str, Any], shown: Any = None) -> None
             shown,
             "it is damaged or not from amoseg; re-run training",
         )
-    with torch.device("meta"):
-        model = cls(input_size=size, **ckpt["hparams"])
+    from amoseg.ops.weights import shapes_only
+
+    model = shapes_only(lambda: cls(input_size=size, **ckpt["hparams"]))
     net = getattr(model, "net", None)
     n = sum(p.numel() for p in net.parameters()) if isinstance(net, torch.nn.Module) else 0
     if n > MAX_PARAMETERS:

@@ -21,6 +21,7 @@ from amoseg.models.base import SegmentationModel
 from amoseg.models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from amoseg.models.networks import SegNet, count_parameters, make_norm
 from amoseg.ops.inferers import Predictor
+from amoseg.ops.weights import build_loaded, shapes_only
 from amoseg.preprocessing.crop import crop_batch
 
 
@@ -40,12 +41,16 @@ class TorchModel(SegmentationModel):
         self.input_size = int(input_size) if input_size else 0
         self.context = int(getattr(self.params, "context", 0))
         self.device = torch.device("cpu")
-        self.net = SegNet(self.build_norm(), self.build_core(1 + 2 * self.context))
+        self.net = self.make_net()
 
     @property
     def hparams(self) -> dict[str, Any]:
         """The parameters as plain JSON values (config.json, checkpoints); a copy."""
         return self.params.to_dict()
+
+    def make_net(self) -> SegNet:
+        """A fresh network for these parameters (random initial weights)."""
+        return SegNet(self.build_norm(), self.build_core(1 + 2 * self.context))
 
     # ---- recipe hooks -------------------------------------------------------------------
     def build_core(self, in_channels: int) -> nn.Module:
@@ -157,9 +162,8 @@ class TorchModel(SegmentationModel):
 
     def export_module(self) -> nn.Module:
         """raw float32 (B, 1+2c, S, S) → logits (B, 16, S, S), normaliser inside; fp32, CPU."""
-        net = SegNet(self.build_norm(), self.build_core(1 + 2 * self.context))
-        net.load_state_dict({k: v.float().cpu() for k, v in self.net.state_dict().items()})
-        return net.eval()
+        state = {k: v.detach().float().cpu().clone() for k, v in self.net.state_dict().items()}
+        return build_loaded(self.make_net, state).eval()
 
     # ---- persistence ----------------------------------------------------------------------
     def checkpoint_payload(self) -> dict[str, Any]:
@@ -176,8 +180,10 @@ class TorchModel(SegmentationModel):
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], device: str = "auto") -> TorchModel:
-        model = cls(input_size=ckpt.get("input_size"), **ckpt["hparams"])
-        model.net.load_state_dict(ckpt["state"])
+        # no initial weights: the checkpoint's replace them
+        model = shapes_only(lambda: cls(input_size=ckpt.get("input_size"), **ckpt["hparams"]))
+        # copies: the checkpoint (a bundle's, read again for its next model) stays as it was
+        model.net = build_loaded(model.make_net, {k: v.clone() for k, v in ckpt["state"].items()})
         return model.to(device)
 
     @classmethod

@@ -77,10 +77,14 @@ class NnunetBackend:
             channels += len(self.classes) - 1
         self.nets: list[torch.nn.Module] = []
         mirror: Any = None
+        classes = len(self.classes)
         for path in folder.checkpoints.values():
             checkpoint = load_checkpoint(path)
-            net = build_network(folder.configuration, channels, len(self.classes), plans_path)
-            load_weights(net, checkpoint["network_weights"], path)
+            net = load_weights(
+                lambda: build_network(folder.configuration, channels, classes, plans_path),
+                checkpoint["network_weights"],
+                path,
+            )
             self.nets.append(net.to(device))
             mirror = checkpoint.get("inference_allowed_mirroring_axes", mirror)
         #: the axes nnU-Net mirrors with TTA on (from the checkpoint; none stored: TTA is off)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from amoseg.errors import AmosegError
+from amoseg.ops.weights import build_loaded
 
 _NETWORKS = ("PlainConvUNet", "ResidualEncoderUNet", "ResidualUNet")
 _UNET_MODULE = "dynamic_network_architectures.architectures.unet"
@@ -105,10 +107,13 @@ def build_network(
     return net.eval()
 
 
-def load_weights(net: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
-    """Exact state-dict load (a mismatch means plans and checkpoint disagree)."""
+def load_weights(
+    make: Callable[[], nn.Module], weights: dict[str, torch.Tensor], path: Path
+) -> nn.Module:
+    """`make()`'s network holding `weights` exactly (a mismatch means plans and checkpoint
+    disagree); built without initial weights (`amoseg.ops.weights`), the tensors its own."""
     try:
-        net.load_state_dict(weights)
+        return build_loaded(make, weights).eval()
     except RuntimeError as exc:
         first = str(exc).splitlines()[1:2] or [str(exc)]
         raise AmosegError(

@@ -43,11 +43,11 @@ def estimate_training_memory(
     import torch
 
     from amoseg.models.torch_model import TorchModel
+    from amoseg.ops.weights import shapes_only
 
     if not issubclass(model_cls, TorchModel) or not model_cls.gradient_trained:
         return None
-    with torch.device("meta"):
-        model = model_cls(input_size=input_size, **hparams)
+    model = shapes_only(lambda: model_cls(input_size=input_size, **hparams))
     net = model.net
     params = sum(p.numel() for p in net.parameters())
     outputs = 0
