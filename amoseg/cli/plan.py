@@ -30,6 +30,14 @@ def plan(
         "value (isotropic) or XxYxZ mm, e.g. 6 or 3x3x3 (TotalSegmentator's fast models); "
         "its patch is planned for it.",
     ),
+    train_on: str = typer.Option(
+        "auto",
+        "--train-on",
+        help="The device the networks are sized for: gpu (nnU-Net's widths, batches fitted "
+        "to --memory-gb), cpu (3D networks at half width, batch 2: several times the "
+        "optimiser steps per minute on a CPU), or auto (gpu when a CUDA device is visible "
+        "here). Written into plan.json.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing plan file."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -42,9 +50,10 @@ def plan(
     from rich.console import Console
 
     from amoseg.errors import AmosegError
-    from amoseg.planning import make_plan, save_plan
+    from amoseg.planning import make_plan, resolve_train_on, save_plan
 
     parse_spacing(lowres_spacing)  # a typo fails before minutes of fingerprinting
+    device = resolve_train_on(train_on)
     if output.exists() and not overwrite:
         raise AmosegError("plan file exists", output, "pass --overwrite to replace it")
     import warnings
@@ -58,6 +67,7 @@ def plan(
             modality=modality,
             progress=not quiet,
             lowres=parse_spacing(lowres_spacing),
+            train_on=device,
         )
     for note in caught:
         typer.echo(f"warning: {' '.join(str(note.message).split())}", err=True)
@@ -74,10 +84,22 @@ def plan(
         after = "" if config.previous_stage is None else f", after {config.previous_stage}"
         console.print(
             f"{name:>4}: {config.dims}D, {spacing}, patch {'×'.join(map(str, config.patch_size))}, "
-            f"batch {config.batch_size}, {config.network.name}{after}",
+            f"batch {config.batch_size}, {config.network.name}"
+            f"{_width(config.network.args)}{after}",
             highlight=False,
         )
+    why = {"auto": " (no CUDA device here)" if device == "cpu" else " (a CUDA device is here)"}
+    other = "cpu" if device == "gpu" else "gpu"
+    console.print(
+        f"networks sized for training on {device}{why.get(train_on, '')}; "
+        f"--train-on {other} plans for {other}",
+        highlight=False,
+    )
     console.print(f"plan → {output}", highlight=False)
+
+
+def _width(args: dict) -> str:
+    return f" base {args['base']}" if "base" in args else ""
 
 
 def parse_spacing(text: str | None) -> tuple[float, float, float] | None:

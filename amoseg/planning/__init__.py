@@ -11,7 +11,7 @@ from pathlib import Path
 
 from amoseg.planning.plan import Configuration, Plan, check_memory_gb, load_plan, save_plan
 
-__all__ = ["Configuration", "Plan", "load_plan", "make_plan", "save_plan"]
+__all__ = ["Configuration", "Plan", "load_plan", "make_plan", "resolve_train_on", "save_plan"]
 
 
 def make_plan(
@@ -22,9 +22,11 @@ def make_plan(
     modality: str = "all",
     progress: bool = True,
     lowres: tuple[float, float, float] | None = None,
+    train_on: str = "auto",
 ) -> Plan:
     """Fingerprint every labelled case of `root` (of `modality`) and plan the dataset
-    (`lowres`: the 3d_lowres spacing instead of nnU-Net's rule)."""
+    (`lowres`: the 3d_lowres spacing instead of nnU-Net's rule; `train_on`: see
+    `resolve_train_on`)."""
     from amoseg.data.datasets import find_cases
     from amoseg.errors import AmosegError
     from amoseg.planning.fingerprint import fingerprint_dataset
@@ -33,6 +35,7 @@ def make_plan(
     if not isinstance(size, int) or not 1 <= size <= 4096:
         raise AmosegError(f"--size must be 1..4096, got {size}")
     check_memory_gb(memory_gb)
+    train_on = resolve_train_on(train_on)
     if lowres is not None and not (
         len(lowres) == 3 and all(math.isfinite(v) and 0.1 <= v <= 50 for v in lowres)
     ):
@@ -42,5 +45,25 @@ def make_plan(
         raise AmosegError(f"no {modality.upper()} cases to plan from", root, "use --modality all")
     fp = fingerprint_dataset(cases, progress=progress)
     return plan_dataset(
-        fp, size=size, memory_gb=memory_gb, dataset=str(Path(root).resolve()), lowres=lowres
+        fp,
+        size=size,
+        memory_gb=memory_gb,
+        dataset=str(Path(root).resolve()),
+        lowres=lowres,
+        train_on=train_on,
     )
+
+
+def resolve_train_on(train_on: str) -> str:
+    """`plan --train-on`: "gpu" or "cpu" as given; "auto" is "gpu" where a CUDA device is
+    visible at planning time, else "cpu". The choice is written into plan.json, so every
+    later step reads it from the plan, wherever it runs."""
+    from amoseg.errors import AmosegError
+
+    if train_on in ("gpu", "cpu"):
+        return train_on
+    if train_on != "auto":
+        raise AmosegError(f"--train-on takes auto, cpu or gpu, got {train_on!r}")
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"

@@ -267,6 +267,9 @@ class Plan:
     median_spacing: tuple[float, float, float] | None = None
     dataset: str = ""
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    #: the device its networks were sized for ("gpu": nnU-Net's widths; "cpu": see the
+    #: planner's CPU_UNET3D_ARGS); plans written before it existed were "gpu" plans
+    train_on: str = "gpu"
 
     def configuration(self, name: str) -> Configuration:
         if name not in self.configurations:
@@ -283,6 +286,7 @@ class Plan:
             "median_spacing": None if self.median_spacing is None else list(self.median_spacing),
             "configurations": {n: c.to_dict() for n, c in self.configurations.items()},
             "fingerprint": self.fingerprint,
+            "train_on": self.train_on,
         }
 
     @classmethod
@@ -310,11 +314,15 @@ class Plan:
                     f"names {config.previous_stage!r}, which the plan does not have",
                     path,
                 )
+        train_on = data.get("train_on", "gpu")
+        if train_on not in ("gpu", "cpu"):
+            raise _fail("train_on", f"must be gpu or cpu, got {str(train_on)[:40]!r}", path)
         return cls(
             configurations=parsed,
             median_spacing=median,
             dataset=dataset,
             fingerprint=fingerprint,
+            train_on=train_on,
         )
 
 

@@ -262,7 +262,7 @@ def _configuration(
     """The configuration to prepare, and the plan it came from when one was made here."""
     from dataclasses import replace
 
-    from amoseg.planning import load_plan
+    from amoseg.planning import load_plan, resolve_train_on
     from amoseg.planning.fingerprint import fingerprint_dataset
     from amoseg.planning.planner import plan_dataset, seed_configuration
 
@@ -276,7 +276,9 @@ def _configuration(
         raise AmosegError(
             f"unknown configuration {name!r}", hint="use seed, 2d, 3d or 3d_lowres, or pass --plan"
         )
-    made = plan_dataset(fingerprint_dataset(cases, progress=progress), size=size)
+    made = plan_dataset(
+        fingerprint_dataset(cases, progress=progress), size=size, train_on=resolve_train_on("auto")
+    )
     if name not in made.configurations:
         raise AmosegError(
             f"the plan has no {name!r}: nnU-Net's rule plans a low-resolution stage only when "
