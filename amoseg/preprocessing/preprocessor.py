@@ -49,6 +49,7 @@ from amoseg.preprocessing.resample import (
     nearest_z,
     resize_inplane,
     resize_z,
+    resized_argmax,
     round_int16,
     z_weights,
 )
@@ -312,7 +313,7 @@ class Preprocessor:
             stop = min(start + chunk, len(planes))
             part = _z_slab(scores, record, start, stop)
             if fine:
-                labels = resize_inplane(part, (cx, cy), label=False).argmax(0).to(torch.uint8)
+                labels = resized_argmax(part, (cx, cy))
             else:
                 labels = resize_inplane(part.argmax(0), (cx, cy), label=True)
             canon[x0:x1, y0:y1, z0 + planes[start:stop]] = labels.permute(1, 2, 0)

@@ -58,6 +58,50 @@ def resize_inplane(slices: torch.Tensor, shape_xy: Sequence[int], *, label: bool
     return out[:, 0]
 
 
+def resized_argmax(scores: torch.Tensor, shape_xy: Sequence[int]) -> torch.Tensor:
+    """(C, Z, X, Y) scores → (Z, X', Y') uint8: the arg-max over C of the scores' bilinear
+    resize to X'×Y' (`resize_inplane`), without resizing all C channels at full size.
+
+    Bilinear resizing makes each output pixel a weighted mean, with weights ≥ 0, of 2×2
+    source pixels; where those four share their arg-max class, every class's score is
+    below that class's in each of them, so also in their mean: the output pixel is that
+    class. Only pixels whose sources disagree (organ borders) get their C scores
+    interpolated, one pixel at a time. On a 6 mm → 0.8 mm predict this does a tenth of the
+    work of `resize_inplane(...).argmax(0)`, which it matches up to float rounding at
+    near-ties (tests/test_resized_argmax.py)."""
+    n_x, n_y = scores.shape[-2:]
+    tx, ty = int(shape_xy[0]), int(shape_xy[1])
+    x0, x1, wx = _bilinear_taps(n_x, tx, scores.device)
+    y0, y1, wy = _bilinear_taps(n_y, ty, scores.device)
+    low = scores.argmax(0).to(torch.uint8)  # (Z, X, Y)
+    rows0, rows1 = low[:, x0], low[:, x1]  # (Z, X', Y)
+    out = rows0[:, :, y0]
+    mixed = (out != rows0[:, :, y1]) | (out != rows1[:, :, y0]) | (out != rows1[:, :, y1])
+    z, i, j = mixed.nonzero(as_tuple=True)
+    if len(z):
+        a, b, c, d = (x0[i], y0[j]), (x0[i], y1[j]), (x1[i], y0[j]), (x1[i], y1[j])
+        fx, fy = wx[i], wy[j]
+
+        def tap(xy: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            return scores[:, z, xy[0], xy[1]].float()  # (C, n)
+
+        value = (1 - fx) * ((1 - fy) * tap(a) + fy * tap(b)) + fx * (
+            (1 - fy) * tap(c) + fy * tap(d)
+        )
+        out[z, i, j] = value.argmax(0).to(torch.uint8)
+    return out
+
+
+def _bilinear_taps(n_in: int, n_out: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """F.interpolate's bilinear taps along one axis (align_corners=False, float32 as its CPU
+    kernel computes them): first and second source index, and the second's weight."""
+    scale = torch.tensor(n_in / n_out, dtype=torch.float32)
+    src = ((torch.arange(n_out, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
+    lo = src.long().clamp(max=n_in - 1)
+    hi = (lo + 1).clamp(max=n_in - 1)
+    return lo.to(device), hi.to(device), (src - lo).to(device)
+
+
 def z_weights(n_in: int, n_out: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     """Linear interpolation along z with `align_corners=False`: for each output plane the two
     source planes and the weight of the second (F.interpolate's 'linear' convention)."""
