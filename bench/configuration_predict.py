@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append(summary_row("amoseg", name, str(run), times))
     nn_out = out / "nnunet_2d"
     cmd = [str(venv / "bin" / "nnUNetv2_predict_from_modelfolder"), "-i", str(scans), "-o",
-           str(nn_out), "-m", str(model), "-f", *folds(model), "-step_size", "0.5",
+           str(nn_out), "-m", str(model), "-f", *nm.model_folds(model), "-step_size", "0.5",
            "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_progress_bar",
            "--disable_tta"]  # fmt: skip
     m = nm.measured(cmd, env, out / "nnunet_2d.log")
@@ -146,10 +146,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (out / "configuration_predict.md").write_text(markdown(result))
     print(markdown(result))
     return result
-
-
-def folds(model: Path) -> list[str]:
-    return sorted(p.name.removeprefix("fold_") for p in model.glob("fold_*"))
 
 
 def summary_row(tool: str, name: str, source: str, times: list[dict[str, Any]]) -> dict:

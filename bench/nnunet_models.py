@@ -281,7 +281,7 @@ def network_estimate(
 
 def tiles(shape: list[int], patch: list[int], step: float) -> int:
     """Tiles nnU-Net's sliding window visits (a 2d model: per slice of the first axis)."""
-    from amoseg.nnunet_models.sliding import window_steps
+    from amoseg.ops.sliding import window_steps
 
     if len(patch) == 2:
         per_slice = int(np.prod([len(s) for s in window_steps(shape[1:], patch, step)]))
@@ -380,6 +380,11 @@ def totalseg_classes(ts_venv: Path) -> dict[int, str]:
     return {int(k): v for k, v in json.loads(found.stdout).items()}
 
 
+def model_folds(model: Path) -> list[str]:
+    """The fold names of an nnU-Net model folder (its fold_* folders), sorted."""
+    return sorted(p.name.removeprefix("fold_") for p in model.glob("fold_*"))
+
+
 def bench_folder(
     label: str,
     model: Path,
@@ -391,9 +396,7 @@ def bench_folder(
     totalseg: tuple[Path, Path] | None = None,
 ) -> list[dict[str, Any]]:
     """Every tool and arm on one model folder; `totalseg`: (its venv, TOTALSEG_HOME_DIR)."""
-    folds = args.folds.split(",") if args.folds else sorted(
-        p.name.removeprefix("fold_") for p in model.glob("fold_*")
-    )  # fmt: skip
+    folds = args.folds.split(",") if args.folds else model_folds(model)
     cases = case_names(scans)
     slug = re.sub(r"\W+", "_", label)  # for file names
     env = tool_env(args.threads, out)

@@ -24,7 +24,7 @@ from amoseg.nnunet_models.names import amos_mapping, covered_organs, model_class
 from amoseg.nnunet_models.network import build_network, load_weights
 from amoseg.nnunet_models.preprocess import Preprocessor, Record
 from amoseg.nnunet_models.resample import resample_logits_chunks
-from amoseg.nnunet_models.sliding import sliding_window_logits
+from amoseg.ops.sliding import sliding_window_logits
 
 Classes = Literal["amos", "model"]
 

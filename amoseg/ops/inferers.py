@@ -9,7 +9,7 @@ runs a predictor over one whole volume on the model grid, ``inferer(volume, pred
   side as extra channels (2.5D, edge slices repeated), `batch_size` slices per call,
   optionally only on the body's box (models trained on such crops: amoseg.preprocessing.crop).
 - `SlidingWindowInferer`: a 3D network over overlapping patches blended with Gaussian
-  weights (MONAI's `sliding_window_inference`).
+  weights (nnU-Net's tiles and weights, `amoseg.ops.sliding`, summed in float32).
 
 Both also hand their scores out as `Slab`s (runs of consecutive slices, only over the box
 they scored), so a caller that reduces scores slice by slice — labels on the stored grid for
@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from amoseg.labels import NUM_CLASSES
 from amoseg.preprocessing.crop import Box, body_box
 from amoseg.preprocessing.normalise import image_stats
 
@@ -150,27 +151,24 @@ class SlidingWindowInferer(_VolumeInferer):
 
     def slabs(self, volume: Any, predictor: Predictor) -> Iterator[Slab]:
         volume = as_volume(volume)
-        # inference mode throughout: a TorchBackend's scores are inference tensors, which
-        # MONAI's in-place blending could not otherwise accumulate
         with torch.inference_mode():
             scores = self._blend(volume, predictor)
         frame = (int(volume.shape[-2]), int(volume.shape[-1]))
-        yield Slab(0, torch.as_tensor(scores)[0].transpose(0, 1), None, frame)
+        yield Slab(0, scores.transpose(0, 1), None, frame)
 
-    def _blend(self, volume: torch.Tensor, predictor: Predictor) -> Any:
-        from monai.inferers import sliding_window_inference
+    def _blend(self, volume: torch.Tensor, predictor: Predictor) -> torch.Tensor:
+        """(K, Z, H, W) float32 scores: nnU-Net's tiles (step 1 − overlap of the patch) and
+        Gaussian weights (sigma `sigma_scale` of the patch), summed in float32. (MONAI's
+        `sliding_window_inference` did this before; importing MONAI took 1.5 s of a 3D
+        predict's start-up.)"""
+        from amoseg.ops.sliding import sliding_window_logits
 
         # (Z, H, W), or (C, Z, H, W) for several input channels (a cascade's image + labels)
-        batch = volume.float()[None] if volume.ndim == 4 else volume.float()[None, None]
-        return sliding_window_inference(
-            batch,
-            roi_size=self.patch_size,
-            sw_batch_size=self.batch_size,
-            predictor=predictor,
-            overlap=self.overlap,
-            mode="gaussian",
-            sigma_scale=self.sigma_scale,
-        )
+        data = volume.float() if volume.ndim == 4 else volume.float()[None]
+        return sliding_window_logits(
+            [predictor], data, NUM_CLASSES, self.patch_size, 1.0 - self.overlap, None,
+            self.batch_size, accumulate=torch.float32, sigma_scale=self.sigma_scale,
+        )  # fmt: skip
 
 
 def label_volume(inferer: Inferer, volume: Any, predictor: Predictor) -> torch.Tensor:

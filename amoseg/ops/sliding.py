@@ -1,17 +1,18 @@
 """nnU-Net's sliding-window prediction: its tile steps, Gaussian weighting, mirroring and fold
-averaging (of logits, as nnU-Net averages folds), batched over tiles."""
+averaging (of logits, as nnU-Net averages folds), batched over tiles. nnU-Net model folders
+run it with nnU-Net's float16 sums (parity); amoseg's own 3D recipes with float32 sums
+(`amoseg.ops.inferers.SlidingWindowInferer`)."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
-from torch import nn
 
 
 def window_steps(image: Sequence[int], tile: Sequence[int], step: float) -> list[list[int]]:
@@ -25,12 +26,12 @@ def window_steps(image: Sequence[int], tile: Sequence[int], step: float) -> list
 
 
 @lru_cache(maxsize=4)
-def _gaussian(tile: tuple[int, ...]) -> np.ndarray:
+def _gaussian(tile: tuple[int, ...], sigma_scale: float = 1 / 8) -> np.ndarray:
     """nnU-Net's importance map (sigma 1/8 of the tile, peak 10, held in float16 as nnU-Net
     holds it, zeros replaced by the smallest positive value)."""
     tmp = np.zeros(tile)
     tmp[tuple(i // 2 for i in tile)] = 1
-    g = gaussian_filter(tmp, [i / 8 for i in tile], 0, mode="constant", cval=0)
+    g = gaussian_filter(tmp, [i * sigma_scale for i in tile], 0, mode="constant", cval=0)
     g = (g / (np.max(g) / 10)).astype(np.float16)
     g[g == 0] = g[g != 0].min()
     return g.astype(np.float32)
@@ -49,7 +50,10 @@ def _pad(data: torch.Tensor, tile: Sequence[int]) -> tuple[torch.Tensor, tuple[s
     return F.pad(data, pad, mode="constant", value=0.0), keep
 
 
-def _forward(net: nn.Module, x: torch.Tensor, mirror: Sequence[int] | None) -> torch.Tensor:
+Net = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _forward(net: Net, x: torch.Tensor, mirror: Sequence[int] | None) -> torch.Tensor:
     """One fold's logits for a batch of tiles, averaged over nnU-Net's mirror combinations."""
     axes = [m + 2 for m in mirror] if mirror else []
     combos = [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
@@ -61,7 +65,7 @@ def _forward(net: nn.Module, x: torch.Tensor, mirror: Sequence[int] | None) -> t
 
 @torch.no_grad()
 def sliding_window_logits(
-    nets: Sequence[nn.Module],
+    nets: Sequence[Net],
     data: torch.Tensor,
     num_classes: int,
     tile: Sequence[int],
@@ -69,11 +73,14 @@ def sliding_window_logits(
     mirror: Sequence[int] | None,
     batch_size: int,
     autocast: torch.dtype | None = None,
+    accumulate: torch.dtype = torch.float16,
+    sigma_scale: float = 1 / 8,
 ) -> torch.Tensor:
-    """(C, Z, Y, X) preprocessed image → (K, Z, Y, X) float16 logits, the mean over folds. A
-    2D tile runs over every slice along the first axis, as nnU-Net's 2d configuration does.
+    """(C, Z, Y, X) preprocessed image → (K, Z, Y, X) logits in `accumulate`, the mean over
+    `nets` (networks or predictors: (B, C, *tile) → (B, K, *tile)). A 2D tile runs over
+    every slice along the first axis, as nnU-Net's 2d configuration does.
 
-    Sums and weights are held in float16, as nnU-Net holds them: where only a tile's far
+    nnU-Net holds sums and weights in float16 (the default here): where only a tile's far
     corner reaches (the volume's corners), the Gaussian weight is a float16 subnormal and
     nnU-Net's logits carry that rounding; parity needs the same arithmetic."""
     tile = tuple(int(t) for t in tile)
@@ -85,7 +92,7 @@ def sliding_window_logits(
         corners = [(d, *c) for d in range(spatial[0]) for c in itertools.product(*steps)]
     else:
         corners = list(itertools.product(*window_steps(spatial, tile, step)))
-    gauss32 = torch.from_numpy(_gaussian(tile)).to(device)  # float16 values, float32 dtype
+    gauss32 = torch.from_numpy(_gaussian(tile, sigma_scale)).to(device)  # float16 values
 
     def region(c: tuple[int, ...]) -> tuple[slice | int, ...]:
         if len(tile) == 2:
@@ -99,17 +106,21 @@ def sliding_window_logits(
     )
     total: torch.Tensor | None = None
     for net in nets:
-        logits = torch.zeros((num_classes, *spatial), dtype=torch.float16, device=device)
-        weight = torch.zeros(spatial, dtype=torch.float16, device=device)
+        logits = torch.zeros((num_classes, *spatial), dtype=accumulate, device=device)
+        weight = torch.zeros(spatial, dtype=accumulate, device=device)
         for start in range(0, len(corners), batch_size):
             batch = [region(c) for c in corners[start : start + batch_size]]
             x = torch.stack([data[(slice(None), *r)] for r in batch])
             with ctx:
                 pred = _forward(net, x, mirror)
             for r, p in zip(batch, pred, strict=True):
+                view = logits[(slice(None), *r)]
+                if accumulate == torch.float32:
+                    view.add_(p.mul_(gauss32))
+                    weight[r].add_(gauss32)
+                    continue
                 # float16 += float32 is a float32 sum rounded to float16: the same numbers
                 # as nnU-Net's in-place add, without the CPU's slow float16 kernels
-                view = logits[(slice(None), *r)]
                 view.copy_(view.float().add_(p.mul_(gauss32)))
                 weight[r] = weight[r].float().add_(gauss32)
         torch.div(logits, weight, out=logits)
