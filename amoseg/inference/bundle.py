@@ -131,10 +131,11 @@ class ModelBundle:
         return self.store.get("synthetic") is True
 
     def model(self, device: str = "auto") -> Any:
-        """The recipe's model with these weights, on `device`."""
+        """The recipe's model with these weights, on `device`, for prediction and export
+        only (`inference_only`: unet3d's network without MONAI)."""
         from amoseg.models.checkpoint import rebuild_model
 
-        return rebuild_model(self.checkpoint, device, Path(self.name))
+        return rebuild_model(self.checkpoint, device, Path(self.name), inference=True)
 
     def open_backend(self, options: Any, mirror: bool) -> Any:
         """A torch scoring backend: the recipe's network and inferer, this bundle's

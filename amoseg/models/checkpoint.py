@@ -71,18 +71,25 @@ def check_model_size(cls: type, ckpt: dict[str, Any], shown: Any = None) -> None
         )
 
 
-def rebuild_model(ckpt: dict[str, Any], device: str = "auto", shown: Any = None) -> Any:
+def rebuild_model(
+    ckpt: dict[str, Any], device: str = "auto", shown: Any = None, inference: bool = False
+) -> Any:
     """The model a loaded checkpoint holds; fields that do not fit the model class (missing,
-    renamed, wrong shapes) are one line, not a traceback from deep inside torch."""
+    renamed, wrong shapes) are one line, not a traceback from deep inside torch.
+    `inference`: for prediction only (`amoseg.models.torch_model.inference_build`)."""
+    import contextlib
+
     from amoseg.models.registry import model_class
+    from amoseg.models.torch_model import inference_build
 
     try:
         cls = model_class(ckpt["model"])
     except AmosegError as exc:  # a model this amoseg does not have: name the file
         raise AmosegError(f"checkpoint holds an {exc.what}", shown, exc.hint) from exc
     try:
-        check_model_size(cls, ckpt, shown)
-        return cls.from_checkpoint(ckpt, device)
+        with inference_build() if inference else contextlib.nullcontext():
+            check_model_size(cls, ckpt, shown)
+            return cls.from_checkpoint(ckpt, device)
     except AmosegError:
         raise
     except MISMATCH_ERRORS as exc:

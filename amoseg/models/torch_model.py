@@ -5,8 +5,10 @@ calls, so the report's ladder stays one training loop and a model imports no tra
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,6 +26,22 @@ from amoseg.ops.inferers import Predictor
 from amoseg.ops.weights import build_loaded, shapes_only
 from amoseg.preprocessing.crop import crop_batch
 
+#: models built inside `inference_build()` are for prediction only (`inference_only`)
+_INFERENCE_BUILD: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "amoseg_inference_build", default=False
+)
+
+
+@contextlib.contextmanager
+def inference_build() -> Iterator[None]:
+    """Models built here are for prediction only: a recipe may build a lighter network with
+    the same weights (unet3d: without importing MONAI, `amoseg.models.resunet`)."""
+    token = _INFERENCE_BUILD.set(True)
+    try:
+        yield
+    finally:
+        _INFERENCE_BUILD.reset(token)
+
 
 class TorchModel(SegmentationModel):
     """A `SegNet` (normaliser + core) plus the recipe that trains it."""
@@ -37,6 +55,8 @@ class TorchModel(SegmentationModel):
     memory_format: ClassVar[torch.memory_format] = torch.channels_last
 
     def __init__(self, input_size: int | None = None, **hparams: Any):
+        #: built by `inference_build()`: predicts, exports, never trains
+        self.inference_only = _INFERENCE_BUILD.get()
         self.params: Any = self.check_params(hparams)
         self.input_size = int(input_size) if input_size else 0
         self.context = int(getattr(self.params, "context", 0))

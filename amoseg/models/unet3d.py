@@ -11,8 +11,10 @@
   3D augmentation on the device (`amoseg.ops.augment3d`, left–right mirroring swaps
   paired organs);
   AdamW with warm-up then cosine decay; bf16 autocast and channels_last_3d on GPU;
-- inference: sliding window with Gaussian weighting (MONAI), optionally test-time
-  mirroring along every axis combination with the left–right label swap.
+- inference: sliding window with Gaussian weighting (nnU-Net's tiles, `amoseg.ops.sliding`),
+  optionally test-time mirroring along every axis combination with the left–right label
+  swap; a model rebuilt for prediction (`TorchModel.inference_only`) runs the network's
+  plain-torch twin (`amoseg.models.resunet`), so predict does not import MONAI.
 
 `patch_size` is (x, y, z) voxels along the RAS+ axes, as everywhere in amoseg (plan.json,
 `--patch-size`); store volumes and network inputs are arrays (slices, rows, cols) = (z, x, y)
@@ -52,11 +54,22 @@ MAX_FEATURES = 320
 
 
 def build_resunet(
-    in_channels: int, base: int, stages: int, strides: Sequence[Sequence[int]]
+    in_channels: int,
+    base: int,
+    stages: int,
+    strides: Sequence[Sequence[int]],
+    plain: bool = False,
 ) -> nn.Module:
     """MONAI's DynUNet (nnU-Net's dynamic U-Net) with residual blocks, instance norm, leaky
     ReLU and deep-supervision heads on the decoder levels below full resolution (the lowest
-    of them weighs 0 in the loss, as nnU-Net)."""
+    of them weighs 0 in the loss, as nnU-Net). `plain`: its prediction twin in plain torch
+    (`amoseg.models.resunet`: the same weights, no MONAI import)."""
+    filters = [min(base * 2**i, MAX_FEATURES) for i in range(stages)]
+    if plain:
+        from amoseg.models.resunet import ResUNet
+
+        heads = max(1, stages - 2) if stages > 2 else 0
+        return ResUNet(in_channels, NUM_CLASSES, [list(s) for s in strides], filters, heads)
     return _heads_at_own_resolution()(
         spatial_dims=3,
         in_channels=in_channels,
@@ -64,7 +77,7 @@ def build_resunet(
         kernel_size=[[3, 3, 3]] * stages,
         strides=[list(s) for s in strides],
         upsample_kernel_size=[list(s) for s in strides[1:]],
-        filters=[min(base * 2**i, MAX_FEATURES) for i in range(stages)],
+        filters=filters,
         norm_name=("INSTANCE", {"affine": True}),
         act_name=("leakyrelu", {"inplace": True, "negative_slope": 0.01}),
         deep_supervision=stages > 2,
@@ -193,7 +206,8 @@ class UNet3d(TorchModel):
     def build_core(self, in_channels: int) -> nn.Module:
         stages = self.params.stages
         channels = self.params.in_channels
-        net = build_resunet(channels, self.params.base, stages, stage_strides(self.patch, stages))
+        strides = stage_strides(self.patch, stages)
+        net = build_resunet(channels, self.params.base, stages, strides, self.inference_only)
         return OneHotInput(net, channels - 1) if self.cascade else net
 
     def build_norm(self) -> nn.Module:
