@@ -8,6 +8,7 @@ them with `amoseg score`, per organ; phantom test scans are scored the same way 
 
     nice -n 10 python bench/phantom_to_real.py                       # prints the tables
     nice -n 10 python bench/phantom_to_real.py --docs docs/benchmarks.md   # and writes them
+    python bench/phantom_to_real.py --run 3d_lowres=RUN_DIR   # a finished run: real scans only
 
 Mean organ Dice here = the mean over the organs present in that scan's ground truth of the 3D
 Dice on the scan's own grid (an organ the model predicts but the truth lacks is not averaged).
@@ -94,13 +95,15 @@ def organ_dice(report: dict) -> tuple[dict[str, float], float]:
     return dice, (sum(dice.values()) / len(dice) if dice else float("nan"))
 
 
-def score_run(run: Path, root: Path, out: Path) -> dict[str, dict]:
-    """predict + score every real scan and the phantom test scans with the CLI."""
+def score_run(run: Path, root: Path | None, out: Path) -> dict[str, dict]:
+    """predict + score every real scan and (with `root`) the phantom test scans with the CLI."""
     from amoseg.atomic import read_json
 
-    meta = read_json(root / "dataset.json")
-    phantoms = [(Path(e["image"]).name[:-7], root / e["image"], root / e["label"], "phantom")
-                for e in meta["test"]]  # fmt: skip
+    phantoms = []
+    if root is not None:
+        meta = read_json(root / "dataset.json")
+        phantoms = [(Path(e["image"]).name[:-7], root / e["image"], root / e["label"], "phantom")
+                    for e in meta["test"]]  # fmt: skip
     scans = [(n, REALDATA / i, REALDATA / g, who) for n, i, g, who in REAL_SCANS] + phantoms
     out.mkdir(parents=True, exist_ok=True)
     targets = [out / f"score_{name}.json" for name, *_ in scans]
@@ -165,6 +168,33 @@ def table(results: dict, summaries: dict, args, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def given_table(results: dict) -> str:
+    """`--run`: mean and per organ Dice (%) of finished runs on the real scans."""
+    from amoseg.labels import CLASS_NAMES
+
+    runs = list(results)
+    real = [s for s, *_ in REAL_SCANS]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    means = [f"**{100 * results[r][s]['mean_organ_dice']:.1f}**" for r in runs for s in real]
+    lines = [
+        f"Scored {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on a {os.cpu_count()}-core "
+        f"{platform.machine()} CPU (1-min load {load:.1f}); `amoseg predict` (no TTA) then "
+        "`amoseg score`, Dice (%) on each scan's own grid (— : organ not in its labels).",
+        "",
+        "| organ | " + " | ".join(f"{r} · {s}" for r in runs for s in real) + " |",
+        "|---|" + "---:|" * (len(runs) * len(real)),
+        "| **mean (organs present)** | " + " | ".join(means) + " |",
+    ]
+    for organ in CLASS_NAMES[1:]:
+        cells = []
+        for r in runs:
+            for s in real:
+                d = results[r][s]["dice"].get(organ)
+                cells.append("—" if d is None else f"{100 * d:.1f}")
+        lines.append(f"| {organ} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_docs(path: Path, body: str) -> None:
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     section = (
@@ -195,9 +225,22 @@ def main() -> None:
         "reuses finished runs and scores and writes the table",
     )  # fmt: skip
     p.add_argument("--models", nargs="+", default=None, help="default: unet, + unet3d")
+    p.add_argument(
+        "--run", action="append", default=[], metavar="NAME=RUN_DIR",
+        help="score finished runs (e.g. a bench/curves.py snapshot) on the real scans instead "
+        "of training; prints their table (not written to --docs)",
+    )  # fmt: skip
     args = p.parse_args()
     if not REALDATA.exists():
         sys.exit(f"no real samples at {REALDATA}: nothing to score against")
+    if args.run:
+        given = dict(item.split("=", 1) if "=" in item else (item, item) for item in args.run)
+        results = {
+            name: score_run(Path(run), None, args.work / f"given-{i}")
+            for i, (name, run) in enumerate(given.items())
+        }
+        print(given_table(results))
+        return
 
     import torch
 
