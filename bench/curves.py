@@ -696,7 +696,7 @@ def plot(result: dict[str, Any], target: Path) -> None:
                 [m["mark_min"] for m in marks],
                 [100 * m["mean_dice"] for m in marks],
                 marker="o",
-                label=f"{arm['tool']} {arm['configuration']}",
+                label=arm.get("label") or f"{arm['tool']} {arm['configuration']}",
             )
     ax.set_xlabel("minutes of training (each arm's own clock; the cascade's counts its folds)")
     ax.set_ylabel("mean organ Dice on the test scans (%)")
