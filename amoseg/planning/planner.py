@@ -45,7 +45,7 @@ TRAIN_ON = ("gpu", "cpu")
 #: Measured on a 2-core AVX512-BF16 CPU (docs/plan.md): a bf16 training step of a 64×48×64
 #: patch costs 0.34 s per sample at base 16 against 1.23 s at base 32, and batch 2 takes
 #: 2.5× the optimiser steps of batch 5 per minute; in 10 minutes that lifted mean organ Dice
-#: on 40 phantoms from 5 % (base 32, batch 5) to 39 %.
+#: on 40 phantoms from 5 % (base 32, batch 5) to 38.6 % (mean case Dice).
 CPU_UNET3D_ARGS = {"base": 16, "depth": 4}
 MAX_PATCH_2D = 1024
 MAX_PATCH_3D = (192, 192, 192)
