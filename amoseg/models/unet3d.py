@@ -65,11 +65,13 @@ def build_resunet(
     of them weighs 0 in the loss, as nnU-Net). `plain`: its prediction twin in plain torch
     (`amoseg.models.resunet`: the same weights, no MONAI import)."""
     filters = [min(base * 2**i, MAX_FEATURES) for i in range(stages)]
+    deep, heads = stages > 2, max(1, stages - 2)
     if plain:
         from amoseg.models.resunet import ResUNet
 
-        heads = max(1, stages - 2) if stages > 2 else 0
-        return ResUNet(in_channels, NUM_CLASSES, [list(s) for s in strides], filters, heads)
+        return ResUNet(
+            in_channels, NUM_CLASSES, [list(s) for s in strides], filters, heads if deep else 0
+        )
     return _heads_at_own_resolution()(
         spatial_dims=3,
         in_channels=in_channels,
@@ -80,8 +82,8 @@ def build_resunet(
         filters=filters,
         norm_name=("INSTANCE", {"affine": True}),
         act_name=("leakyrelu", {"inplace": True, "negative_slope": 0.01}),
-        deep_supervision=stages > 2,
-        deep_supr_num=max(1, stages - 2),
+        deep_supervision=deep,
+        deep_supr_num=heads,
         res_block=True,
     )
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from amoseg.planning.plan import Configuration, Plan, check_memory_gb, load_plan, save_plan
+from amoseg.planning.plan import (
+    TRAIN_ON,
+    Configuration,
+    Plan,
+    check_memory_gb,
+    load_plan,
+    save_plan,
+)
 
 __all__ = ["Configuration", "Plan", "load_plan", "make_plan", "resolve_train_on", "save_plan"]
 
@@ -60,7 +67,7 @@ def resolve_train_on(train_on: str) -> str:
     later step reads it from the plan, wherever it runs."""
     from amoseg.errors import AmosegError
 
-    if train_on in ("gpu", "cpu"):
+    if train_on in TRAIN_ON:
         return train_on
     if train_on != "auto":
         raise AmosegError(f"--train-on takes auto, cpu or gpu, got {train_on!r}")

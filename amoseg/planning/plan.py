@@ -117,6 +117,10 @@ def _memory(value: Any, where: str, path: Path | None) -> float:
     return value
 
 
+#: the devices a plan's networks are sized for (`Plan.train_on`, `amoseg plan --train-on`)
+TRAIN_ON = ("gpu", "cpu")
+
+
 @dataclass(frozen=True)
 class Network:
     """The network a configuration trains by default: a registry name and its arguments."""
@@ -315,7 +319,7 @@ class Plan:
                     path,
                 )
         train_on = data.get("train_on", "gpu")
-        if train_on not in ("gpu", "cpu"):
+        if train_on not in TRAIN_ON:
             raise _fail("train_on", f"must be gpu or cpu, got {str(train_on)[:40]!r}", path)
         return cls(
             configurations=parsed,

@@ -29,7 +29,7 @@ import numpy as np
 
 from amoseg.errors import AmosegError
 from amoseg.planning.fingerprint import BODY_HU, Fingerprint
-from amoseg.planning.plan import Configuration, Network, Plan
+from amoseg.planning.plan import TRAIN_ON, Configuration, Network, Plan
 from amoseg.preprocessing import Normalisation
 
 ANISOTROPY = 3.0
@@ -39,8 +39,6 @@ MIN_BATCH, MAX_BATCH = 2, 64
 #: network defaults the models read (`unet`'s own defaults; `unet3d` a nnU-Net-like start).
 UNET_ARGS = {"base": 32, "depth": 4, "context": 1}
 UNET3D_ARGS = {"base": 32, "depth": 4}
-#: the devices a plan's networks are sized for (`plan_dataset(train_on=...)`)
-TRAIN_ON = ("gpu", "cpu")
 #: a plan for CPU training: 3D networks at half nnU-Net's width, with the smallest batch.
 #: Measured on a 2-core AVX512-BF16 CPU (docs/plan.md): a bf16 training step of a 64×48×64
 #: patch costs 0.34 s per sample at base 16 against 1.23 s at base 32, and batch 2 takes

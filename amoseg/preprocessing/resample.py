@@ -71,8 +71,9 @@ def resized_argmax(scores: torch.Tensor, shape_xy: Sequence[int]) -> torch.Tenso
     near-ties (tests/test_resized_argmax.py)."""
     n_x, n_y = scores.shape[-2:]
     tx, ty = int(shape_xy[0]), int(shape_xy[1])
-    x0, x1, wx = _bilinear_taps(n_x, tx, scores.device)
-    y0, y1, wy = _bilinear_taps(n_y, ty, scores.device)
+    # float32 taps, as F.interpolate's bilinear CPU kernel computes them
+    x0, x1, wx = z_weights(n_x, tx, scores.device, torch.float32)
+    y0, y1, wy = z_weights(n_y, ty, scores.device, torch.float32)
     low = scores.argmax(0).to(torch.uint8)  # (Z, X, Y)
     rows0, rows1 = low[:, x0], low[:, x1]  # (Z, X', Y)
     out = rows0[:, :, y0]
@@ -92,23 +93,14 @@ def resized_argmax(scores: torch.Tensor, shape_xy: Sequence[int]) -> torch.Tenso
     return out
 
 
-def _bilinear_taps(n_in: int, n_out: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """F.interpolate's bilinear taps along one axis (align_corners=False, float32 as its CPU
-    kernel computes them): first and second source index, and the second's weight."""
-    scale = torch.tensor(n_in / n_out, dtype=torch.float32)
-    src = ((torch.arange(n_out, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
-    lo = src.long().clamp(max=n_in - 1)
-    hi = (lo + 1).clamp(max=n_in - 1)
-    return lo.to(device), hi.to(device), (src - lo).to(device)
-
-
-def z_weights(n_in: int, n_out: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Linear interpolation along z with `align_corners=False`: for each output plane the two
-    source planes and the weight of the second (F.interpolate's 'linear' convention)."""
+def z_weights(
+    n_in: int, n_out: int, device: torch.device, dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, ...]:
+    """Linear interpolation along an axis (z, or one in-plane axis) with
+    `align_corners=False`: for each output plane the two source planes and the weight of the
+    second (F.interpolate's 'linear' convention), the positions computed in `dtype`."""
     scale = n_in / n_out
-    src = ((torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(
-        min=0
-    )
+    src = ((torch.arange(n_out, device=device, dtype=dtype) + 0.5) * scale - 0.5).clamp(min=0)
     lo = src.floor().long().clamp(max=n_in - 1)
     hi = (lo + 1).clamp(max=n_in - 1)
     return lo, hi, (src - lo).float()
